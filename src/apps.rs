@@ -1,0 +1,141 @@
+//! Applications: credentials, feature switches and limits, behind the [`AppStore`] seam.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::config::AppConfig;
+use crate::ids::AppId;
+
+/// An app secret. Its `Debug` never prints it, so it cannot leak into logs.
+#[derive(Clone)]
+pub struct Secret(Arc<str>);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(s: &str) -> Self {
+        Self(s.into())
+    }
+    /// The secret's bytes, for HMAC keys only.
+    pub fn expose(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Per-app limits. Every one has a default and a visible behaviour on breach.
+#[derive(Clone, Debug)]
+pub struct AppLimits {
+    /// Connections for the app; 0 = unlimited. Breach: Pusher 4004.
+    pub max_connections: usize,
+    /// Bytes of event `data`. Breach: HTTP 413 / `pusher:error`.
+    pub max_event_bytes: usize,
+    /// Channels per trigger call. Breach: HTTP 400.
+    pub max_channels_per_event: usize,
+    /// Events per batch call. Breach: HTTP 400.
+    pub max_batch_size: usize,
+    /// Distinct users per presence channel. Breach: `pusher:subscription_error`.
+    pub presence_max_members: usize,
+    /// Bytes of a member's `user_info`. Breach: `pusher:subscription_error`.
+    pub presence_max_member_bytes: usize,
+    /// Client events per second per connection. Breach: `pusher:error` 4301, no close.
+    pub client_events_per_second: u32,
+    /// Channels one connection may be subscribed to. Breach: `pusher:subscription_error`.
+    pub max_channels_per_connection: usize,
+}
+
+/// One application.
+#[derive(Clone, Debug)]
+pub struct App {
+    /// Id, as in `/apps/{id}`.
+    pub id: AppId,
+    /// Public key, as in `/app/{key}` and `auth_key`.
+    pub key: String,
+    /// Signing secret.
+    pub secret: Secret,
+    /// A disabled app refuses connections (4003) and API calls (403).
+    pub enabled: bool,
+    /// Whether `client-` events are accepted.
+    pub client_events: bool,
+    /// Whether `pusher:signin` is accepted.
+    pub user_authentication: bool,
+    /// Limits.
+    pub limits: AppLimits,
+}
+
+impl App {
+    /// Builds an app from its configuration.
+    pub fn from_config(c: &AppConfig) -> Self {
+        Self {
+            id: AppId::new(c.id.as_str()),
+            key: c.key.clone(),
+            secret: Secret::new(&c.secret),
+            enabled: c.enabled,
+            client_events: c.client_events,
+            user_authentication: c.user_authentication,
+            limits: AppLimits {
+                max_connections: c.max_connections,
+                max_event_bytes: c.max_event_bytes,
+                max_channels_per_event: c.max_channels_per_event,
+                max_batch_size: c.max_batch_size,
+                presence_max_members: c.presence_max_members,
+                presence_max_member_bytes: c.presence_max_member_bytes,
+                client_events_per_second: c.client_events_per_second,
+                max_channels_per_connection: c.max_channels_per_connection,
+            },
+        }
+    }
+}
+
+/// Why an app lookup failed (not "not found": that is `Ok(None)`).
+#[derive(Debug, thiserror::Error)]
+pub enum AppStoreError {
+    /// The backing store could not be reached.
+    #[error("app store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Where apps come from: static configuration today, a database later.
+#[async_trait]
+pub trait AppStore: Send + Sync + 'static {
+    /// The app whose public key is `key`.
+    async fn by_key(&self, key: &str) -> Result<Option<Arc<App>>, AppStoreError>;
+    /// The app whose id is `id`.
+    async fn by_id(&self, id: &str) -> Result<Option<Arc<App>>, AppStoreError>;
+}
+
+/// Apps from the configuration file and environment, fixed for the process lifetime.
+pub struct StaticAppStore {
+    by_key: HashMap<String, Arc<App>>,
+    by_id: HashMap<String, Arc<App>>,
+}
+
+impl StaticAppStore {
+    /// Indexes the given apps by key and by id.
+    pub fn new(apps: impl IntoIterator<Item = App>) -> Self {
+        let mut by_key = HashMap::new();
+        let mut by_id = HashMap::new();
+        for app in apps {
+            let app = Arc::new(app);
+            by_key.insert(app.key.clone(), app.clone());
+            by_id.insert(app.id.to_string(), app);
+        }
+        Self { by_key, by_id }
+    }
+}
+
+#[async_trait]
+impl AppStore for StaticAppStore {
+    async fn by_key(&self, key: &str) -> Result<Option<Arc<App>>, AppStoreError> {
+        Ok(self.by_key.get(key).cloned())
+    }
+    async fn by_id(&self, id: &str) -> Result<Option<Arc<App>>, AppStoreError> {
+        Ok(self.by_id.get(id).cloned())
+    }
+}

@@ -1,0 +1,67 @@
+//! The handles every component shares, built once by `server::run`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::apps::AppStore;
+use crate::broker::Broker;
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::presence::PresenceStore;
+
+/// Shared state of one server process.
+pub struct Context {
+    /// Validated configuration.
+    pub config: Config,
+    /// This node's connection registry.
+    pub hub: Hub,
+    /// The one publish path.
+    pub broker: Arc<dyn Broker>,
+    /// Presence membership.
+    pub presence: Arc<dyn PresenceStore>,
+    /// Applications.
+    pub apps: Arc<dyn AppStore>,
+    /// This node's number: the first half of every socket id it hands out.
+    pub node: u32,
+    /// Cancelled on shutdown; every connection's token is a child of it.
+    pub shutdown: CancellationToken,
+    /// Tracks every task and connection, so shutdown can wait for them.
+    pub tracker: TaskTracker,
+    draining: AtomicBool,
+}
+
+impl Context {
+    /// Assembles the shared state.
+    pub fn new(
+        config: Config,
+        hub: Hub,
+        broker: Arc<dyn Broker>,
+        presence: Arc<dyn PresenceStore>,
+        apps: Arc<dyn AppStore>,
+    ) -> Self {
+        Self {
+            config,
+            hub,
+            broker,
+            presence,
+            apps,
+            node: rand::random::<u32>() % 1_000_000_000,
+            shutdown: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether the node is shutting down (health check answers 503).
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Marks the node as draining.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+}

@@ -1,0 +1,100 @@
+//! The protocol-neutral event: what every publisher produces and the hub delivers.
+//!
+//! An [`Event`] says *who* receives it ([`Target`]) and *what* it is ([`EventKind`]). It never
+//! carries a wire detail: the codecs in `protocol/` turn it into frames, once per wire format.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{AppId, ChannelName, SocketId, UserId};
+
+/// Who receives an event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Target {
+    /// Every subscriber of a channel (Pusher) or room (bus).
+    Channel(ChannelName),
+    /// Every connection of a user: Pusher sockets signed in as the user, and bus sessions.
+    User(UserId),
+    /// Every connection that watches the user (Pusher watchlist, bus presence audience).
+    Watchers(UserId),
+}
+
+/// What happened. Each kind carries only its own fields.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    /// An application event: from the HTTP API, a client event or an ingest source.
+    Message {
+        /// Event name, validated by the publisher's entry point.
+        name: Arc<str>,
+        /// The payload as JSON text, passed through byte for byte. For the HTTP API this is a
+        /// JSON string literal, because Pusher's `data` is a string.
+        data: Arc<str>,
+        /// The sending user on presence-channel client events.
+        user_id: Option<UserId>,
+    },
+    /// A user's first connection joined a presence channel.
+    MemberAdded {
+        /// The member.
+        user_id: UserId,
+        /// `user_info` as JSON text (`null` when absent).
+        user_info: Arc<str>,
+    },
+    /// A user's last connection left a presence channel.
+    MemberRemoved {
+        /// The member.
+        user_id: UserId,
+    },
+    /// The target user's online state changed (watchlist).
+    Online {
+        /// The user whose state changed.
+        user_id: UserId,
+        /// `true`: first connection signed in; `false`: last one left.
+        online: bool,
+    },
+    /// Close every connection of the target user (`terminate_connections`).
+    Terminate,
+}
+
+/// One event on its way to subscribers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// The application it belongs to.
+    pub app: AppId,
+    /// Who receives it.
+    pub target: Target,
+    /// What it is.
+    pub kind: EventKind,
+    /// A connection that must not receive it (the sender of a client event, or the
+    /// `socket_id` given to the HTTP API).
+    pub exclude: Option<SocketId>,
+}
+
+impl Event {
+    /// An application event to a channel.
+    pub fn message(app: AppId, channel: ChannelName, name: &str, data: Arc<str>) -> Self {
+        Self {
+            app,
+            target: Target::Channel(channel),
+            kind: EventKind::Message {
+                name: name.into(),
+                data,
+                user_id: None,
+            },
+            exclude: None,
+        }
+    }
+
+    /// Excludes one connection.
+    pub fn excluding(mut self, socket: Option<SocketId>) -> Self {
+        self.exclude = socket;
+        self
+    }
+}
+
+/// Serializes a string as a JSON string literal: how a Pusher `data` string travels.
+pub fn json_string(s: &str) -> Arc<str> {
+    serde_json::to_string(s)
+        .expect("a string always serializes")
+        .into()
+}

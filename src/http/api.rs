@@ -1,0 +1,325 @@
+//! Pusher's HTTP API: trigger, batch trigger, channel queries, terminate connections.
+//! Handlers parse, call the broker or the hub, and map the result.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{json, Map, Value};
+
+use super::error::ApiError;
+use super::signed::Signed;
+use crate::apps::App;
+use crate::context::Context;
+use crate::event::{json_string, Event, EventKind, Target};
+use crate::ids::{self, AppId, ChannelKind, ChannelName, SocketId, UserId};
+use crate::metrics;
+
+#[derive(Deserialize)]
+struct Trigger<'a> {
+    name: String,
+    #[serde(borrow)]
+    data: &'a RawValue,
+    #[serde(default)]
+    channels: Option<Vec<String>>,
+    #[serde(default)]
+    channel: Option<String>,
+    #[serde(default)]
+    socket_id: Option<String>,
+    #[serde(default)]
+    info: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Batch<'a> {
+    #[serde(borrow)]
+    batch: Vec<Trigger<'a>>,
+}
+
+/// A validated trigger, ready to publish.
+struct Checked {
+    name: String,
+    data: Arc<str>,
+    channels: Vec<ChannelName>,
+    exclude: Option<SocketId>,
+    info: Vec<String>,
+}
+
+fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("Invalid JSON body: {e}")))
+}
+
+fn check(app: &App, t: Trigger<'_>) -> Result<Checked, ApiError> {
+    ids::check_name(&t.name)
+        .map_err(|e| ApiError::BadRequest(format!("Invalid event name: {e}")))?;
+    if t.name.starts_with("pusher:") || t.name.starts_with("pusher_internal:") {
+        return Err(ApiError::BadRequest(
+            "Event names starting with pusher: are reserved".into(),
+        ));
+    }
+    let names = match (t.channels, t.channel) {
+        (Some(list), None) => list,
+        (None, Some(one)) => vec![one],
+        (Some(_), Some(_)) => {
+            return Err(ApiError::BadRequest(
+                "Give either channels or channel, not both".into(),
+            ))
+        }
+        (None, None) => return Err(ApiError::BadRequest("Missing channels".into())),
+    };
+    if names.is_empty() || names.len() > app.limits.max_channels_per_event {
+        return Err(ApiError::BadRequest(format!(
+            "Between 1 and {} channels per event",
+            app.limits.max_channels_per_event
+        )));
+    }
+    let channels = names
+        .iter()
+        .map(|n| {
+            ChannelName::parse(n)
+                .map_err(|e| ApiError::BadRequest(format!("Invalid channel name {n:?}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    // Pusher's data is a string: a JSON string literal passes through as sent; any other
+    // JSON value is sent as the string of its JSON text.
+    let raw = t.data.get();
+    let (data, len) = if raw.starts_with('"') {
+        let s: String =
+            serde_json::from_str(raw).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        (Arc::<str>::from(raw), s.len())
+    } else {
+        (json_string(raw), raw.len())
+    };
+    if len > app.limits.max_event_bytes {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "Event data is {len} bytes; the limit is {}",
+            app.limits.max_event_bytes
+        )));
+    }
+    let exclude = match t.socket_id {
+        None => None,
+        Some(s) => Some(
+            SocketId::parse(&s)
+                .ok_or_else(|| ApiError::BadRequest(format!("Invalid socket_id {s:?}")))?,
+        ),
+    };
+    let info = t
+        .info
+        .map(|i| i.split(',').map(str::to_owned).collect())
+        .unwrap_or_default();
+    Ok(Checked {
+        name: t.name,
+        data,
+        channels,
+        exclude,
+        info,
+    })
+}
+
+async fn publish(ctx: &Context, app: &AppId, c: &Checked) -> Result<(), ApiError> {
+    for ch in &c.channels {
+        let target = match ch.server_to_user() {
+            Some(user) => Target::User(UserId::new(user)),
+            None => Target::Channel(ch.clone()),
+        };
+        let event = Event {
+            app: app.clone(),
+            target,
+            kind: EventKind::Message {
+                name: c.name.as_str().into(),
+                data: c.data.clone(),
+                user_id: None,
+            },
+            exclude: c.exclude,
+        };
+        metrics::published("api");
+        ctx.broker
+            .publish(event)
+            .await
+            .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Channel attributes requested through `info`.
+async fn channel_info(
+    ctx: &Context,
+    app: &AppId,
+    ch: &ChannelName,
+    info: &[String],
+) -> Result<Map<String, Value>, ApiError> {
+    let mut out = Map::new();
+    if info.iter().any(|i| i == "subscription_count") {
+        out.insert(
+            "subscription_count".into(),
+            ctx.hub.subscription_count(app, ch).into(),
+        );
+    }
+    if info.iter().any(|i| i == "user_count") {
+        if ch.kind() != ChannelKind::Presence {
+            return Err(ApiError::BadRequest(
+                "user_count is only available for presence channels".into(),
+            ));
+        }
+        let members = ctx
+            .presence
+            .members(app, ch)
+            .await
+            .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        out.insert("user_count".into(), members.len().into());
+    }
+    Ok(out)
+}
+
+/// `POST /apps/{id}/events`.
+pub async fn events(State(ctx): State<Arc<Context>>, req: Signed) -> Result<Json<Value>, ApiError> {
+    let t: Trigger<'_> = parse_json(&req.body)?;
+    let c = check(&req.app, t)?;
+    publish(&ctx, &req.app.id, &c).await?;
+    if c.info.is_empty() {
+        return Ok(Json(json!({})));
+    }
+    let mut channels = Map::new();
+    for ch in &c.channels {
+        let attrs = channel_info(&ctx, &req.app.id, ch, &c.info).await?;
+        channels.insert(ch.to_string(), Value::Object(attrs));
+    }
+    Ok(Json(json!({ "channels": channels })))
+}
+
+/// `POST /apps/{id}/batch_events`.
+pub async fn batch_events(
+    State(ctx): State<Arc<Context>>,
+    req: Signed,
+) -> Result<Json<Value>, ApiError> {
+    let b: Batch<'_> = parse_json(&req.body)?;
+    if b.batch.len() > req.app.limits.max_batch_size {
+        return Err(ApiError::BadRequest(format!(
+            "At most {} events per batch",
+            req.app.limits.max_batch_size
+        )));
+    }
+    // Validate the whole batch before publishing any of it.
+    let checked = b
+        .batch
+        .into_iter()
+        .map(|t| {
+            let c = check(&req.app, t)?;
+            if c.channels.len() != 1 {
+                return Err(ApiError::BadRequest(
+                    "Each batch event takes one channel".into(),
+                ));
+            }
+            Ok(c)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    for c in &checked {
+        publish(&ctx, &req.app.id, c).await?;
+    }
+    if checked.iter().all(|c| c.info.is_empty()) {
+        return Ok(Json(json!({})));
+    }
+    let mut out = Vec::with_capacity(checked.len());
+    for c in &checked {
+        out.push(Value::Object(
+            channel_info(&ctx, &req.app.id, &c.channels[0], &c.info).await?,
+        ));
+    }
+    Ok(Json(json!({ "batch": out })))
+}
+
+fn info_param(req: &Signed) -> Vec<String> {
+    req.param("info")
+        .map(|i| i.split(',').map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+/// `GET /apps/{id}/channels`.
+pub async fn channels(
+    State(ctx): State<Arc<Context>>,
+    req: Signed,
+) -> Result<Json<Value>, ApiError> {
+    let prefix = req.param("filter_by_prefix").unwrap_or("");
+    let info = info_param(&req);
+    if info.iter().any(|i| i == "user_count") && !prefix.starts_with("presence-") {
+        return Err(ApiError::BadRequest(
+            "info=user_count requires filter_by_prefix=presence-".into(),
+        ));
+    }
+    let mut list = ctx.hub.channels(&req.app.id);
+    list.retain(|(c, _)| c.as_str().starts_with(prefix));
+    list.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut channels = Map::new();
+    for (ch, _) in list {
+        let attrs = channel_info(&ctx, &req.app.id, &ch, &info).await?;
+        channels.insert(ch.to_string(), Value::Object(attrs));
+    }
+    Ok(Json(json!({ "channels": channels })))
+}
+
+fn channel_path(name: &str) -> Result<ChannelName, ApiError> {
+    ChannelName::parse(name).map_err(|e| ApiError::BadRequest(format!("Invalid channel name: {e}")))
+}
+
+/// `GET /apps/{id}/channels/{name}`.
+pub async fn channel(
+    State(ctx): State<Arc<Context>>,
+    Path((_, name)): Path<(String, String)>,
+    req: Signed,
+) -> Result<Json<Value>, ApiError> {
+    let ch = channel_path(&name)?;
+    let mut attrs = channel_info(&ctx, &req.app.id, &ch, &info_param(&req)).await?;
+    let occupied = ctx.hub.subscription_count(&req.app.id, &ch) > 0;
+    attrs.insert("occupied".into(), occupied.into());
+    Ok(Json(Value::Object(attrs)))
+}
+
+/// `GET /apps/{id}/channels/{name}/users`.
+pub async fn users(
+    State(ctx): State<Arc<Context>>,
+    Path((_, name)): Path<(String, String)>,
+    req: Signed,
+) -> Result<Json<Value>, ApiError> {
+    let ch = channel_path(&name)?;
+    if ch.kind() != ChannelKind::Presence {
+        return Err(ApiError::BadRequest(
+            "Users are only available for presence channels".into(),
+        ));
+    }
+    let members = ctx
+        .presence
+        .members(&req.app.id, &ch)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let users: Vec<Value> = members
+        .iter()
+        .map(|m| json!({ "id": m.user_id.as_str() }))
+        .collect();
+    Ok(Json(json!({ "users": users })))
+}
+
+/// `POST /apps/{id}/users/{user_id}/terminate_connections`.
+pub async fn terminate(
+    State(ctx): State<Arc<Context>>,
+    Path((_, user)): Path<(String, String)>,
+    req: Signed,
+) -> Result<Json<Value>, ApiError> {
+    if user.is_empty() || user.len() > ids::MAX_USER_ID_LEN {
+        return Err(ApiError::BadRequest("Invalid user id".into()));
+    }
+    let event = Event {
+        app: req.app.id.clone(),
+        target: Target::User(UserId::new(user)),
+        kind: EventKind::Terminate,
+        exclude: None,
+    };
+    metrics::published("api");
+    ctx.broker
+        .publish(event)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    Ok(Json(json!({})))
+}

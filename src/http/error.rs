@@ -1,0 +1,59 @@
+//! The one mapping from API failures to HTTP responses: a status and a JSON body.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+/// Why an HTTP API call failed. Messages are for the caller; they never carry secrets or
+/// internal details.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Malformed or invalid request.
+    #[error("{0}")]
+    BadRequest(String),
+    /// Missing or wrong signature, key or timestamp.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The app is disabled.
+    #[error("{0}")]
+    Forbidden(String),
+    /// Unknown app, channel kind or route.
+    #[error("{0}")]
+    NotFound(String),
+    /// Body or event data over the limit.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// A backing service (broker, presence, app store) is down: nothing was accepted.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl ApiError {
+    /// The HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::warn!(%status, error = %self, "API call failed");
+        } else {
+            tracing::debug!(%status, error = %self, "API call refused");
+        }
+        (
+            status,
+            Json(serde_json::json!({ "error": self.to_string() })),
+        )
+            .into_response()
+    }
+}

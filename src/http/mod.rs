@@ -1,0 +1,73 @@
+//! HTTP surface: the router with the WebSocket endpoints, the signed API and health.
+
+mod api;
+mod error;
+mod signed;
+mod ws;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+
+pub use error::ApiError;
+
+use crate::context::Context;
+use crate::metrics;
+
+/// The whole HTTP application. Tests drive this same router.
+pub fn router(ctx: Arc<Context>) -> Router {
+    let body_limit = ctx.config.server.max_body_bytes;
+    Router::new()
+        .route("/app/{key}", get(ws::pusher))
+        .route("/apps/{app_id}/events", post(api::events))
+        .route("/apps/{app_id}/batch_events", post(api::batch_events))
+        .route("/apps/{app_id}/channels", get(api::channels))
+        .route("/apps/{app_id}/channels/{channel}", get(api::channel))
+        .route("/apps/{app_id}/channels/{channel}/users", get(api::users))
+        .route(
+            "/apps/{app_id}/users/{user_id}/terminate_connections",
+            post(api::terminate),
+        )
+        .route("/up", get(health))
+        .fallback(not_found)
+        .layer(middleware::from_fn(record))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(ctx)
+}
+
+/// `GET /up`: 200 while accepting traffic, 503 while draining.
+async fn health(State(ctx): State<Arc<Context>>) -> Response {
+    if ctx.is_draining() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"status": "draining"})),
+        )
+            .into_response()
+    } else {
+        Json(serde_json::json!({"status": "ok"})).into_response()
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("No such endpoint".into())
+}
+
+/// Counts every API call by route template and status.
+async fn record(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let started = Instant::now();
+    let response = next.run(req).await;
+    if !route.starts_with("/app/") {
+        metrics::http_request(route, response.status().as_u16(), started.elapsed());
+    }
+    response
+}

@@ -1,0 +1,276 @@
+//! The hub: which connections are in which channel, which belong to which user, who watches
+//! whom, and how many connections each app has. Local to this node; it never awaits.
+//!
+//! State is split into shards by key hash. Each shard keeps its maps under one
+//! `std::sync::Mutex`: no operation awaits while holding it, so a blocking mutex is both
+//! correct and cheaper than an async one.
+
+mod outbox;
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use indexmap::IndexMap;
+
+pub use outbox::Outbox;
+
+use crate::event::{Event, EventKind, Target};
+use crate::ids::{AppId, ChannelName, SocketId, UserId};
+use crate::metrics;
+use crate::protocol::{self, CloseReason, Frame, Wire};
+
+const SHARDS: usize = 64;
+
+/// A connection as the hub sees it: where to queue frames and in which wire format.
+#[derive(Clone)]
+pub struct Recipient {
+    /// Wire format of the connection.
+    pub wire: Wire,
+    /// Its outbound queue.
+    pub outbox: Outbox,
+}
+
+type Members = IndexMap<SocketId, Recipient>;
+type Key<T> = (AppId, T);
+
+#[derive(Default)]
+struct Shard {
+    channels: HashMap<Key<ChannelName>, Members>,
+    users: HashMap<Key<UserId>, Members>,
+    watchers: HashMap<Key<UserId>, Members>,
+}
+
+struct Inner {
+    shards: Box<[Mutex<Shard>]>,
+    hasher: std::collections::hash_map::RandomState,
+    connections: AtomicUsize,
+    per_app: Mutex<HashMap<AppId, usize>>,
+}
+
+/// Cheap-to-clone handle to the node's connection registry.
+#[derive(Clone)]
+pub struct Hub(Arc<Inner>);
+
+/// Which limit refused a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The node has `server.max_connections`.
+    NodeFull,
+    /// The app has its `max_connections`.
+    AppQuota,
+}
+
+/// A counted connection; dropping it releases the slot.
+pub struct Admission {
+    hub: Hub,
+    app: AppId,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.hub.0.connections.fetch_sub(1, Ordering::AcqRel);
+        let mut per_app = self.hub.0.per_app.lock().expect("hub lock poisoned");
+        if let Some(n) = per_app.get_mut(&self.app) {
+            *n -= 1;
+            if *n == 0 {
+                per_app.remove(&self.app);
+            }
+        }
+    }
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Hub {
+    /// An empty hub.
+    pub fn new() -> Self {
+        Self(Arc::new(Inner {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            hasher: Default::default(),
+            connections: AtomicUsize::new(0),
+            per_app: Mutex::default(),
+        }))
+    }
+
+    fn shard<K: Hash>(&self, key: &K) -> MutexGuard<'_, Shard> {
+        let i = (self.0.hasher.hash_one(key) as usize) % SHARDS;
+        self.0.shards[i].lock().expect("hub lock poisoned")
+    }
+
+    /// Counts a new connection against the node and app limits (0 = unlimited).
+    pub fn admit(
+        &self,
+        app: &AppId,
+        app_limit: usize,
+        node_limit: usize,
+    ) -> Result<Admission, Refusal> {
+        let prev = self.0.connections.fetch_add(1, Ordering::AcqRel);
+        if node_limit > 0 && prev >= node_limit {
+            self.0.connections.fetch_sub(1, Ordering::AcqRel);
+            return Err(Refusal::NodeFull);
+        }
+        let mut per_app = self.0.per_app.lock().expect("hub lock poisoned");
+        let n = per_app.entry(app.clone()).or_insert(0);
+        if app_limit > 0 && *n >= app_limit {
+            drop(per_app);
+            self.0.connections.fetch_sub(1, Ordering::AcqRel);
+            return Err(Refusal::AppQuota);
+        }
+        *n += 1;
+        Ok(Admission {
+            hub: self.clone(),
+            app: app.clone(),
+        })
+    }
+
+    /// Connections on this node.
+    pub fn connection_count(&self) -> usize {
+        self.0.connections.load(Ordering::Acquire)
+    }
+
+    /// Adds a subscriber; returns the channel's local subscriber count afterwards.
+    pub fn subscribe(&self, app: &AppId, ch: &ChannelName, id: SocketId, r: Recipient) -> usize {
+        let key = (app.clone(), ch.clone());
+        let mut shard = self.shard(&key);
+        let set = shard.channels.entry(key).or_default();
+        set.insert(id, r);
+        set.len()
+    }
+
+    /// Removes a subscriber; returns the remaining local count, or `None` if it was not there.
+    pub fn unsubscribe(&self, app: &AppId, ch: &ChannelName, id: SocketId) -> Option<usize> {
+        remove(&mut self.shard(&(app, ch)).channels, (app, ch), id)
+    }
+
+    /// Local subscribers of a channel.
+    pub fn subscription_count(&self, app: &AppId, ch: &ChannelName) -> usize {
+        let key = (app.clone(), ch.clone());
+        self.shard(&key).channels.get(&key).map_or(0, |s| s.len())
+    }
+
+    /// Every locally occupied channel of an app with its subscriber count.
+    pub fn channels(&self, app: &AppId) -> Vec<(ChannelName, usize)> {
+        let mut out = Vec::new();
+        for shard in self.0.shards.iter() {
+            let shard = shard.lock().expect("hub lock poisoned");
+            out.extend(
+                shard
+                    .channels
+                    .iter()
+                    .filter(|((a, _), _)| a == app)
+                    .map(|((_, c), s)| (c.clone(), s.len())),
+            );
+        }
+        out
+    }
+
+    /// Registers a connection as the user's; returns the user's local connection count.
+    pub fn add_user(&self, app: &AppId, user: &UserId, id: SocketId, r: Recipient) -> usize {
+        let key = (app.clone(), user.clone());
+        let mut shard = self.shard(&key);
+        let set = shard.users.entry(key).or_default();
+        set.insert(id, r);
+        set.len()
+    }
+
+    /// Unregisters a user's connection; returns the remaining count, `None` if absent.
+    pub fn remove_user(&self, app: &AppId, user: &UserId, id: SocketId) -> Option<usize> {
+        remove(&mut self.shard(&(app, user)).users, (app, user), id)
+    }
+
+    /// Local connections of a user.
+    pub fn user_connection_count(&self, app: &AppId, user: &UserId) -> usize {
+        let key = (app.clone(), user.clone());
+        self.shard(&key).users.get(&key).map_or(0, |s| s.len())
+    }
+
+    /// Makes connection `id` a watcher of `user`.
+    pub fn watch(&self, app: &AppId, user: &UserId, id: SocketId, r: Recipient) {
+        let key = (app.clone(), user.clone());
+        self.shard(&key)
+            .watchers
+            .entry(key)
+            .or_default()
+            .insert(id, r);
+    }
+
+    /// Stops connection `id` watching `user`.
+    pub fn unwatch(&self, app: &AppId, user: &UserId, id: SocketId) {
+        remove(&mut self.shard(&(app, user)).watchers, (app, user), id);
+    }
+
+    /// Queues an event for every local recipient. Encodes it at most once per wire format;
+    /// never waits (a full queue closes that connection). Returns the frames queued.
+    pub fn deliver(&self, event: &Event) -> usize {
+        let app = event.app.clone();
+        let delivered = match &event.target {
+            Target::Channel(ch) => {
+                let key = (app, ch.clone());
+                let shard = self.shard(&key);
+                shard.channels.get(&key).map_or(0, |s| fan_out(s, event))
+            }
+            Target::User(user) => {
+                let key = (app, user.clone());
+                let shard = self.shard(&key);
+                match (&event.kind, shard.users.get(&key)) {
+                    (EventKind::Terminate, Some(set)) => {
+                        for r in set.values() {
+                            r.outbox.kill(CloseReason::Terminated);
+                        }
+                        0
+                    }
+                    (_, Some(set)) => fan_out(set, event),
+                    (_, None) => 0,
+                }
+            }
+            Target::Watchers(user) => {
+                let key = (app, user.clone());
+                let shard = self.shard(&key);
+                shard.watchers.get(&key).map_or(0, |s| fan_out(s, event))
+            }
+        };
+        metrics::delivered(delivered);
+        delivered
+    }
+}
+
+fn remove<K: Hash + Eq + Clone>(
+    map: &mut HashMap<(AppId, K), Members>,
+    key: (&AppId, &K),
+    id: SocketId,
+) -> Option<usize> {
+    let key = (key.0.clone(), key.1.clone());
+    let set = map.get_mut(&key)?;
+    set.swap_remove(&id)?;
+    let left = set.len();
+    if left == 0 {
+        map.remove(&key);
+    }
+    Some(left)
+}
+
+/// Queues `event` to every member but the excluded one, encoding lazily once per wire.
+fn fan_out(set: &Members, event: &Event) -> usize {
+    let mut pusher: Option<Option<Frame>> = None;
+    let mut n = 0;
+    for (id, r) in set {
+        if event.exclude == Some(*id) {
+            continue;
+        }
+        let frame = match r.wire {
+            Wire::Pusher => pusher.get_or_insert_with(|| protocol::encode(Wire::Pusher, event)),
+        };
+        if let Some(f) = frame {
+            if r.outbox.push(f.clone()) {
+                n += 1;
+            }
+        }
+    }
+    n
+}

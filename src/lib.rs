@@ -1,0 +1,33 @@
+//! Switchboard: a self-hosted real-time event server speaking Pusher Channels protocol v7.
+//!
+//! # Layout
+//!
+//! - [`ids`], [`event`]: identifiers and the protocol-neutral [`event::Event`]. No async.
+//! - [`protocol`]: wire formats. Every type that appears on a socket lives here.
+//! - [`hub`]: this node's registry of channels, users and watchers; delivers an event by
+//!   encoding it once per wire and queueing the bytes on each connection's bounded outbox.
+//! - [`broker`]: the one publish path (`Broker::publish` → `Hub::deliver`).
+//! - [`presence`]: presence-channel membership keyed by user id.
+//! - [`apps`]: applications and the `AppStore` seam; [`auth`]: HMAC signatures.
+//! - [`session`]: one reader loop and one writer task per WebSocket.
+//! - [`http`]: the router (WebSocket endpoints, signed HTTP API, health).
+//! - [`config`], [`metrics`], [`context`], [`server`]: settings, metrics, shared handles,
+//!   and the wiring with `server::run(listener, metrics_listener, config, shutdown)`.
+//!
+//! Dependencies point one way: `ids`/`event` ← `protocol` ← `hub` ← `broker`/`presence` ←
+//! `session` ← `http` ← `server`. The hub never calls the broker.
+
+pub mod apps;
+pub mod auth;
+pub mod broker;
+pub mod config;
+pub mod context;
+pub mod event;
+pub mod http;
+pub mod hub;
+pub mod ids;
+pub mod metrics;
+pub mod presence;
+pub mod protocol;
+pub mod server;
+pub mod session;

@@ -1,0 +1,75 @@
+//! Every metric the server exports, in one place. Labels are bounded sets (never channel
+//! names or client-supplied values), so the series count stays fixed.
+
+use std::sync::OnceLock;
+
+use metrics::{counter, gauge};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+/// Installs the process-wide Prometheus recorder once and returns its handle.
+pub fn install() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .install_recorder()
+                .expect("no other metrics recorder is installed")
+        })
+        .clone()
+}
+
+/// A connection was accepted (`protocol`: `pusher` | `bus`).
+pub fn connection_opened(protocol: &'static str) {
+    counter!("switchboard_connections_total", "protocol" => protocol).increment(1);
+    gauge!("switchboard_connections", "protocol" => protocol).increment(1.0);
+}
+
+/// A connection ended.
+pub fn connection_closed(protocol: &'static str) {
+    gauge!("switchboard_connections", "protocol" => protocol).decrement(1.0);
+}
+
+/// A connection was refused by a limit (`limit`: `node` | `app` | `user`).
+pub fn connection_refused(limit: &'static str) {
+    counter!("switchboard_connections_refused_total", "limit" => limit).increment(1);
+}
+
+/// Subscriptions went up or down.
+pub fn subscriptions(delta: f64) {
+    gauge!("switchboard_subscriptions").increment(delta);
+}
+
+/// A message was received from a client.
+pub fn message_in(protocol: &'static str) {
+    counter!("switchboard_messages_in_total", "protocol" => protocol).increment(1);
+}
+
+/// `n` frames were queued to connections.
+pub fn delivered(n: usize) {
+    if n > 0 {
+        counter!("switchboard_messages_out_total").increment(n as u64);
+    }
+}
+
+/// An event entered the broker (`source`: `api` | `client` | `internal`).
+pub fn published(source: &'static str) {
+    counter!("switchboard_events_published_total", "source" => source).increment(1);
+}
+
+/// A connection was closed because its outbound queue overflowed.
+pub fn slow_consumer_closed() {
+    counter!("switchboard_slow_consumer_closes_total").increment(1);
+}
+
+/// A client message was refused (`reason`: a fixed, code-defined string).
+pub fn client_error(reason: &'static str) {
+    counter!("switchboard_client_errors_total", "reason" => reason).increment(1);
+}
+
+/// An HTTP API call finished (`endpoint`: route template, a fixed set; `status`: HTTP status).
+pub fn http_request(endpoint: String, status: u16, took: std::time::Duration) {
+    counter!("switchboard_http_requests_total", "endpoint" => endpoint.clone(), "status" => status.to_string())
+        .increment(1);
+    metrics::histogram!("switchboard_http_request_seconds", "endpoint" => endpoint)
+        .record(took.as_secs_f64());
+}

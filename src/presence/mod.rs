@@ -1,0 +1,78 @@
+//! Presence: which users are members of which presence channel. Membership is keyed by user
+//! id, not socket: a user's first connection joins, their last one leaves.
+
+mod memory;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+pub use memory::MemoryPresence;
+
+use crate::ids::{AppId, ChannelName, SocketId, UserId};
+
+/// A presence member as the channel sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// User id (always a string, whatever type the app sent).
+    pub user_id: UserId,
+    /// `user_info` as JSON text; `null` when absent. The first connection's value stays until
+    /// the user's last connection leaves.
+    pub user_info: Arc<str>,
+}
+
+/// The transition a join caused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Joined {
+    /// The user's first connection in the channel: announce `member_added`.
+    First,
+    /// The user was already present through another connection: announce nothing.
+    Again,
+}
+
+/// The transition a leave caused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Left {
+    /// The user's last connection left: announce `member_removed`.
+    Last(UserId),
+    /// The user is still present through another connection.
+    StillPresent,
+}
+
+/// Why a presence operation failed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PresenceError {
+    /// The channel has its maximum number of distinct users.
+    #[error("presence channel is full")]
+    Full,
+    /// The backing store could not be reached.
+    #[error("presence store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Membership of presence channels. Each call reports the transition it caused, atomically,
+/// so exactly one caller announces each `member_added` / `member_removed`.
+#[async_trait]
+pub trait PresenceStore: Send + Sync + 'static {
+    /// Adds connection `socket` as `member`. A new user is refused with
+    /// [`PresenceError::Full`] when the channel has `max_members` users.
+    async fn join(
+        &self,
+        app: &AppId,
+        ch: &ChannelName,
+        socket: SocketId,
+        member: Member,
+        max_members: usize,
+    ) -> Result<Joined, PresenceError>;
+
+    /// Removes connection `socket`; `Ok(None)` if it was not a member.
+    async fn leave(
+        &self,
+        app: &AppId,
+        ch: &ChannelName,
+        socket: SocketId,
+    ) -> Result<Option<Left>, PresenceError>;
+
+    /// One entry per user, in join order.
+    async fn members(&self, app: &AppId, ch: &ChannelName) -> Result<Vec<Member>, PresenceError>;
+}

@@ -1,0 +1,365 @@
+//! Subscriptions, sign-in and client events of a Pusher connection.
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::{Session, SignedIn};
+use crate::auth;
+use crate::event::{Event, EventKind, Target};
+use crate::ids::{self, ChannelKind, ChannelName, UserId, MAX_USER_ID_LEN};
+use crate::metrics;
+use crate::presence::{Joined, Left, Member, PresenceError};
+use crate::protocol::pusher::{self as wire, code, PresenceMember};
+
+/// Most watchlist entries honoured (Pusher: 100; more → error 4302).
+const MAX_WATCHLIST: usize = 100;
+
+#[derive(Deserialize)]
+struct ChannelData<'a> {
+    user_id: serde_json::Value,
+    #[serde(borrow, default)]
+    user_info: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct UserData {
+    id: serde_json::Value,
+    #[serde(default)]
+    watchlist: Vec<serde_json::Value>,
+}
+
+/// A user id from JSON: strings as they are, numbers as their decimal text (Laravel sends
+/// integers).
+fn user_id_of(v: &serde_json::Value) -> Option<UserId> {
+    let s = match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Number(n) => n.to_string(),
+        _ => return None,
+    };
+    (!s.is_empty() && s.len() <= MAX_USER_ID_LEN).then(|| UserId::new(s))
+}
+
+impl Session {
+    fn sub_error(&self, channel: &str, status: u16, message: &str) {
+        metrics::client_error("subscription");
+        self.send(wire::subscription_error(channel, status, message));
+    }
+
+    pub(super) async fn subscribe(
+        &mut self,
+        channel: &str,
+        auth: Option<String>,
+        channel_data: Option<String>,
+    ) {
+        let ch = match ChannelName::parse(channel) {
+            Ok(ch) => ch,
+            Err(e) => return self.sub_error(channel, 400, &format!("Invalid channel name: {e}")),
+        };
+        if self.channels.contains_key(&ch) {
+            // Idempotent: pusher-js may resubscribe; confirm again without a second join.
+            return self.send(wire::subscription_succeeded(ch.as_str(), None));
+        }
+        if self.channels.len() >= self.app.limits.max_channels_per_connection {
+            return self.sub_error(channel, 400, "Too many channels on this connection");
+        }
+        let kind = ch.kind();
+        if kind == ChannelKind::ServerToUser {
+            // pusher-js subscribes to its own user channel after sign-in; user events reach
+            // signed-in connections whether or not they do.
+            let mine = self.user.as_ref().map(|u| u.id.as_str()) == ch.server_to_user();
+            return if mine {
+                self.send(wire::subscription_succeeded(ch.as_str(), None))
+            } else {
+                self.sub_error(channel, 403, "Not signed in as this user")
+            };
+        }
+        if kind.needs_auth() {
+            let data = if kind == ChannelKind::Presence {
+                match channel_data.as_deref() {
+                    Some(d) => Some(d),
+                    None => {
+                        return self.sub_error(channel, 400, "Presence channels need channel_data")
+                    }
+                }
+            } else {
+                None
+            };
+            let ok = auth
+                .as_deref()
+                .is_some_and(|a| auth::channel_auth_ok(&self.app, self.id, channel, data, a));
+            if !ok {
+                return self.sub_error(channel, 401, "Invalid signature");
+            }
+        }
+        let member = if kind == ChannelKind::Presence {
+            match self.presence_member(channel_data.as_deref().unwrap_or_default()) {
+                Ok(m) => Some(m),
+                Err(msg) => return self.sub_error(channel, 400, msg),
+            }
+        } else {
+            None
+        };
+        match member {
+            None => {
+                self.send(wire::subscription_succeeded(ch.as_str(), None));
+                self.ctx
+                    .hub
+                    .subscribe(&self.app.id, &ch, self.id, self.recipient());
+                self.channels.insert(ch, None);
+                metrics::subscriptions(1.0);
+            }
+            Some(member) => self.join_presence(ch, member).await,
+        }
+    }
+
+    fn presence_member(&self, channel_data: &str) -> Result<Member, &'static str> {
+        let d: ChannelData<'_> =
+            serde_json::from_str(channel_data).map_err(|_| "channel_data is not valid JSON")?;
+        let user_id = user_id_of(&d.user_id)
+            .ok_or("channel_data.user_id must be a non-empty string of at most 128 characters")?;
+        let info = d.user_info.map_or("null", |r| r.get());
+        if info.len() > self.app.limits.presence_max_member_bytes {
+            return Err("user_info is too large");
+        }
+        Ok(Member {
+            user_id,
+            user_info: info.into(),
+        })
+    }
+
+    async fn join_presence(&mut self, ch: ChannelName, member: Member) {
+        let app = self.app.id.clone();
+        let joined = self
+            .ctx
+            .presence
+            .join(
+                &app,
+                &ch,
+                self.id,
+                member.clone(),
+                self.app.limits.presence_max_members,
+            )
+            .await;
+        let joined = match joined {
+            Ok(j) => j,
+            Err(PresenceError::Full) => {
+                return self.sub_error(ch.as_str(), 403, "Presence channel is full")
+            }
+            Err(e) => return self.sub_error(ch.as_str(), 503, &e.to_string()),
+        };
+        // Subscribe before reading the member list: whoever joins after this point reaches
+        // us as member_added, whoever joined before is in the list.
+        self.ctx.hub.subscribe(&app, &ch, self.id, self.recipient());
+        self.channels
+            .insert(ch.clone(), Some(member.user_id.clone()));
+        metrics::subscriptions(1.0);
+        let members = self
+            .ctx
+            .presence
+            .members(&app, &ch)
+            .await
+            .unwrap_or_default();
+        let list: Vec<PresenceMember<'_>> = members
+            .iter()
+            .map(|m| PresenceMember {
+                user_id: m.user_id.as_str(),
+                user_info: &m.user_info,
+            })
+            .collect();
+        self.send(wire::subscription_succeeded(ch.as_str(), Some(&list)));
+        if joined == Joined::First {
+            let event = Event {
+                app,
+                target: Target::Channel(ch),
+                kind: EventKind::MemberAdded {
+                    user_id: member.user_id,
+                    user_info: member.user_info,
+                },
+                exclude: Some(self.id),
+            };
+            self.publish("internal", event).await;
+        }
+    }
+
+    pub(super) async fn unsubscribe(&mut self, ch: &ChannelName) {
+        let Some(presence_user) = self.channels.remove(ch) else {
+            return;
+        };
+        let app = self.app.id.clone();
+        self.ctx.hub.unsubscribe(&app, ch, self.id);
+        metrics::subscriptions(-1.0);
+        if presence_user.is_none() {
+            return;
+        }
+        if let Ok(Some(Left::Last(user_id))) = self.ctx.presence.leave(&app, ch, self.id).await {
+            let event = Event {
+                app,
+                target: Target::Channel(ch.clone()),
+                kind: EventKind::MemberRemoved { user_id },
+                exclude: None,
+            };
+            self.publish("internal", event).await;
+        }
+    }
+
+    pub(super) async fn signin(&mut self, auth: &str, user_data: &str) {
+        if !self.app.user_authentication {
+            return self.send(wire::error(
+                Some(code::UNAUTHORIZED),
+                "User authentication is disabled for this app",
+            ));
+        }
+        if !auth::user_auth_ok(&self.app, self.id, user_data, auth) {
+            metrics::client_error("signin");
+            return self.send(wire::error(
+                Some(code::UNAUTHORIZED),
+                "Invalid signin signature",
+            ));
+        }
+        let Ok(data) = serde_json::from_str::<UserData>(user_data) else {
+            return self.send(wire::error(
+                Some(code::UNAUTHORIZED),
+                "user_data must be a JSON object with an id",
+            ));
+        };
+        let Some(id) = data.id.as_str().and_then(|_| user_id_of(&data.id)) else {
+            return self.send(wire::error(
+                Some(code::UNAUTHORIZED),
+                "user_data.id must be a non-empty string",
+            ));
+        };
+        if let Some(current) = &self.user {
+            if current.id != id {
+                return self.send(wire::error(
+                    Some(code::UNAUTHORIZED),
+                    "Already signed in as another user",
+                ));
+            }
+            return self.send(wire::signin_success(user_data));
+        }
+        let over = data.watchlist.len() > MAX_WATCHLIST;
+        let watchlist: Vec<UserId> = data
+            .watchlist
+            .iter()
+            .take(MAX_WATCHLIST)
+            .filter_map(user_id_of)
+            .collect();
+        self.send(wire::signin_success(user_data));
+        if over {
+            self.send(wire::error(
+                Some(code::WATCHLIST_LIMIT),
+                "Watchlist is limited to 100 user ids; the first 100 are watched",
+            ));
+        }
+        let app = self.app.id.clone();
+        let hub = &self.ctx.hub;
+        let first = hub.add_user(&app, &id, self.id, self.recipient()) == 1;
+        for w in &watchlist {
+            hub.watch(&app, w, self.id, self.recipient());
+        }
+        let online: Vec<&str> = watchlist
+            .iter()
+            .filter(|w| hub.user_connection_count(&app, w) > 0)
+            .map(|w| w.as_str())
+            .collect();
+        if !online.is_empty() {
+            self.send(wire::watchlist_event(true, online));
+        }
+        self.user = Some(SignedIn {
+            id: id.clone(),
+            watchlist,
+        });
+        if first {
+            self.publish_online(id, true).await;
+        }
+    }
+
+    pub(super) async fn signout(&mut self) {
+        let Some(user) = self.user.take() else {
+            return;
+        };
+        let app = self.app.id.clone();
+        for w in &user.watchlist {
+            self.ctx.hub.unwatch(&app, w, self.id);
+        }
+        if self.ctx.hub.remove_user(&app, &user.id, self.id) == Some(0) {
+            self.publish_online(user.id, false).await;
+        }
+    }
+
+    async fn publish_online(&self, user_id: UserId, online: bool) {
+        let event = Event {
+            app: self.app.id.clone(),
+            target: Target::Watchers(user_id.clone()),
+            kind: EventKind::Online { user_id, online },
+            exclude: None,
+        };
+        self.publish("internal", event).await;
+    }
+
+    pub(super) async fn client_event(&mut self, event: &str, channel: &str, data: String) {
+        let refuse = |s: &Self, reason: &'static str, msg: &str| {
+            metrics::client_error(reason);
+            s.send(wire::error(Some(code::INVALID_MESSAGE), msg));
+        };
+        if !self.app.client_events {
+            return refuse(
+                self,
+                "client_event",
+                "Client events are not enabled for this app",
+            );
+        }
+        if ids::check_name(event).is_err() {
+            return refuse(self, "client_event", "Invalid event name");
+        }
+        let Ok(ch) = ChannelName::parse(channel) else {
+            return refuse(self, "client_event", "Invalid channel name");
+        };
+        if !matches!(ch.kind(), ChannelKind::Private | ChannelKind::Presence) {
+            return refuse(
+                self,
+                "client_event",
+                "Client events are only allowed on private and presence channels",
+            );
+        }
+        let Some(presence_user) = self.channels.get(&ch) else {
+            return refuse(self, "client_event", "Not subscribed to this channel");
+        };
+        if data.len() > self.app.limits.max_event_bytes {
+            return refuse(self, "client_event", "Event data is too large");
+        }
+        if let Some(limiter) = &self.client_events {
+            if limiter.check().is_err() {
+                metrics::client_error("client_event_rate");
+                return self.send(wire::error(
+                    Some(code::CLIENT_EVENT_RATE),
+                    "Client event rejected due to rate limit",
+                ));
+            }
+        }
+        let event = Event {
+            app: self.app.id.clone(),
+            target: Target::Channel(ch.clone()),
+            kind: EventKind::Message {
+                name: event.into(),
+                data: Arc::from(data),
+                user_id: presence_user.clone(),
+            },
+            exclude: Some(self.id),
+        };
+        self.publish("client", event).await;
+    }
+
+    async fn publish(&self, source: &'static str, event: Event) {
+        metrics::published(source);
+        if let Err(e) = self.ctx.broker.publish(event).await {
+            tracing::warn!(error = %e, "publish from a connection failed");
+            self.send(wire::error(
+                Some(code::RECONNECT),
+                "Event could not be published",
+            ));
+        }
+    }
+}

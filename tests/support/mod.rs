@@ -1,0 +1,305 @@
+//! Test support: real servers on 127.0.0.1:0 and real WebSocket/HTTP clients.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::{SinkExt, StreamExt};
+use md5::{Digest, Md5};
+use serde_json::{json, Value};
+use switchboard::apps::Secret;
+use switchboard::auth;
+use switchboard::config::Config;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const KEY: &str = "app-key";
+pub const SECRET: &str = "app-secret";
+pub const APP_ID: &str = "app-id";
+/// How long a test waits for something that should happen.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// A running server; stopped (and awaited) by [`TestServer::stop`].
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub metrics_addr: Option<SocketAddr>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl TestServer {
+    /// Starts a server with the default config, adjusted by `f`.
+    pub async fn start_with(f: impl FnOnce(&mut Config)) -> Self {
+        Self::start_full(f, false).await
+    }
+
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_full(f: impl FnOnce(&mut Config), metrics: bool) -> Self {
+        let mut config = Config::load(None, Vec::<(String, String)>::new()).unwrap();
+        config.server.shutdown_grace = 2;
+        f(&mut config);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let ml = if metrics {
+            Some(TcpListener::bind("127.0.0.1:0").await.unwrap())
+        } else {
+            None
+        };
+        let metrics_addr = ml.as_ref().map(|l| l.local_addr().unwrap());
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(switchboard::server::run(listener, ml, config, async move {
+            let _ = rx.await;
+        }));
+        Self {
+            addr,
+            metrics_addr,
+            stop: Some(tx),
+            task,
+        }
+    }
+
+    /// Signals shutdown and waits for `run` to return.
+    pub async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(Duration::from_secs(10), &mut self.task)
+            .await
+            .expect("server stops within 10 s")
+            .unwrap()
+            .unwrap();
+    }
+
+    pub fn ws_url(&self, key: &str) -> String {
+        format!("ws://{}/app/{key}?protocol=7&client=test&version=1.0", self.addr)
+    }
+
+    pub async fn pusher(&self) -> PusherClient {
+        PusherClient::connect(&self.ws_url(KEY)).await
+    }
+
+    pub fn api(&self) -> Api {
+        Api {
+            base: format!("http://{}", self.addr),
+            app_id: APP_ID.into(),
+            key: KEY.into(),
+            secret: SECRET.into(),
+            http: reqwest::Client::new(),
+        }
+    }
+}
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A raw Pusher protocol client.
+pub struct PusherClient {
+    pub ws: Ws,
+    pub socket_id: String,
+}
+
+impl PusherClient {
+    /// Connects and waits for `connection_established`.
+    pub async fn connect(url: &str) -> Self {
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        let mut c = Self {
+            ws,
+            socket_id: String::new(),
+        };
+        let hello = c.recv().await;
+        assert_eq!(hello["event"], "pusher:connection_established", "{hello}");
+        let data: Value = serde_json::from_str(hello["data"].as_str().unwrap()).unwrap();
+        c.socket_id = data["socket_id"].as_str().unwrap().to_owned();
+        c
+    }
+
+    /// Connects without waiting for anything.
+    pub async fn connect_raw(url: &str) -> Ws {
+        tokio_tungstenite::connect_async(url).await.unwrap().0
+    }
+
+    pub async fn send(&mut self, v: Value) {
+        self.send_text(&v.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, s: &str) {
+        self.ws.send(Message::text(s)).await.unwrap();
+    }
+
+    /// The next JSON frame (pings from the server included); panics after [`WAIT`].
+    pub async fn recv(&mut self) -> Value {
+        recv_json(&mut self.ws).await
+    }
+
+    /// Skips frames until one with `event == name` arrives.
+    pub async fn expect(&mut self, name: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let v = tokio::time::timeout_at(deadline, recv_json(&mut self.ws))
+                .await
+                .unwrap_or_else(|_| panic!("no {name} within {WAIT:?}"));
+            if v["event"] == name {
+                return v;
+            }
+        }
+    }
+
+    /// Asserts no frame arrives within `d` (except those `allow` accepts).
+    pub async fn expect_silence(&mut self, d: Duration) {
+        match tokio::time::timeout(d, self.ws.next()).await {
+            Err(_) => {}
+            Ok(m) => panic!("expected silence, got {m:?}"),
+        }
+    }
+
+    /// Waits for the server's close frame and returns its code.
+    pub async fn expect_close(&mut self) -> u16 {
+        expect_close(&mut self.ws).await
+    }
+
+    pub async fn subscribe(&mut self, channel: &str) -> Value {
+        self.send(json!({"event":"pusher:subscribe","data":{"channel":channel}}))
+            .await;
+        self.expect_subscribed(channel).await
+    }
+
+    pub async fn subscribe_private(&mut self, channel: &str) -> Value {
+        let auth = channel_auth(&self.socket_id, channel, None);
+        self.send(json!({"event":"pusher:subscribe","data":{"channel":channel,"auth":auth}}))
+            .await;
+        self.expect_subscribed(channel).await
+    }
+
+    pub async fn subscribe_presence(&mut self, channel: &str, channel_data: &str) -> Value {
+        let auth = channel_auth(&self.socket_id, channel, Some(channel_data));
+        self.send(json!({"event":"pusher:subscribe","data":{"channel":channel,"auth":auth,"channel_data":channel_data}}))
+            .await;
+        self.expect_subscribed(channel).await
+    }
+
+    async fn expect_subscribed(&mut self, channel: &str) -> Value {
+        let v = self.expect("pusher_internal:subscription_succeeded").await;
+        assert_eq!(v["channel"], channel);
+        v
+    }
+
+    pub async fn signin(&mut self, user_data: &str) -> Value {
+        let auth = format!(
+            "{KEY}:{}",
+            auth::sign(
+                &Secret::new(SECRET),
+                format!("{}::user::{user_data}", self.socket_id).as_bytes()
+            )
+        );
+        self.send(json!({"event":"pusher:signin","data":{"auth":auth,"user_data":user_data}}))
+            .await;
+        self.expect("pusher:signin_success").await
+    }
+}
+
+pub async fn recv_json(ws: &mut Ws) -> Value {
+    loop {
+        let msg = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("a frame within the wait")
+            .expect("stream open")
+            .expect("no socket error");
+        match msg {
+            Message::Text(t) => return serde_json::from_str(&t).unwrap(),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+}
+
+pub async fn expect_close(ws: &mut Ws) -> u16 {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) => panic!("no close within {WAIT:?}"),
+            Ok(Some(Ok(Message::Close(Some(f))))) => return u16::from(f.code),
+            Ok(Some(Ok(Message::Close(None)))) => return u16::from(CloseCode::Status),
+            Ok(Some(Ok(_))) => continue,
+            Ok(Some(Err(e))) => panic!("socket error before close: {e}"),
+            Ok(None) => panic!("stream ended without a close frame"),
+        }
+    }
+}
+
+/// `"<key>:<sig>"` for a private or presence channel.
+pub fn channel_auth(socket_id: &str, channel: &str, data: Option<&str>) -> String {
+    let msg = match data {
+        Some(d) => format!("{socket_id}:{channel}:{d}"),
+        None => format!("{socket_id}:{channel}"),
+    };
+    format!("{KEY}:{}", auth::sign(&Secret::new(SECRET), msg.as_bytes()))
+}
+
+/// A client of the signed HTTP API.
+pub struct Api {
+    pub base: String,
+    pub app_id: String,
+    pub key: String,
+    pub secret: String,
+    pub http: reqwest::Client,
+}
+
+pub fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+impl Api {
+    /// The signed query string for a request, as Pusher's SDKs build it.
+    pub fn signed_query(&self, method: &str, path: &str, params: &[(&str, &str)], body: &str, ts: u64) -> String {
+        let mut p: Vec<(String, String)> = vec![
+            ("auth_key".into(), self.key.clone()),
+            ("auth_timestamp".into(), ts.to_string()),
+            ("auth_version".into(), "1.0".into()),
+        ];
+        if !body.is_empty() {
+            p.push(("body_md5".into(), hex::encode(Md5::digest(body.as_bytes()))));
+        }
+        p.extend(params.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let to_sign = auth::api_string_to_sign(method, path, &p);
+        let sig = auth::sign(&Secret::new(&self.secret), to_sign.as_bytes());
+        let mut q: Vec<String> = p.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        q.push(format!("auth_signature={sig}"));
+        q.join("&")
+    }
+
+    pub async fn request(&self, method: &str, path: &str, params: &[(&str, &str)], body: &str) -> (u16, Value) {
+        let q = self.signed_query(method, path, params, body, now());
+        self.raw(method, &format!("{path}?{q}"), body).await
+    }
+
+    pub async fn raw(&self, method: &str, path_and_query: &str, body: &str) -> (u16, Value) {
+        let url = format!("{}{path_and_query}", self.base);
+        let req = match method {
+            "POST" => self
+                .http
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body.to_owned()),
+            _ => self.http.get(url),
+        };
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap();
+        let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, v)
+    }
+
+    pub async fn trigger(&self, body: Value) -> (u16, Value) {
+        let path = format!("/apps/{}/events", self.app_id);
+        self.request("POST", &path, &[], &body.to_string()).await
+    }
+
+    pub async fn get(&self, path: &str, params: &[(&str, &str)]) -> (u16, Value) {
+        let path = format!("/apps/{}{path}", self.app_id);
+        self.request("GET", &path, params, "").await
+    }
+}
