@@ -78,6 +78,57 @@ pub fn api_string_to_sign(method: &str, path: &str, params: &[(String, String)])
     format!("{method}\n{path}\n{query}")
 }
 
+/// The claims of a bus token (HS256 JWT signed with the app secret).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BusClaims {
+    /// The app key.
+    pub iss: String,
+    /// The user id.
+    pub sub: String,
+    /// Expiry, Unix seconds. Required.
+    pub exp: u64,
+    /// Users whose presence this user may see.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub watchlist: Vec<String>,
+    /// Glob patterns of the rooms this user may join.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<String>,
+}
+
+/// The `iss` of a token, read before its signature is checked: it names the app whose
+/// secret verifies it. Nothing else of an unverified token is used.
+pub fn bus_token_issuer(token: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Iss {
+        iss: String,
+    }
+    jsonwebtoken::dangerous::insecure_decode::<Iss>(token)
+        .ok()
+        .map(|t| t.claims.iss)
+}
+
+/// Verifies a bus token against `app`: HS256 only, signature, `iss` = app key, `exp` present
+/// and in the future, non-empty `sub`.
+pub fn verify_bus_token(app: &App, token: &str) -> Result<BusClaims, String> {
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    v.set_required_spec_claims(&["exp", "iss", "sub"]);
+    v.set_issuer(&[app.key.as_str()]);
+    v.leeway = 0;
+    let key = jsonwebtoken::DecodingKey::from_secret(app.secret.expose());
+    let data = jsonwebtoken::decode::<BusClaims>(token, &key, &v).map_err(|e| e.to_string())?;
+    if data.claims.sub.is_empty() || data.claims.sub.len() > crate::ids::MAX_USER_ID_LEN {
+        return Err("sub must be a user id of 1 to 128 characters".into());
+    }
+    Ok(data.claims)
+}
+
+/// Signs bus claims with the app secret.
+pub fn mint_bus_token(app: &App, claims: &BusClaims) -> String {
+    let key = jsonwebtoken::EncodingKey::from_secret(app.secret.expose());
+    jsonwebtoken::encode(&jsonwebtoken::Header::default(), claims, &key)
+        .expect("HS256 signing with an HMAC key cannot fail")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

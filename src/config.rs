@@ -24,6 +24,48 @@ pub struct Config {
     pub database: DatabaseConfig,
     /// The embedded store (`SWITCHBOARD_DATA_DIR`).
     pub data: DataConfig,
+    /// The native bus protocol.
+    pub bus: BusConfig,
+}
+
+/// The native bus protocol (`/ws/bus`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BusConfig {
+    /// Bus connections per user (per node). Breach: `E-WS-PERMISSION`, close 4003.
+    pub max_connections_per_user: usize,
+    /// Seconds without client activity before the user's presence becomes `away`.
+    pub idle_timeout: u64,
+    /// Milliseconds between two presence announcements for one user (coalesced).
+    pub presence_throttle_ms: u64,
+    /// Milliseconds between two typing indicators for one recipient and conversation.
+    pub typing_throttle_ms: u64,
+    /// Client messages per minute per connection. Breach: `E-WS-RATE`.
+    pub messages_per_minute: u32,
+    /// Burst allowance of `messages_per_minute`.
+    pub message_burst: u32,
+    /// Rooms per connection.
+    pub max_rooms_per_connection: usize,
+    /// Users watched per connection (token watchlist plus contacts).
+    pub max_watchlist: usize,
+    /// Longest lifetime of a token minted by the API, in seconds.
+    pub max_token_ttl: u64,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        Self {
+            max_connections_per_user: 5,
+            idle_timeout: 300,
+            presence_throttle_ms: 1000,
+            typing_throttle_ms: 1000,
+            messages_per_minute: 100,
+            message_burst: 20,
+            max_rooms_per_connection: 100,
+            max_watchlist: 1000,
+            max_token_ttl: 86_400,
+        }
+    }
 }
 
 /// Listener, timeouts and node-wide limits.
@@ -292,6 +334,12 @@ impl Config {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         if self.server.activity_timeout == 0 || self.server.pong_timeout == 0 {
             return bad("server.activity_timeout and server.pong_timeout must be > 0".into());
+        }
+        if self.bus.messages_per_minute == 0 || self.bus.message_burst == 0 {
+            return bad("bus.messages_per_minute and bus.message_burst must be > 0".into());
+        }
+        if self.bus.idle_timeout == 0 {
+            return bad("bus.idle_timeout must be > 0".into());
         }
         if self.server.outbox_capacity == 0 {
             return bad("server.outbox_capacity must be > 0".into());

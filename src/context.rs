@@ -10,7 +10,9 @@ use crate::apps::AppStore;
 use crate::broker::Broker;
 use crate::config::Config;
 use crate::hub::Hub;
+use crate::contacts::Contacts;
 use crate::presence::PresenceStore;
+use crate::status::UserStatus;
 
 /// Shared state of one server process.
 pub struct Context {
@@ -24,6 +26,10 @@ pub struct Context {
     pub presence: Arc<dyn PresenceStore>,
     /// Applications.
     pub apps: Arc<dyn AppStore>,
+    /// User status (online/away/busy/offline) and its announcements.
+    pub status: UserStatus,
+    /// Contacts set through the API.
+    pub contacts: Contacts,
     /// This node's number: the first half of every socket id it hands out.
     pub node: u32,
     /// Cancelled on shutdown; every connection's token is a child of it.
@@ -42,15 +48,20 @@ impl Context {
         presence: Arc<dyn PresenceStore>,
         apps: Arc<dyn AppStore>,
     ) -> Self {
+        let tracker = TaskTracker::new();
+        let throttle = std::time::Duration::from_millis(config.bus.presence_throttle_ms);
+        let status = UserStatus::new(broker.clone(), tracker.clone(), throttle);
         Self {
             config,
             hub,
             broker,
             presence,
             apps,
+            status,
+            contacts: Contacts::default(),
             node: rand::random::<u32>() % 1_000_000_000,
             shutdown: CancellationToken::new(),
-            tracker: TaskTracker::new(),
+            tracker,
             draining: AtomicBool::new(false),
         }
     }

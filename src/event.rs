@@ -45,15 +45,91 @@ pub enum EventKind {
         /// The member.
         user_id: UserId,
     },
-    /// The target user's online state changed (watchlist).
-    Online {
-        /// The user whose state changed.
+    /// A user's presence changed (sent to their watchers). `online`/`offline` follow the
+    /// user's first and last connection on either protocol; `away` and `busy` come from the
+    /// bus (declared, or idle).
+    Presence {
+        /// The user whose presence changed.
         user_id: UserId,
-        /// `true`: first connection signed in; `false`: last one left.
-        online: bool,
+        /// The new status.
+        status: Status,
+        /// The status watchers saw before this one.
+        previous: Status,
+        /// Free-form activity (`"browsing"`), bus only.
+        activity: Option<Arc<str>>,
+    },
+    /// A typing indicator from `user_id` (sent to the recipient).
+    Typing {
+        /// Who is typing.
+        user_id: UserId,
+        /// The conversation.
+        conversation_id: Arc<str>,
+        /// When it was sent (ms since the epoch); stale indicators are not delivered.
+        sent_at_ms: u64,
+    },
+    /// A notification for a user.
+    Notification {
+        /// e.g. `connection_request`.
+        notification_type: Arc<str>,
+        /// Who it is from.
+        from: Option<Arc<str>>,
+        /// Human-readable text.
+        message: Arc<str>,
+        /// Where the client should take the user.
+        action_url: Option<Arc<str>>,
+    },
+    /// A direct message notification.
+    DirectMessage {
+        /// The message's id in the app.
+        message_id: Arc<str>,
+        /// Sender's user id.
+        sender: Arc<str>,
+        /// First ~100 characters of the content.
+        preview: Arc<str>,
+        /// The conversation, if any.
+        conversation_id: Option<Arc<str>>,
+    },
+    /// An action (post, comment, reaction...).
+    Action {
+        /// `POST`, `REPOST`, `CMNT`, `REACT`, `MSG`, `CONN`, `FLLW`...
+        action_type: Arc<str>,
+        /// The action's id.
+        action_id: Arc<str>,
+        /// Who performed it.
+        issuer: Arc<str>,
+        /// Content as JSON text.
+        content: Arc<str>,
+        /// `local` or `federated`.
+        source: Arc<str>,
     },
     /// Close every connection of the target user (`terminate_connections`).
     Terminate,
+}
+
+/// A user's presence status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Active and available.
+    Online,
+    /// Connected but inactive.
+    Away,
+    /// Do not disturb.
+    Busy,
+    /// Not connected, or explicitly invisible.
+    Offline,
+}
+
+impl Status {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Online => "online",
+            Self::Away => "away",
+            Self::Busy => "busy",
+            Self::Offline => "offline",
+        }
+    }
 }
 
 /// One event on its way to subscribers.

@@ -1,4 +1,5 @@
-//! Switchboard: a self-hosted real-time event server speaking Pusher Channels protocol v7.
+//! Switchboard: a self-hosted real-time event server speaking Pusher Channels protocol v7 and
+//! a native JSON bus protocol.
 //!
 //! # Layout
 //!
@@ -9,7 +10,9 @@
 //! - [`broker`]: the one publish path (`Broker::publish` → `Hub::deliver`).
 //! - [`presence`]: presence-channel membership keyed by user id.
 //! - [`apps`]: applications and the `AppStore` seam; [`auth`]: HMAC signatures.
-//! - [`session`]: one reader loop and one writer task per WebSocket.
+//! - [`status`]: user status (online/away/busy/offline) across both protocols, announced to
+//!   watchers; [`contacts`]: who may see whose presence, set by the app.
+//! - [`session`]: one reader loop and one writer task per WebSocket (Pusher and bus).
 //! - [`http`]: the router (WebSocket endpoints, signed HTTP API, health).
 //! - [`config`], [`metrics`], [`context`], [`server`]: settings, metrics, shared handles,
 //!   and the wiring with `server::run(listener, metrics_listener, config, shutdown)`.
@@ -21,6 +24,7 @@ pub mod apps;
 pub mod auth;
 pub mod broker;
 pub mod config;
+pub mod contacts;
 pub mod context;
 pub mod event;
 pub mod http;
@@ -31,3 +35,4 @@ pub mod presence;
 pub mod protocol;
 pub mod server;
 pub mod session;
+pub mod status;

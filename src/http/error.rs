@@ -23,6 +23,9 @@ pub enum ApiError {
     /// Body or event data over the limit.
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// A quota is exhausted.
+    #[error("{0}")]
+    TooManyRequests(String),
     /// A backing service (broker, presence, app store) is down: nothing was accepted.
     #[error("{0}")]
     Unavailable(String),
@@ -37,6 +40,7 @@ impl ApiError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }

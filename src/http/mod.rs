@@ -1,6 +1,7 @@
 //! HTTP surface: the router with the WebSocket endpoints, the signed API and health.
 
 mod api;
+mod bus;
 mod error;
 mod signed;
 mod ws;
@@ -34,6 +35,15 @@ pub fn router(ctx: Arc<Context>) -> Router {
             "/apps/{app_id}/users/{user_id}/terminate_connections",
             post(api::terminate),
         )
+        .route("/ws/bus", get(bus::upgrade))
+        .route("/apps/{app_id}/bus/notifications", post(bus::notifications))
+        .route("/apps/{app_id}/bus/messages", post(bus::messages))
+        .route("/apps/{app_id}/bus/actions", post(bus::actions))
+        .route("/apps/{app_id}/bus/tokens", post(bus::tokens))
+        .route(
+            "/apps/{app_id}/users/{user_id}/contacts",
+            axum::routing::put(bus::set_contacts).get(bus::get_contacts),
+        )
         .route("/up", get(health))
         .fallback(not_found)
         .layer(middleware::from_fn(record))
@@ -66,7 +76,7 @@ async fn record(req: Request, next: Next) -> Response {
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let started = Instant::now();
     let response = next.run(req).await;
-    if !route.starts_with("/app/") {
+    if !route.starts_with("/app/") && route != "/ws/bus" {
         metrics::http_request(route, response.status().as_u16(), started.elapsed());
     }
     response

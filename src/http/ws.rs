@@ -13,7 +13,7 @@ use crate::context::Context;
 use crate::session::pusher::{self, Handshake};
 
 /// Applies the codec limits and buffer sizes to an upgrade.
-fn configure(ws: WebSocketUpgrade, c: &ServerConfig) -> WebSocketUpgrade {
+pub(super) fn configure(ws: WebSocketUpgrade, c: &ServerConfig) -> WebSocketUpgrade {
     ws.read_buffer_size(c.ws_read_buffer)
         .write_buffer_size(c.ws_write_buffer)
         .max_message_size(c.max_message_bytes)

@@ -60,6 +60,8 @@ pub enum Refusal {
     NodeFull,
     /// The app has its `max_connections`.
     AppQuota,
+    /// The user has the most connections allowed.
+    UserLimit,
 }
 
 /// A counted connection; dropping it releases the slot.
@@ -170,6 +172,27 @@ impl Hub {
         out
     }
 
+    /// Registers a connection as the user's unless the user already has `limit` connections
+    /// of the same wire format (0 = no limit). Atomic: concurrent connects cannot overshoot.
+    /// Returns the user's local connection count (all wires) afterwards.
+    pub fn add_user_limited(
+        &self,
+        app: &AppId,
+        user: &UserId,
+        id: SocketId,
+        r: Recipient,
+        limit: usize,
+    ) -> Result<usize, Refusal> {
+        let key = (app.clone(), user.clone());
+        let mut shard = self.shard(&key);
+        let set = shard.users.entry(key).or_default();
+        if limit > 0 && set.values().filter(|x| x.wire == r.wire).count() >= limit {
+            return Err(Refusal::UserLimit);
+        }
+        set.insert(id, r);
+        Ok(set.len())
+    }
+
     /// Registers a connection as the user's; returns the user's local connection count.
     pub fn add_user(&self, app: &AppId, user: &UserId, id: SocketId, r: Recipient) -> usize {
         let key = (app.clone(), user.clone());
@@ -258,6 +281,8 @@ fn remove<K: Hash + Eq + Clone>(
 /// Queues `event` to every member but the excluded one, encoding lazily once per wire.
 fn fan_out(set: &Members, event: &Event) -> usize {
     let mut pusher: Option<Option<Frame>> = None;
+    let mut bus: Option<Option<Frame>> = None;
+    let interest = protocol::bus::required_interest(&event.kind);
     let mut n = 0;
     for (id, r) in set {
         if event.exclude == Some(*id) {
@@ -265,6 +290,12 @@ fn fan_out(set: &Members, event: &Event) -> usize {
         }
         let frame = match r.wire {
             Wire::Pusher => pusher.get_or_insert_with(|| protocol::encode(Wire::Pusher, event)),
+            Wire::Bus => {
+                if interest.is_some_and(|bit| !r.outbox.wants(bit)) {
+                    continue;
+                }
+                bus.get_or_insert_with(|| protocol::encode(Wire::Bus, event))
+            }
         };
         if let Some(f) = frame {
             if r.outbox.push(f.clone()) {

@@ -22,6 +22,8 @@ struct Inner {
     token: CancellationToken,
     /// The first [`CloseReason`] given, as `u8` (0 = none yet).
     reason: AtomicU8,
+    /// Event types the connection asked for (bus interest bits); all for Pusher.
+    interests: AtomicU8,
 }
 
 impl Outbox {
@@ -32,6 +34,7 @@ impl Outbox {
             tx,
             token,
             reason: AtomicU8::new(0),
+            interests: AtomicU8::new(u8::MAX),
         };
         (Self(Arc::new(inner)), rx)
     }
@@ -40,6 +43,11 @@ impl Outbox {
     /// being closed as a slow consumer; or the connection is already gone).
     pub fn push(&self, frame: Frame) -> bool {
         self.push_out(Out::Frame(frame))
+    }
+
+    /// Queues a WebSocket-level ping.
+    pub fn push_ping(&self) -> bool {
+        self.push_out(Out::Ping)
     }
 
     /// Queues a close after everything queued so far.
@@ -77,6 +85,16 @@ impl Outbox {
     /// Why the connection was killed, if it was.
     pub fn close_reason(&self) -> Option<CloseReason> {
         CloseReason::from_u8(self.0.reason.load(Ordering::Acquire))
+    }
+
+    /// Sets the event types the connection receives (bus interest bits).
+    pub fn set_interests(&self, mask: u8) {
+        self.0.interests.store(mask, Ordering::Release);
+    }
+
+    /// Whether the connection asked for events needing `bit`.
+    pub fn wants(&self, bit: u8) -> bool {
+        self.0.interests.load(Ordering::Acquire) & bit != 0
     }
 
     /// The token cancelled when the connection must end.

@@ -1,6 +1,7 @@
 //! Wire formats. Every type that appears on a socket lives here and nowhere else; the rest
 //! of the server speaks [`Event`](crate::event::Event) and the commands decoded here.
 
+pub mod bus;
 pub mod pusher;
 
 /// One encoded text frame. Cloning shares the bytes: an event is encoded once per wire
@@ -12,12 +13,15 @@ pub type Frame = axum::extract::ws::Utf8Bytes;
 pub enum Wire {
     /// Pusher Channels protocol v7.
     Pusher,
+    /// The native bus protocol.
+    Bus,
 }
 
 /// Encodes an event for one wire format; `None` when that wire has no frame for it.
 pub fn encode(wire: Wire, event: &crate::event::Event) -> Option<Frame> {
     match wire {
         Wire::Pusher => pusher::encode_event(event),
+        Wire::Bus => bus::encode_event(event),
     }
 }
 
@@ -52,6 +56,8 @@ impl CloseReason {
 pub enum Out {
     /// A text frame.
     Frame(Frame),
+    /// A WebSocket-level ping (the bus's heartbeat; browsers answer it themselves).
+    Ping,
     /// Close the socket with this code and reason, then stop.
     Close(u16, &'static str),
 }

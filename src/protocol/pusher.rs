@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::{push_json_str, CloseReason, Frame};
-use crate::event::{Event, EventKind, Target};
+use crate::event::{Event, EventKind, Status, Target};
 use crate::ids::{SocketId, SERVER_TO_USER_PREFIX};
 
 /// Pusher error and close codes used by this server.
@@ -359,10 +359,32 @@ pub fn encode_event(event: &Event) -> Option<Frame> {
             push_json_str(&mut s, &data);
             s.push('}');
         }
-        EventKind::Online { user_id, online } => {
-            return Some(watchlist_event(*online, [user_id.as_str()]));
+        EventKind::Presence {
+            user_id,
+            status,
+            previous,
+            ..
+        } => {
+            // Pusher's watchlist knows online and offline only; away and busy are online.
+            let online = |s: &Status| *s != Status::Offline;
+            if online(status) == online(previous) {
+                return None;
+            }
+            return Some(watchlist_event(online(status), [user_id.as_str()]));
         }
-        EventKind::Terminate => return None,
+        EventKind::Notification { .. } | EventKind::DirectMessage { .. } | EventKind::Action { .. } => {
+            // Bus user events reach the same user's signed-in Pusher connections as a
+            // user event named after the type, with the bus fields as data.
+            let (name, body) = super::bus::user_event_body(&event.kind)?;
+            s.push_str(r#"{"event":"#);
+            push_json_str(&mut s, name);
+            s.push_str(r#","channel":"#);
+            channel(&mut s);
+            s.push_str(r#","data":"#);
+            push_json_str(&mut s, &body);
+            s.push('}');
+        }
+        EventKind::Typing { .. } | EventKind::Terminate => return None,
     }
     Some(frame(s))
 }

@@ -1,6 +1,7 @@
 //! One task pair per WebSocket: the reader loop (in the upgrade task) and a writer task fed
 //! by the connection's bounded [`Outbox`](crate::hub::Outbox).
 
+pub mod bus;
 pub mod pusher;
 
 use std::time::Duration;
@@ -69,6 +70,11 @@ async fn write_batch(sink: &mut SplitSink<WebSocket, Message>, batch: &mut Vec<O
         match out {
             Out::Frame(f) => {
                 if sink.feed(Message::Text(f)).await.is_err() {
+                    return true;
+                }
+            }
+            Out::Ping => {
+                if sink.feed(Message::Ping(Default::default())).await.is_err() {
                     return true;
                 }
             }

@@ -7,11 +7,12 @@ use serde_json::value::RawValue;
 
 use super::{Session, SignedIn};
 use crate::auth;
-use crate::event::{Event, EventKind, Target};
+use crate::event::{Event, EventKind, Status, Target};
 use crate::ids::{self, ChannelKind, ChannelName, UserId, MAX_USER_ID_LEN};
 use crate::metrics;
 use crate::presence::{Joined, Left, Member, PresenceError};
 use crate::protocol::pusher::{self as wire, code, PresenceMember};
+use crate::status::Change;
 
 /// Most watchlist entries honoured (Pusher: 100; more → error 4302).
 const MAX_WATCHLIST: usize = 100;
@@ -255,13 +256,13 @@ impl Session {
         }
         let app = self.app.id.clone();
         let hub = &self.ctx.hub;
-        let first = hub.add_user(&app, &id, self.id, self.recipient()) == 1;
+        hub.add_user(&app, &id, self.id, self.recipient());
         for w in &watchlist {
             hub.watch(&app, w, self.id, self.recipient());
         }
         let online: Vec<&str> = watchlist
             .iter()
-            .filter(|w| hub.user_connection_count(&app, w) > 0)
+            .filter(|w| self.ctx.status.current(&app, w).0 != Status::Offline)
             .map(|w| w.as_str())
             .collect();
         if !online.is_empty() {
@@ -271,9 +272,10 @@ impl Session {
             id: id.clone(),
             watchlist,
         });
-        if first {
-            self.publish_online(id, true).await;
-        }
+        self.ctx
+            .status
+            .apply(&app, &id, Change::Connected { bus: false })
+            .await;
     }
 
     pub(super) async fn signout(&mut self) {
@@ -284,19 +286,18 @@ impl Session {
         for w in &user.watchlist {
             self.ctx.hub.unwatch(&app, w, self.id);
         }
-        if self.ctx.hub.remove_user(&app, &user.id, self.id) == Some(0) {
-            self.publish_online(user.id, false).await;
-        }
-    }
-
-    async fn publish_online(&self, user_id: UserId, online: bool) {
-        let event = Event {
-            app: self.app.id.clone(),
-            target: Target::Watchers(user_id.clone()),
-            kind: EventKind::Online { user_id, online },
-            exclude: None,
-        };
-        self.publish("internal", event).await;
+        self.ctx.hub.remove_user(&app, &user.id, self.id);
+        self.ctx
+            .status
+            .apply(
+                &app,
+                &user.id,
+                Change::Disconnected {
+                    bus: false,
+                    was_idle: false,
+                },
+            )
+            .await;
     }
 
     pub(super) async fn client_event(&mut self, event: &str, channel: &str, data: String) {

@@ -1,0 +1,346 @@
+//! The bus over HTTP: the `/ws/bus` upgrade (token checked before it), and the signed API
+//! that publishes notifications, messages and actions, mints tokens and sets contacts.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::signed::Signed;
+use super::ws::configure;
+use crate::auth::{self, BusClaims};
+use crate::contacts::MAX_CONTACTS;
+use crate::context::Context;
+use crate::event::{Event, EventKind, Target};
+use crate::hub::Refusal;
+use crate::ids::{AppId, UserId, MAX_USER_ID_LEN};
+use crate::metrics;
+use crate::protocol::bus::now_secs;
+use crate::session::bus::{self, Handshake};
+
+/// Most recipients of one API call.
+const MAX_RECIPIENTS: usize = 100;
+/// Characters of a message's content kept in its preview.
+const PREVIEW_CHARS: usize = 100;
+
+/// `GET /ws/bus?token=JWT` (or `Authorization: Bearer JWT`). Every refusal happens before the
+/// upgrade: 401 for a bad token, 503 when the node is full, 429 when the app is.
+pub async fn upgrade(
+    ws: WebSocketUpgrade,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    State(ctx): State<Arc<Context>>,
+) -> Result<Response, ApiError> {
+    if ctx.is_draining() {
+        return Err(ApiError::Unavailable("Server is shutting down".into()));
+    }
+    let bearer = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "));
+    let token = query
+        .get("token")
+        .map(String::as_str)
+        .or(bearer)
+        .ok_or_else(|| ApiError::Unauthorized("Missing token".into()))?;
+    let refused = |m: &str| ApiError::Unauthorized(format!("Invalid token: {m}"));
+    let iss = auth::bus_token_issuer(token).ok_or_else(|| refused("unreadable"))?;
+    let app = ctx
+        .apps
+        .by_key(&iss)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?
+        .ok_or_else(|| refused("unknown issuer"))?;
+    let claims = auth::verify_bus_token(&app, token).map_err(|e| refused(&e))?;
+    if !app.enabled {
+        return Err(ApiError::Forbidden("App is disabled".into()));
+    }
+    let admission = match ctx.hub.admit(
+        &app.id,
+        app.limits.max_connections,
+        ctx.config.server.max_connections,
+    ) {
+        Ok(a) => a,
+        Err(Refusal::NodeFull) => {
+            metrics::connection_refused("node");
+            return Err(ApiError::Unavailable("Server over capacity".into()));
+        }
+        Err(Refusal::AppQuota | Refusal::UserLimit) => {
+            metrics::connection_refused("app");
+            return Err(ApiError::TooManyRequests("App over connection quota".into()));
+        }
+    };
+    let guard = ctx.tracker.token();
+    let hs = Handshake {
+        app,
+        claims,
+        admission,
+    };
+    Ok(configure(ws, &ctx.config.server).on_upgrade(move |socket| async move {
+        bus::run(socket, ctx, hs).await;
+        drop(guard);
+    }))
+}
+
+fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("Invalid JSON body: {e}")))
+}
+
+fn user_id(s: &str, what: &str) -> Result<UserId, ApiError> {
+    if s.is_empty() || s.len() > MAX_USER_ID_LEN {
+        return Err(ApiError::BadRequest(format!("Invalid {what} {s:?}")));
+    }
+    Ok(UserId::new(s))
+}
+
+fn recipients(list: &[String], what: &str) -> Result<Vec<UserId>, ApiError> {
+    if list.is_empty() || list.len() > MAX_RECIPIENTS {
+        return Err(ApiError::BadRequest(format!(
+            "{what} needs 1 to {MAX_RECIPIENTS} user ids"
+        )));
+    }
+    let mut out: Vec<UserId> = Vec::with_capacity(list.len());
+    for u in list {
+        let id = user_id(u, what)?;
+        if !out.contains(&id) {
+            out.push(id);
+        }
+    }
+    Ok(out)
+}
+
+/// Publishes one event per recipient user; answers with the recipients.
+async fn to_users(
+    ctx: &Context,
+    app: &AppId,
+    users: Vec<UserId>,
+    kind: EventKind,
+    max_bytes: usize,
+) -> Result<Json<Value>, ApiError> {
+    let size = serde_json::to_string(&kind).map_or(0, |s| s.len());
+    if size > max_bytes {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "Event is {size} bytes; the limit is {max_bytes}"
+        )));
+    }
+    for u in &users {
+        let event = Event {
+            app: app.clone(),
+            target: Target::User(u.clone()),
+            kind: kind.clone(),
+            exclude: None,
+        };
+        metrics::published("api");
+        ctx.broker
+            .publish(event)
+            .await
+            .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    }
+    let ids: Vec<&str> = users.iter().map(|u| u.as_str()).collect();
+    Ok(Json(json!({ "recipients": ids })))
+}
+
+#[derive(Deserialize)]
+struct NotificationReq {
+    to: Vec<String>,
+    notification_type: String,
+    #[serde(default)]
+    from: Option<String>,
+    message: String,
+    #[serde(default)]
+    action_url: Option<String>,
+}
+
+/// `POST /apps/{id}/bus/notifications`: a notification to each user of `to`.
+pub async fn notifications(
+    State(ctx): State<Arc<Context>>,
+    req: Signed,
+) -> Result<Json<Value>, ApiError> {
+    let n: NotificationReq = parse(&req.body)?;
+    let users = recipients(&n.to, "to")?;
+    let kind = EventKind::Notification {
+        notification_type: n.notification_type.into(),
+        from: n.from.map(Into::into),
+        message: n.message.into(),
+        action_url: n.action_url.map(Into::into),
+    };
+    to_users(&ctx, &req.app.id, users, kind, req.app.limits.max_event_bytes).await
+}
+
+#[derive(Deserialize)]
+struct MessageReq {
+    message_id: String,
+    sender: String,
+    participants: Vec<String>,
+    content: String,
+    #[serde(default)]
+    conversation_id: Option<String>,
+}
+
+/// `POST /apps/{id}/bus/messages`: a direct-message notification to every participant, with
+/// a preview of the first 100 characters.
+pub async fn messages(
+    State(ctx): State<Arc<Context>>,
+    req: Signed,
+) -> Result<Json<Value>, ApiError> {
+    let m: MessageReq = parse(&req.body)?;
+    let users = recipients(&m.participants, "participants")?;
+    let preview: String = m.content.chars().take(PREVIEW_CHARS).collect();
+    let kind = EventKind::DirectMessage {
+        message_id: m.message_id.into(),
+        sender: m.sender.into(),
+        preview: preview.into(),
+        conversation_id: m.conversation_id.map(Into::into),
+    };
+    to_users(&ctx, &req.app.id, users, kind, req.app.limits.max_event_bytes).await
+}
+
+#[derive(Deserialize)]
+struct ActionReq<'a> {
+    action_type: String,
+    action_id: String,
+    issuer: String,
+    #[serde(borrow, default)]
+    content: Option<&'a RawValue>,
+    #[serde(default)]
+    source: Option<String>,
+    #[serde(default)]
+    participants: Vec<String>,
+    #[serde(default)]
+    parent_owner: Option<String>,
+    #[serde(default)]
+    tenant: Option<String>,
+    #[serde(default)]
+    to: Vec<String>,
+}
+
+/// Who receives an action, by the seed's rules: federated → every session of the target
+/// tenant; POST → the creator; MSG → every participant; CMNT/REACT → the parent's owner;
+/// any other type → the users listed in `to`.
+fn action_audience(a: &ActionReq<'_>, federated: bool) -> Result<Vec<UserId>, ApiError> {
+    let need = |field: &Option<String>, name: &str| {
+        field
+            .as_deref()
+            .ok_or_else(|| ApiError::BadRequest(format!("{name} is required for this action")))
+            .and_then(|u| user_id(u, name))
+            .map(|u| vec![u])
+    };
+    if federated {
+        return need(&a.tenant, "tenant");
+    }
+    match a.action_type.as_str() {
+        "POST" => Ok(vec![user_id(&a.issuer, "issuer")?]),
+        "MSG" => recipients(&a.participants, "participants"),
+        "CMNT" | "REACT" => need(&a.parent_owner, "parent_owner"),
+        _ => recipients(&a.to, "to"),
+    }
+}
+
+/// `POST /apps/{id}/bus/actions`.
+pub async fn actions(State(ctx): State<Arc<Context>>, req: Signed) -> Result<Json<Value>, ApiError> {
+    let a: ActionReq<'_> = parse(&req.body)?;
+    let source = a.source.clone().unwrap_or_else(|| "local".into());
+    let federated = match source.as_str() {
+        "local" => false,
+        "federated" => true,
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "source must be local or federated, not {other:?}"
+            )))
+        }
+    };
+    if a.action_type.is_empty() || a.action_type.len() > 32 {
+        return Err(ApiError::BadRequest("Invalid action_type".into()));
+    }
+    let users = action_audience(&a, federated)?;
+    let kind = EventKind::Action {
+        action_type: a.action_type.as_str().into(),
+        action_id: a.action_id.as_str().into(),
+        issuer: a.issuer.as_str().into(),
+        content: a.content.map_or("null", |c| c.get()).into(),
+        source: source.into(),
+    };
+    to_users(&ctx, &req.app.id, users, kind, req.app.limits.max_event_bytes).await
+}
+
+#[derive(Deserialize)]
+struct TokenReq {
+    user_id: String,
+    #[serde(default)]
+    ttl: Option<u64>,
+    #[serde(default)]
+    watchlist: Vec<String>,
+    #[serde(default)]
+    channels: Vec<String>,
+}
+
+/// `POST /apps/{id}/bus/tokens`: mints a bus token, for backends without a JWT library.
+pub async fn tokens(State(ctx): State<Arc<Context>>, req: Signed) -> Result<Json<Value>, ApiError> {
+    let t: TokenReq = parse(&req.body)?;
+    user_id(&t.user_id, "user_id")?;
+    let max = ctx.config.bus.max_token_ttl;
+    let ttl = t.ttl.unwrap_or(3600);
+    if ttl == 0 || ttl > max {
+        return Err(ApiError::BadRequest(format!("ttl must be 1 to {max} seconds")));
+    }
+    let claims = BusClaims {
+        iss: req.app.key.clone(),
+        sub: t.user_id,
+        exp: now_secs() + ttl,
+        watchlist: t.watchlist,
+        channels: t.channels,
+    };
+    let token = auth::mint_bus_token(&req.app, &claims);
+    Ok(Json(json!({ "token": token, "expires_at": claims.exp })))
+}
+
+#[derive(Deserialize)]
+struct ContactsReq {
+    contacts: Vec<String>,
+}
+
+/// `PUT /apps/{id}/users/{user_id}/contacts`: the users whose presence `user_id` may see,
+/// applied to the user's next bus connections.
+pub async fn set_contacts(
+    State(ctx): State<Arc<Context>>,
+    Path((_, user)): Path<(String, String)>,
+    req: Signed,
+) -> Result<Json<Value>, ApiError> {
+    let user = user_id(&user, "user id")?;
+    let c: ContactsReq = parse(&req.body)?;
+    if c.contacts.len() > MAX_CONTACTS {
+        return Err(ApiError::BadRequest(format!("At most {MAX_CONTACTS} contacts")));
+    }
+    let list = c
+        .contacts
+        .iter()
+        .map(|u| user_id(u, "contact"))
+        .collect::<Result<Vec<_>, _>>()?;
+    ctx.contacts.set(&req.app.id, &user, list);
+    Ok(Json(json!({})))
+}
+
+/// `GET /apps/{id}/users/{user_id}/contacts`.
+pub async fn get_contacts(
+    State(ctx): State<Arc<Context>>,
+    Path((_, user)): Path<(String, String)>,
+    req: Signed,
+) -> Result<Json<Value>, ApiError> {
+    let user = user_id(&user, "user id")?;
+    let list: Vec<String> = ctx
+        .contacts
+        .get(&req.app.id, &user)
+        .iter()
+        .map(|u| u.to_string())
+        .collect();
+    Ok(Json(json!({ "contacts": list })))
+}
+

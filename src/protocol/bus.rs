@@ -1,0 +1,449 @@
+//! The native bus protocol: JSON messages `{"type": ..., ..., "timestamp": <unix seconds>}`.
+//!
+//! Client → server: `subscribe`, `unsubscribe`, `presence`, `typing`, `ping`.
+//! Server → client: `welcome`, `subscribed`, `pong`, `error`, `presence`, `typing`,
+//! `message`, `notification`, `action`, and `event` for room events.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Deserialize;
+
+use super::{push_json_str, CloseReason, Frame};
+use crate::event::{Event, EventKind, Status, Target};
+
+/// Error codes of `error` messages.
+pub mod code {
+    /// Authentication failed or the token expired.
+    pub const AUTH: &str = "E-WS-AUTH";
+    /// Malformed message, unknown type, wrong field types.
+    pub const INVALID: &str = "E-WS-INVALID";
+    /// Too many messages.
+    pub const RATE: &str = "E-WS-RATE";
+    /// Not allowed: a room outside the token's `channels`, too many connections.
+    pub const PERMISSION: &str = "E-WS-PERMISSION";
+}
+
+/// Close codes of the bus. Same ranges as Pusher: 40xx do not reconnect unchanged, 41xx
+/// reconnect with backoff, 42xx reconnect now.
+pub mod close {
+    /// The token expired or was refused: get a new token before reconnecting.
+    pub const AUTH: u16 = 4001;
+    /// Too many connections for this user.
+    pub const PERMISSION: u16 = 4003;
+    /// The app terminated the user's connections.
+    pub const TERMINATED: u16 = 4009;
+    /// The client reads too slowly.
+    pub const SLOW_CONSUMER: u16 = 4100;
+    /// The server is shutting down: reconnect now.
+    pub const RECONNECT: u16 = 4200;
+    /// The client did not answer the server's ping.
+    pub const PONG_TIMEOUT: u16 = 4201;
+}
+
+/// The close code and reason for a neutral close reason.
+pub fn close_code(reason: CloseReason) -> (u16, &'static str) {
+    match reason {
+        CloseReason::Shutdown => (close::RECONNECT, "Server shutting down"),
+        CloseReason::SlowConsumer => (close::SLOW_CONSUMER, "Client too slow"),
+        CloseReason::Terminated => (close::TERMINATED, "Connection terminated by the app"),
+    }
+}
+
+/// Event types a client subscribes to, as bits of an interest mask.
+pub mod interest {
+    /// `action`
+    pub const ACTION: u8 = 1;
+    /// `presence`
+    pub const PRESENCE: u8 = 2;
+    /// `typing`
+    pub const TYPING: u8 = 4;
+    /// `notification`
+    pub const NOTIFICATION: u8 = 8;
+    /// `message`
+    pub const MESSAGE: u8 = 16;
+    /// Every type.
+    pub const ALL: u8 = 31;
+
+    /// The bit of an event type name.
+    pub fn of(name: &str) -> Option<u8> {
+        Some(match name {
+            "action" => ACTION,
+            "presence" => PRESENCE,
+            "typing" => TYPING,
+            "notification" => NOTIFICATION,
+            "message" => MESSAGE,
+            _ => return None,
+        })
+    }
+
+    /// The names of the bits set in `mask`.
+    pub fn names(mask: u8) -> Vec<&'static str> {
+        ["action", "presence", "typing", "notification", "message"]
+            .into_iter()
+            .filter(|n| of(n).is_some_and(|b| mask & b != 0))
+            .collect()
+    }
+}
+
+/// The interest bit an event needs, or `None` for room events (the room subscription is the
+/// opt-in) and kinds the bus never receives.
+pub fn required_interest(kind: &EventKind) -> Option<u8> {
+    match kind {
+        EventKind::Presence { .. } => Some(interest::PRESENCE),
+        EventKind::Typing { .. } => Some(interest::TYPING),
+        EventKind::Notification { .. } => Some(interest::NOTIFICATION),
+        EventKind::DirectMessage { .. } => Some(interest::MESSAGE),
+        EventKind::Action { .. } => Some(interest::ACTION),
+        EventKind::Message { .. }
+        | EventKind::MemberAdded { .. }
+        | EventKind::MemberRemoved { .. }
+        | EventKind::Terminate => None,
+    }
+}
+
+/// A decoded client message.
+#[derive(Debug, PartialEq, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Command {
+    /// Start receiving event types and/or room events.
+    Subscribe {
+        /// Event type names.
+        #[serde(default)]
+        events: Vec<String>,
+        /// Room (channel) names, allowed by the token's `channels` patterns.
+        #[serde(default)]
+        rooms: Vec<String>,
+    },
+    /// Stop receiving event types and/or rooms.
+    Unsubscribe {
+        /// Event type names.
+        #[serde(default)]
+        events: Vec<String>,
+        /// Room names.
+        #[serde(default)]
+        rooms: Vec<String>,
+    },
+    /// Declare a status.
+    Presence {
+        /// `online`, `away`, `busy` or `offline`.
+        status: Status,
+        /// Free-form activity.
+        #[serde(default)]
+        activity: Option<String>,
+    },
+    /// Tell `recipient` this user is typing.
+    Typing {
+        /// The recipient's user id.
+        recipient: String,
+        /// The conversation.
+        conversation_id: String,
+    },
+    /// Heartbeat.
+    Ping,
+}
+
+/// Decodes a client message; the error text is sent back with `E-WS-INVALID`.
+pub fn decode(text: &str) -> Result<Command, String> {
+    serde_json::from_str(text).map_err(|e| {
+        let msg = e.to_string();
+        if msg.starts_with("unknown variant") {
+            "unknown message type".to_owned()
+        } else {
+            format!("invalid message: {msg}")
+        }
+    })
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A frame from `"type"` and pre-encoded fields (`"k":v,...`), with the timestamp added.
+fn message(kind: &str, fields: &str) -> Frame {
+    let mut s = String::with_capacity(32 + fields.len());
+    s.push_str(r#"{"type":""#);
+    s.push_str(kind);
+    s.push('"');
+    if !fields.is_empty() {
+        s.push(',');
+        s.push_str(fields);
+    }
+    s.push_str(&format!(r#","timestamp":{}}}"#, now_secs()));
+    Frame::from(s)
+}
+
+/// Appends `"key":<json string>` (with a leading comma when `buf` is not empty).
+fn field_str(buf: &mut String, key: &str, value: &str) {
+    if !buf.is_empty() {
+        buf.push(',');
+    }
+    push_json_str(buf, key);
+    buf.push(':');
+    push_json_str(buf, value);
+}
+
+/// Appends `"key":<raw json>`.
+fn field_raw(buf: &mut String, key: &str, raw: &str) {
+    if !buf.is_empty() {
+        buf.push(',');
+    }
+    push_json_str(buf, key);
+    buf.push(':');
+    buf.push_str(raw);
+}
+
+/// `welcome`, the first message of every connection.
+pub fn welcome(session_id: &str, user: &str) -> Frame {
+    let mut f = String::new();
+    field_str(&mut f, "session_id", session_id);
+    field_str(&mut f, "user", user);
+    message("welcome", &f)
+}
+
+/// `pong`.
+pub fn pong() -> Frame {
+    message("pong", "")
+}
+
+/// `ping`, sent by the server when the client has been silent.
+pub fn ping() -> Frame {
+    message("ping", "")
+}
+
+/// `error` with one of the [`code`]s.
+pub fn error(code: &str, msg: &str) -> Frame {
+    let mut f = String::new();
+    field_str(&mut f, "code", code);
+    field_str(&mut f, "message", msg);
+    message("error", &f)
+}
+
+/// `subscribed`: the connection's event types and rooms after a (un)subscribe.
+pub fn subscribed<'a>(events: &[&str], rooms: impl IntoIterator<Item = &'a str>) -> Frame {
+    let list = |items: &mut dyn Iterator<Item = &str>| {
+        let mut s = String::from("[");
+        for (i, it) in items.enumerate() {
+            if i > 0 {
+                s.push(',');
+            }
+            push_json_str(&mut s, it);
+        }
+        s.push(']');
+        s
+    };
+    let mut f = String::new();
+    field_raw(&mut f, "events", &list(&mut events.iter().copied()));
+    field_raw(&mut f, "rooms", &list(&mut rooms.into_iter()));
+    message("subscribed", &f)
+}
+
+/// The fields of a user event (notification, message, action), without type and
+/// timestamp; also the `data` of the same event on the Pusher wire.
+pub(crate) fn user_event_fields(kind: &EventKind) -> Option<(&'static str, String)> {
+    let mut f = String::new();
+    let name = match kind {
+        EventKind::Notification {
+            notification_type,
+            from,
+            message,
+            action_url,
+        } => {
+            field_str(&mut f, "notification_type", notification_type);
+            if let Some(from) = from {
+                field_str(&mut f, "from", from);
+            }
+            field_str(&mut f, "message", message);
+            if let Some(url) = action_url {
+                field_str(&mut f, "action_url", url);
+            }
+            "notification"
+        }
+        EventKind::DirectMessage {
+            message_id,
+            sender,
+            preview,
+            conversation_id,
+        } => {
+            field_str(&mut f, "message_id", message_id);
+            field_str(&mut f, "sender", sender);
+            field_str(&mut f, "preview", preview);
+            if let Some(c) = conversation_id {
+                field_str(&mut f, "conversation_id", c);
+            }
+            "message"
+        }
+        EventKind::Action {
+            action_type,
+            action_id,
+            issuer,
+            content,
+            source,
+        } => {
+            field_str(&mut f, "action_type", action_type);
+            field_str(&mut f, "action_id", action_id);
+            field_str(&mut f, "issuer", issuer);
+            field_raw(&mut f, "content", content);
+            field_str(&mut f, "source", source);
+            "action"
+        }
+        _ => return None,
+    };
+    Some((name, f))
+}
+
+/// The Pusher `data` for a bus user event: its fields as a JSON object.
+pub(crate) fn user_event_body(kind: &EventKind) -> Option<(&'static str, String)> {
+    user_event_fields(kind).map(|(name, f)| (name, format!("{{{f}}}")))
+}
+
+/// How long a typing indicator stays meaningful.
+pub const TYPING_TTL_MS: u64 = 5_000;
+
+/// Encodes an event for bus connections, or `None` when the bus has no frame for it.
+pub fn encode_event(event: &Event) -> Option<Frame> {
+    let mut f = String::new();
+    let kind = match &event.kind {
+        EventKind::Message { name, data, .. } => {
+            let Target::Channel(room) = &event.target else {
+                return None;
+            };
+            field_str(&mut f, "room", room.as_str());
+            field_str(&mut f, "event", name);
+            field_raw(&mut f, "data", data);
+            "event"
+        }
+        EventKind::Presence {
+            user_id,
+            status,
+            activity,
+            ..
+        } => {
+            field_str(&mut f, "user", user_id.as_str());
+            field_str(&mut f, "status", status.as_str());
+            if let Some(a) = activity {
+                field_str(&mut f, "activity", a);
+            }
+            "presence"
+        }
+        EventKind::Typing {
+            user_id,
+            conversation_id,
+            sent_at_ms,
+        } => {
+            // An indicator that waited longer than its lifetime (a backlog) is not shown.
+            if now_ms().saturating_sub(*sent_at_ms) > TYPING_TTL_MS {
+                return None;
+            }
+            field_str(&mut f, "user", user_id.as_str());
+            field_str(&mut f, "conversation_id", conversation_id);
+            "typing"
+        }
+        k @ (EventKind::Notification { .. }
+        | EventKind::DirectMessage { .. }
+        | EventKind::Action { .. }) => {
+            let (name, fields) = user_event_fields(k)?;
+            f = fields;
+            name
+        }
+        EventKind::MemberAdded { .. } | EventKind::MemberRemoved { .. } | EventKind::Terminate => {
+            return None
+        }
+    };
+    Some(message(kind, &f))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{AppId, UserId};
+    use serde_json::Value;
+
+    fn parse(f: &Frame) -> Value {
+        serde_json::from_str(f.as_str()).unwrap()
+    }
+
+    #[test]
+    fn every_message_has_type_and_timestamp() {
+        for f in [welcome("1.2", "alice"), pong(), error(code::AUTH, "x")] {
+            let v = parse(&f);
+            assert!(v["type"].is_string());
+            assert!(v["timestamp"].as_u64().unwrap() > 1_700_000_000);
+        }
+        let v = parse(&welcome("1.2", "alice"));
+        assert_eq!(v["session_id"], "1.2");
+        assert_eq!(v["user"], "alice");
+    }
+
+    #[test]
+    fn decodes_commands() {
+        assert_eq!(decode(r#"{"type":"ping"}"#), Ok(Command::Ping));
+        assert_eq!(
+            decode(r#"{"type":"subscribe","events":["presence"]}"#),
+            Ok(Command::Subscribe {
+                events: vec!["presence".into()],
+                rooms: vec![]
+            })
+        );
+        assert_eq!(
+            decode(r#"{"type":"presence","status":"busy","activity":"call"}"#),
+            Ok(Command::Presence {
+                status: Status::Busy,
+                activity: Some("call".into())
+            })
+        );
+        assert_eq!(decode(r#"{"type":"nope"}"#), Err("unknown message type".into()));
+        assert!(decode(r#"{"type":"presence","status":"sleeping"}"#).is_err());
+        assert!(decode(r#"{"type":"typing","recipient":1}"#).is_err());
+        assert!(decode("not json").is_err());
+    }
+
+    #[test]
+    fn action_frame_matches_the_seed() {
+        let e = Event {
+            app: AppId::new("a"),
+            target: Target::User(UserId::new("alice")),
+            kind: EventKind::Action {
+                action_type: "POST".into(),
+                action_id: "a1~xyz".into(),
+                issuer: "bob".into(),
+                content: "\"hi\"".into(),
+                source: "local".into(),
+            },
+            exclude: None,
+        };
+        let v = parse(&encode_event(&e).unwrap());
+        assert_eq!(v["type"], "action");
+        assert_eq!(v["action_type"], "POST");
+        assert_eq!(v["content"], "hi");
+        assert_eq!(v["source"], "local");
+    }
+
+    #[test]
+    fn stale_typing_is_not_encoded() {
+        let mut e = Event {
+            app: AppId::new("a"),
+            target: Target::User(UserId::new("bob")),
+            kind: EventKind::Typing {
+                user_id: UserId::new("alice"),
+                conversation_id: "c".into(),
+                sent_at_ms: now_ms(),
+            },
+            exclude: None,
+        };
+        assert!(encode_event(&e).is_some());
+        if let EventKind::Typing { sent_at_ms, .. } = &mut e.kind {
+            *sent_at_ms -= TYPING_TTL_MS + 1;
+        }
+        assert!(encode_event(&e).is_none());
+    }
+}

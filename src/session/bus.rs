@@ -1,0 +1,412 @@
+//! A bus connection (`/ws/bus`): welcome, event-type and room subscriptions, presence,
+//! typing, heartbeat, token expiry and rate limits.
+
+use std::collections::{HashMap, HashSet};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::ws::{Message, WebSocket};
+use futures_util::stream::SplitStream;
+use futures_util::StreamExt;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::time::Instant;
+use wildmatch::WildMatch;
+
+use super::write_loop;
+use crate::apps::App;
+use crate::auth::BusClaims;
+use crate::context::Context;
+use crate::event::{Event, EventKind, Status, Target};
+use crate::hub::{Admission, Outbox, Recipient};
+use crate::ids::{ChannelKind, ChannelName, SocketId, UserId, MAX_USER_ID_LEN};
+use crate::metrics;
+use crate::protocol::bus::{self as wire, close, code, interest, Command};
+use crate::protocol::{Frame, Wire};
+use crate::status::Change;
+
+/// Longest `activity` and `conversation_id` accepted.
+const MAX_FIELD_LEN: usize = 200;
+/// Typing throttle entries kept per connection (oldest evicted).
+const MAX_TYPING_TARGETS: usize = 64;
+
+/// What the upgrade established: a verified token and a counted connection.
+pub struct Handshake {
+    /// The token's app.
+    pub app: Arc<App>,
+    /// The verified claims.
+    pub claims: BusClaims,
+    /// The connection's slot under the node and app limits.
+    pub admission: Admission,
+}
+
+struct Session {
+    ctx: Arc<Context>,
+    app: Arc<App>,
+    id: SocketId,
+    user: UserId,
+    outbox: Outbox,
+    interests: u8,
+    rooms: HashSet<ChannelName>,
+    allowed_rooms: Vec<WildMatch>,
+    watching: Vec<UserId>,
+    idle: bool,
+    limiter: DefaultDirectRateLimiter,
+    typing: HashMap<(UserId, Arc<str>), Instant>,
+}
+
+/// Runs a bus connection to its end.
+pub async fn run(socket: WebSocket, ctx: Arc<Context>, hs: Handshake) {
+    let token = ctx.shutdown.child_token();
+    let (outbox, rx) = Outbox::new(ctx.config.server.outbox_capacity, token.clone());
+    outbox.set_interests(0);
+    let (sink, mut stream) = socket.split();
+    let writer = ctx
+        .tracker
+        .spawn(write_loop(sink, rx, outbox.clone(), wire::close_code));
+    let _admission = hs.admission;
+    let id = SocketId::next(ctx.node);
+    let user = UserId::new(hs.claims.sub.as_str());
+    let recipient = Recipient {
+        wire: Wire::Bus,
+        outbox: outbox.clone(),
+    };
+    let limit = ctx.config.bus.max_connections_per_user;
+    if ctx
+        .hub
+        .add_user_limited(&hs.app.id, &user, id, recipient, limit)
+        .is_err()
+    {
+        metrics::connection_refused("user");
+        outbox.push(wire::error(
+            code::PERMISSION,
+            &format!("At most {limit} connections per user"),
+        ));
+        outbox.push_close(close::PERMISSION, "Too many connections for this user");
+        let _ = writer.await;
+        return;
+    }
+    metrics::connection_opened("bus");
+    outbox.push(wire::welcome(&id.to_string(), user.as_str()));
+    let bus = &ctx.config.bus;
+    let quota = Quota::per_minute(NonZeroU32::new(bus.messages_per_minute).unwrap_or(NonZeroU32::MIN))
+        .allow_burst(NonZeroU32::new(bus.message_burst).unwrap_or(NonZeroU32::MIN));
+    let mut s = Session {
+        ctx: ctx.clone(),
+        id,
+        user,
+        outbox: outbox.clone(),
+        interests: 0,
+        rooms: HashSet::new(),
+        allowed_rooms: hs.claims.channels.iter().map(|p| WildMatch::new(p)).collect(),
+        watching: Vec::new(),
+        idle: false,
+        limiter: RateLimiter::direct(quota),
+        typing: HashMap::new(),
+        app: hs.app,
+    };
+    s.watch(&hs.claims.watchlist);
+    s.ctx
+        .status
+        .apply(&s.app.id, &s.user, Change::Connected { bus: true })
+        .await;
+    read_loop(&mut s, &mut stream, hs.claims.exp).await;
+    s.close().await;
+    metrics::connection_closed("bus");
+    drop(s);
+    outbox.push_close(1000, "");
+    if tokio::time::timeout(Duration::from_secs(5), writer).await.is_err() {
+        token.cancel();
+    }
+}
+
+/// When `exp` (Unix seconds) falls, as a tokio instant.
+fn instant_of(exp: u64) -> Instant {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    Instant::now() + Duration::from_secs(exp.saturating_sub(now))
+}
+
+async fn read_loop(s: &mut Session, stream: &mut SplitStream<WebSocket>, exp: u64) {
+    let server = &s.ctx.config.server;
+    let (activity, pong_wait) = (server.activity_timeout(), server.pong_timeout());
+    let idle_after = Duration::from_secs(s.ctx.config.bus.idle_timeout);
+    let token = s.outbox.token().clone();
+    let expiry = tokio::time::sleep_until(instant_of(exp));
+    let heartbeat = tokio::time::sleep(activity);
+    let idle = tokio::time::sleep(idle_after);
+    tokio::pin!(expiry, heartbeat, idle);
+    let mut pinged = false;
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = &mut expiry => {
+                s.outbox.push(wire::error(code::AUTH, "Token expired"));
+                s.outbox.push_close(close::AUTH, "Token expired");
+                return;
+            }
+            _ = &mut heartbeat => {
+                if pinged {
+                    s.outbox.push_close(close::PONG_TIMEOUT, "Ping not answered in time");
+                    return;
+                }
+                s.outbox.push_ping();
+                pinged = true;
+                heartbeat.as_mut().reset(Instant::now() + pong_wait);
+            }
+            _ = &mut idle, if !s.idle => {
+                s.idle = true;
+                s.ctx.status.apply(&s.app.id, &s.user, Change::Idle(true)).await;
+            }
+            msg = stream.next() => {
+                pinged = false;
+                heartbeat.as_mut().reset(Instant::now() + activity);
+                match msg {
+                    Some(Ok(Message::Text(text))) => {
+                        metrics::message_in("bus");
+                        // Heartbeats are not user activity: a tab left open goes idle.
+                        if s.handle_text(&text).await {
+                            idle.as_mut().reset(Instant::now() + idle_after);
+                            if s.idle {
+                                s.idle = false;
+                                s.ctx.status.apply(&s.app.id, &s.user, Change::Idle(false)).await;
+                            }
+                        }
+                    }
+                    Some(Ok(Message::Binary(_))) => s.invalid("Binary frames are not supported"),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                }
+            }
+        }
+    }
+}
+
+impl Session {
+    fn send(&self, f: Frame) {
+        self.outbox.push(f);
+    }
+
+    fn invalid(&self, msg: &str) {
+        metrics::client_error("bus_invalid");
+        self.send(wire::error(code::INVALID, msg));
+    }
+
+    fn denied(&self, msg: &str) {
+        metrics::client_error("bus_permission");
+        self.send(wire::error(code::PERMISSION, msg));
+    }
+
+    fn recipient(&self) -> Recipient {
+        Recipient {
+            wire: Wire::Bus,
+            outbox: self.outbox.clone(),
+        }
+    }
+
+    /// Handles one message; returns whether it counts as user activity.
+    async fn handle_text(&mut self, text: &str) -> bool {
+        if self.limiter.check().is_err() {
+            metrics::client_error("bus_rate");
+            self.send(wire::error(code::RATE, "Rate limit exceeded; message dropped"));
+            return false;
+        }
+        let cmd = match wire::decode(text) {
+            Ok(c) => c,
+            Err(e) => {
+                self.invalid(&e);
+                return false;
+            }
+        };
+        match cmd {
+            Command::Ping => {
+                self.send(wire::pong());
+                return false;
+            }
+            Command::Subscribe { events, rooms } => self.subscribe(&events, &rooms),
+            Command::Unsubscribe { events, rooms } => self.unsubscribe(&events, &rooms),
+            Command::Presence { status, activity } => self.declare(status, activity).await,
+            Command::Typing {
+                recipient,
+                conversation_id,
+            } => self.typing(recipient, conversation_id).await,
+        }
+        true
+    }
+
+    fn event_bits(&self, events: &[String]) -> Option<u8> {
+        let mut bits = 0;
+        for e in events {
+            match interest::of(e) {
+                Some(b) => bits |= b,
+                None => {
+                    self.invalid(&format!("unknown event type {e:?}"));
+                    return None;
+                }
+            }
+        }
+        Some(bits)
+    }
+
+    fn subscribed(&self) {
+        let mut rooms: Vec<&str> = self.rooms.iter().map(|r| r.as_str()).collect();
+        rooms.sort_unstable();
+        self.send(wire::subscribed(&interest::names(self.interests), rooms));
+    }
+
+    fn subscribe(&mut self, events: &[String], rooms: &[String]) {
+        let Some(bits) = self.event_bits(events) else {
+            return;
+        };
+        let newly_presence = bits & interest::PRESENCE != 0 && self.interests & interest::PRESENCE == 0;
+        self.interests |= bits;
+        self.outbox.set_interests(self.interests);
+        for room in rooms {
+            let Ok(ch) = ChannelName::parse(room) else {
+                self.invalid(&format!("invalid room name {room:?}"));
+                continue;
+            };
+            if ch.kind() == ChannelKind::ServerToUser || !self.allowed_rooms.iter().any(|p| p.matches(room)) {
+                self.denied(&format!("room {room:?} is not allowed by the token"));
+                continue;
+            }
+            if self.rooms.contains(&ch) {
+                continue;
+            }
+            if self.rooms.len() >= self.ctx.config.bus.max_rooms_per_connection {
+                self.denied("too many rooms on this connection");
+                break;
+            }
+            self.ctx.hub.subscribe(&self.app.id, &ch, self.id, self.recipient());
+            metrics::subscriptions(1.0);
+            self.rooms.insert(ch);
+        }
+        self.subscribed();
+        if newly_presence {
+            self.presence_snapshot();
+        }
+    }
+
+    fn unsubscribe(&mut self, events: &[String], rooms: &[String]) {
+        let Some(bits) = self.event_bits(events) else {
+            return;
+        };
+        self.interests &= !bits;
+        self.outbox.set_interests(self.interests);
+        for room in rooms {
+            if let Ok(ch) = ChannelName::parse(room) {
+                if self.rooms.remove(&ch) {
+                    self.ctx.hub.unsubscribe(&self.app.id, &ch, self.id);
+                    metrics::subscriptions(-1.0);
+                }
+            }
+        }
+        self.subscribed();
+    }
+
+    /// Watches the token's watchlist and the user's contacts.
+    fn watch(&mut self, watchlist: &[String]) {
+        let max = self.ctx.config.bus.max_watchlist;
+        let contacts = self.ctx.contacts.get(&self.app.id, &self.user);
+        let mut seen = HashSet::new();
+        let ids = watchlist
+            .iter()
+            .filter(|w| !w.is_empty() && w.len() <= MAX_USER_ID_LEN)
+            .map(|w| UserId::new(w.as_str()))
+            .chain(contacts.iter().cloned());
+        for w in ids {
+            if self.watching.len() >= max {
+                break;
+            }
+            if w != self.user && seen.insert(w.clone()) {
+                self.ctx.hub.watch(&self.app.id, &w, self.id, self.recipient());
+                self.watching.push(w);
+            }
+        }
+    }
+
+    /// The current status of every watched user who is not offline.
+    fn presence_snapshot(&self) {
+        for w in &self.watching {
+            let (status, activity) = self.ctx.status.current(&self.app.id, w);
+            if status == Status::Offline {
+                continue;
+            }
+            let event = Event {
+                app: self.app.id.clone(),
+                target: Target::Watchers(w.clone()),
+                kind: EventKind::Presence {
+                    user_id: w.clone(),
+                    status,
+                    previous: status,
+                    activity,
+                },
+                exclude: None,
+            };
+            if let Some(f) = wire::encode_event(&event) {
+                self.send(f);
+            }
+        }
+    }
+
+    async fn declare(&mut self, status: Status, activity: Option<String>) {
+        if activity.as_ref().is_some_and(|a| a.len() > MAX_FIELD_LEN) {
+            return self.invalid("activity is too long");
+        }
+        let change = Change::Declared(status, activity.map(Arc::from));
+        self.ctx.status.apply(&self.app.id, &self.user, change).await;
+    }
+
+    async fn typing(&mut self, recipient: String, conversation_id: String) {
+        if recipient.is_empty() || recipient.len() > MAX_USER_ID_LEN {
+            return self.invalid("invalid recipient");
+        }
+        if conversation_id.is_empty() || conversation_id.len() > MAX_FIELD_LEN {
+            return self.invalid("invalid conversation_id");
+        }
+        let now = Instant::now();
+        let throttle = Duration::from_millis(self.ctx.config.bus.typing_throttle_ms);
+        let key = (UserId::new(recipient), Arc::<str>::from(conversation_id));
+        if self.typing.get(&key).is_some_and(|t| now < *t + throttle) {
+            return; // repeated indicator inside the throttle window: nothing new to say
+        }
+        if self.typing.len() >= MAX_TYPING_TARGETS {
+            if let Some(oldest) = self.typing.iter().min_by_key(|(_, t)| **t).map(|(k, _)| k.clone()) {
+                self.typing.remove(&oldest);
+            }
+        }
+        self.typing.insert(key.clone(), now);
+        let event = Event {
+            app: self.app.id.clone(),
+            target: Target::User(key.0),
+            kind: EventKind::Typing {
+                user_id: self.user.clone(),
+                conversation_id: key.1,
+                sent_at_ms: wire::now_ms(),
+            },
+            exclude: None,
+        };
+        metrics::published("client");
+        if let Err(e) = self.ctx.broker.publish(event).await {
+            tracing::warn!(error = %e, "typing indicator not published");
+        }
+    }
+
+    async fn close(&mut self) {
+        let app = self.app.id.clone();
+        for ch in self.rooms.drain() {
+            self.ctx.hub.unsubscribe(&app, &ch, self.id);
+            metrics::subscriptions(-1.0);
+        }
+        for w in &self.watching {
+            self.ctx.hub.unwatch(&app, w, self.id);
+        }
+        self.ctx.hub.remove_user(&app, &self.user, self.id);
+        let change = Change::Disconnected {
+            bus: true,
+            was_idle: self.idle,
+        };
+        self.ctx.status.apply(&app, &self.user, change).await;
+    }
+}
