@@ -17,3 +17,5 @@ echo "== end-to-end (pusher-js, pusher)"
 cargo build --locked
 export SWITCHBOARD_BIN="$PWD/target/debug/switchboard"
 (cd e2e && npm ci --no-audit --no-fund --loglevel=error && npm test)
+echo "== bus client (clients/js) against the server"
+(cd clients/js && npm ci --no-audit --no-fund --loglevel=error && npm run build && npm test)

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Benchmarks Switchboard against Sockudo 5.2.0 on this machine, in one run, with the same
+# scenarios and equivalent configs, and writes BENCHMARKS.md.
+#
+#   scripts/bench.sh                 # every scenario, 2 runs each
+#   RUNS=3 SCENARIOS="fanout-1000x100 idle-10k" scripts/bench.sh
+#
+# Sockudo is built once with `cargo install sockudo --version 5.2.0 --locked` (needs
+# protobuf-compiler and cmake; ~12 minutes on 2 cores) into $PEERS (outside the repository).
+# Every run starts a fresh server process and stops it afterwards; traffic stays on 127.0.0.1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-2}
+PEERS=${PEERS:-$HOME/.cache/switchboard-peers}
+OUT=${OUT:-target/bench}
+PORT=${PORT:-6001}
+SERVERS=${SERVERS:-"switchboard sockudo"}
+ALL="idle-1k idle-10k connect-10k fanout-1000x50 fanout-1000x100 fanout-1000x1000 channels-5000x2000 channels-5000x20000 presence-100x20 bus-fanout-1000x100"
+SCENARIOS=${SCENARIOS:-$ALL}
+mkdir -p "$OUT" "$PEERS"
+ulimit -n "$(ulimit -Hn)"
+
+cargo build --release --locked --bins
+BENCH=target/release/switchboard-bench
+SOCKUDO=$PEERS/sockudo/bin/sockudo
+if [[ " $SERVERS " == *" sockudo "* && ! -x "$SOCKUDO" ]]; then
+  if ! command -v protoc >/dev/null || ! command -v cmake >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq protobuf-compiler cmake
+  fi
+  cargo install sockudo --version 5.2.0 --locked --root "$PEERS/sockudo"
+fi
+cat > "$OUT/sockudo.json" <<JSON
+{
+  "debug": false, "host": "127.0.0.1", "port": $PORT, "mode": "production",
+  "adapter": { "driver": "local" },
+  "app_manager": { "driver": "memory", "array": { "apps": [ {
+      "id": "app-id", "key": "app-key", "secret": "app-secret", "enabled": true,
+      "policy": { "limits": { "max_connections": 0, "max_client_events_per_second": 10000 },
+                  "features": { "enable_client_messages": false } } } ] } },
+  "cache": { "driver": "memory" }, "queue": { "driver": "none" },
+  "metrics": { "enabled": false }, "rate_limiter": { "enabled": false },
+  "opentelemetry": { "enabled": false },
+  "http_api": { "accept_traffic": { "enabled": false } },
+  "shutdown_grace_period": 1
+}
+JSON
+
+start_server() { # $1 = server name; sets PID
+  case $1 in
+    switchboard)
+      SWITCHBOARD_PORT=$PORT SWITCHBOARD_METRICS_ENABLED=false SWITCHBOARD_DATA_DIR="$OUT/data" \
+        SWITCHBOARD_SERVER_MAX_CONNECTIONS=100000 SWITCHBOARD_APP_CLIENT_EVENTS_PER_SECOND=10000 \
+        RUST_LOG=warn target/release/switchboard serve >"$OUT/server.log" 2>&1 &
+      PID=$! ;;
+    sockudo)
+      (cd "$PEERS/sockudo" && exec ./bin/sockudo --config "$OLDPWD/$OUT/sockudo.json") >"$OUT/server.log" 2>&1 &
+      PID=$! ;;
+  esac
+  for _ in $(seq 1 100); do
+    curl -sf "http://127.0.0.1:$PORT/up" >/dev/null 2>&1 && return 0
+    (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "server $1 did not start"; cat "$OUT/server.log"; return 1
+}
+stop_server() { kill "$PID" 2>/dev/null; for _ in $(seq 1 50); do kill -0 "$PID" 2>/dev/null || return 0; sleep 0.1; done; kill -9 "$PID" 2>/dev/null || true; }
+
+args_of() { # scenario name → bench arguments
+  case $1 in
+    idle-1k) echo "idle --conns 1000 --hold 5 --settle 2" ;;
+    idle-10k) echo "idle --conns 10000 --hold 5 --settle 2" ;;
+    connect-10k) echo "connect --conns 10000" ;;
+    fanout-1000x50) echo "fanout --subs 1000 --rate 50 --secs 10 --payload 100" ;;
+    fanout-1000x100) echo "fanout --subs 1000 --rate 100 --secs 10 --payload 100" ;;
+    fanout-1000x1000) echo "fanout --subs 1000 --rate 1000 --secs 10 --payload 100" ;;
+    channels-5000x2000) echo "channels --conns 5000 --rate 2000 --secs 10 --payload 100 --batch 10" ;;
+    channels-5000x20000) echo "channels --conns 5000 --rate 20000 --secs 10 --payload 100 --batch 10" ;;
+    presence-100x20) echo "presence --observers 100 --churners 20 --secs 10" ;;
+    bus-fanout-1000x100) echo "--protocol bus fanout --subs 1000 --rate 100 --secs 10 --payload 100" ;;
+  esac
+}
+
+RAW="$OUT/raw.jsonl"
+: > "$RAW"
+for scenario in $SCENARIOS; do
+  for server in $SERVERS; do
+    [[ $scenario == bus-* && $server != switchboard ]] && continue
+    for run in $(seq 1 "$RUNS"); do
+      start_server "$server"
+      cmd="$BENCH --port $PORT --server-pid $PID --timeout 240 --label $server/$scenario/r$run $(args_of "$scenario")"
+      echo "+ $cmd"
+      if line=$($cmd); then
+        echo "$line" | python3 -c 'import json,sys; d=json.load(sys.stdin); d["command"]=sys.argv[1]; print(json.dumps(d))' "$cmd" >> "$RAW"
+      else
+        echo "{\"label\":\"$server/$scenario/r$run\",\"failed\":true,\"command\":\"$cmd\"}" >> "$RAW"
+      fi
+      stop_server
+      sleep 1
+    done
+  done
+done
+python3 scripts/bench_report.py "$RAW" > BENCHMARKS.md
+echo "wrote BENCHMARKS.md from $RAW"
