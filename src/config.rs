@@ -108,7 +108,7 @@ impl Default for ServerConfig {
             max_message_bytes: 64 * 1024,
             max_body_bytes: 1024 * 1024,
             shutdown_grace: 10,
-            ws_read_buffer: 4 * 1024,
+            ws_read_buffer: 1024,
             ws_write_buffer: 8 * 1024,
         }
     }

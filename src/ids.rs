@@ -117,6 +117,18 @@ pub fn check_name(s: &str) -> Result<(), NameError> {
     Ok(())
 }
 
+/// Checks an event name: Pusher limits event names by length only (Laravel sends class
+/// names such as `App\Events\OrderShipped`); the character rule is for channel names.
+pub fn check_event_name(s: &str) -> Result<(), NameError> {
+    if s.is_empty() {
+        return Err(NameError::Empty);
+    }
+    if s.len() > MAX_NAME_LEN {
+        return Err(NameError::TooLong);
+    }
+    Ok(())
+}
+
 impl ChannelName {
     /// Validates a channel name: Pusher's character set and length, or the reserved
     /// `#server-to-user-{id}` form.
@@ -240,6 +252,13 @@ mod tests {
             Err(NameError::TooLong)
         );
         assert!(ChannelName::parse("a-Z_0=@,.;").is_ok());
+    }
+
+    #[test]
+    fn event_names_allow_class_names() {
+        assert!(check_event_name("App\\Events\\OrderShipped").is_ok());
+        assert_eq!(check_event_name(""), Err(NameError::Empty));
+        assert_eq!(check_event_name(&"e".repeat(201)), Err(NameError::TooLong));
     }
 
     #[test]

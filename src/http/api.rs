@@ -53,7 +53,7 @@ fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
 }
 
 fn check(app: &App, t: Trigger<'_>) -> Result<Checked, ApiError> {
-    ids::check_name(&t.name)
+    ids::check_event_name(&t.name)
         .map_err(|e| ApiError::BadRequest(format!("Invalid event name: {e}")))?;
     if t.name.starts_with("pusher:") || t.name.starts_with("pusher_internal:") {
         return Err(ApiError::BadRequest(
@@ -106,10 +106,18 @@ fn check(app: &App, t: Trigger<'_>) -> Result<Checked, ApiError> {
                 .ok_or_else(|| ApiError::BadRequest(format!("Invalid socket_id {s:?}")))?,
         ),
     };
-    let info = t
+    let info: Vec<String> = t
         .info
         .map(|i| i.split(',').map(str::to_owned).collect())
         .unwrap_or_default();
+    // Refuse before publishing: an error answer must mean nothing was sent.
+    if info.iter().any(|i| i == "user_count")
+        && channels.iter().any(|c| c.kind() != ChannelKind::Presence)
+    {
+        return Err(ApiError::BadRequest(
+            "user_count is only available for presence channels".into(),
+        ));
+    }
     Ok(Checked {
         name: t.name,
         data,

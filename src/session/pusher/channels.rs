@@ -58,8 +58,12 @@ impl Session {
             Ok(ch) => ch,
             Err(e) => return self.sub_error(channel, 400, &format!("Invalid channel name: {e}")),
         };
-        if self.channels.contains_key(&ch) {
+        if let Some(presence_user) = self.channels.get(&ch) {
             // Idempotent: pusher-js may resubscribe; confirm again without a second join.
+            // A presence confirmation must carry the member list: pusher-js reads it.
+            if presence_user.is_some() {
+                return self.presence_succeeded(&ch).await;
+            }
             return self.send(wire::subscription_succeeded(ch.as_str(), None));
         }
         if self.channels.len() >= self.app.limits.max_channels_per_connection {
@@ -156,20 +160,7 @@ impl Session {
         self.channels
             .insert(ch.clone(), Some(member.user_id.clone()));
         metrics::subscriptions(1.0);
-        let members = self
-            .ctx
-            .presence
-            .members(&app, &ch)
-            .await
-            .unwrap_or_default();
-        let list: Vec<PresenceMember<'_>> = members
-            .iter()
-            .map(|m| PresenceMember {
-                user_id: m.user_id.as_str(),
-                user_info: &m.user_info,
-            })
-            .collect();
-        self.send(wire::subscription_succeeded(ch.as_str(), Some(&list)));
+        self.presence_succeeded(&ch).await;
         if joined == Joined::First {
             let event = Event {
                 app,
@@ -182,6 +173,24 @@ impl Session {
             };
             self.publish("internal", event).await;
         }
+    }
+
+    /// Sends `subscription_succeeded` for a presence channel with its current member list.
+    async fn presence_succeeded(&self, ch: &ChannelName) {
+        let members = self
+            .ctx
+            .presence
+            .members(&self.app.id, ch)
+            .await
+            .unwrap_or_default();
+        let list: Vec<PresenceMember<'_>> = members
+            .iter()
+            .map(|m| PresenceMember {
+                user_id: m.user_id.as_str(),
+                user_info: &m.user_info,
+            })
+            .collect();
+        self.send(wire::subscription_succeeded(ch.as_str(), Some(&list)));
     }
 
     pub(super) async fn unsubscribe(&mut self, ch: &ChannelName) {
@@ -312,7 +321,7 @@ impl Session {
                 "Client events are not enabled for this app",
             );
         }
-        if ids::check_name(event).is_err() {
+        if ids::check_event_name(event).is_err() {
             return refuse(self, "client_event", "Invalid event name");
         }
         let Ok(ch) = ChannelName::parse(channel) else {
