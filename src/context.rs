@@ -9,10 +9,10 @@ use tokio_util::task::TaskTracker;
 use crate::apps::AppStore;
 use crate::broker::Broker;
 use crate::config::Config;
-use crate::hub::Hub;
 use crate::contacts::Contacts;
+use crate::hub::Hub;
 use crate::presence::PresenceStore;
-use crate::status::UserStatus;
+use crate::status::{StatusStore, UserStatus};
 
 /// Shared state of one server process.
 pub struct Context {
@@ -46,11 +46,12 @@ impl Context {
         hub: Hub,
         broker: Arc<dyn Broker>,
         presence: Arc<dyn PresenceStore>,
+        status_store: Arc<dyn StatusStore>,
         apps: Arc<dyn AppStore>,
     ) -> Self {
         let tracker = TaskTracker::new();
         let throttle = std::time::Duration::from_millis(config.bus.presence_throttle_ms);
-        let status = UserStatus::new(broker.clone(), tracker.clone(), throttle);
+        let status = UserStatus::new(status_store, broker.clone(), tracker.clone(), throttle);
         Self {
             config,
             hub,

@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::context::Context;
 use crate::hub::Hub;
 use crate::presence::MemoryPresence;
+use crate::status::MemoryStatus;
 use crate::{http, metrics};
 
 /// Builds the shared state for `config`.
@@ -28,6 +29,7 @@ pub fn context(config: Config) -> Arc<Context> {
         hub,
         broker,
         Arc::new(MemoryPresence::default()),
+        Arc::new(MemoryStatus::default()),
         Arc::new(apps),
     ))
 }

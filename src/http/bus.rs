@@ -73,9 +73,11 @@ pub async fn upgrade(
             metrics::connection_refused("node");
             return Err(ApiError::Unavailable("Server over capacity".into()));
         }
-        Err(Refusal::AppQuota | Refusal::UserLimit) => {
+        Err(Refusal::AppQuota) => {
             metrics::connection_refused("app");
-            return Err(ApiError::TooManyRequests("App over connection quota".into()));
+            return Err(ApiError::TooManyRequests(
+                "App over connection quota".into(),
+            ));
         }
     };
     let guard = ctx.tracker.token();
@@ -84,14 +86,17 @@ pub async fn upgrade(
         claims,
         admission,
     };
-    Ok(configure(ws, &ctx.config.server).on_upgrade(move |socket| async move {
-        bus::run(socket, ctx, hs).await;
-        drop(guard);
-    }))
+    Ok(
+        configure(ws, &ctx.config.server).on_upgrade(move |socket| async move {
+            bus::run(socket, ctx, hs).await;
+            drop(guard);
+        }),
+    )
 }
 
 fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("Invalid JSON body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("Invalid JSON body: {e}")))
 }
 
 fn user_id(s: &str, what: &str) -> Result<UserId, ApiError> {
@@ -172,7 +177,14 @@ pub async fn notifications(
         message: n.message.into(),
         action_url: n.action_url.map(Into::into),
     };
-    to_users(&ctx, &req.app.id, users, kind, req.app.limits.max_event_bytes).await
+    to_users(
+        &ctx,
+        &req.app.id,
+        users,
+        kind,
+        req.app.limits.max_event_bytes,
+    )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -200,7 +212,14 @@ pub async fn messages(
         preview: preview.into(),
         conversation_id: m.conversation_id.map(Into::into),
     };
-    to_users(&ctx, &req.app.id, users, kind, req.app.limits.max_event_bytes).await
+    to_users(
+        &ctx,
+        &req.app.id,
+        users,
+        kind,
+        req.app.limits.max_event_bytes,
+    )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -245,7 +264,10 @@ fn action_audience(a: &ActionReq<'_>, federated: bool) -> Result<Vec<UserId>, Ap
 }
 
 /// `POST /apps/{id}/bus/actions`.
-pub async fn actions(State(ctx): State<Arc<Context>>, req: Signed) -> Result<Json<Value>, ApiError> {
+pub async fn actions(
+    State(ctx): State<Arc<Context>>,
+    req: Signed,
+) -> Result<Json<Value>, ApiError> {
     let a: ActionReq<'_> = parse(&req.body)?;
     let source = a.source.clone().unwrap_or_else(|| "local".into());
     let federated = match source.as_str() {
@@ -268,7 +290,14 @@ pub async fn actions(State(ctx): State<Arc<Context>>, req: Signed) -> Result<Jso
         content: a.content.map_or("null", |c| c.get()).into(),
         source: source.into(),
     };
-    to_users(&ctx, &req.app.id, users, kind, req.app.limits.max_event_bytes).await
+    to_users(
+        &ctx,
+        &req.app.id,
+        users,
+        kind,
+        req.app.limits.max_event_bytes,
+    )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -289,7 +318,9 @@ pub async fn tokens(State(ctx): State<Arc<Context>>, req: Signed) -> Result<Json
     let max = ctx.config.bus.max_token_ttl;
     let ttl = t.ttl.unwrap_or(3600);
     if ttl == 0 || ttl > max {
-        return Err(ApiError::BadRequest(format!("ttl must be 1 to {max} seconds")));
+        return Err(ApiError::BadRequest(format!(
+            "ttl must be 1 to {max} seconds"
+        )));
     }
     let claims = BusClaims {
         iss: req.app.key.clone(),
@@ -317,7 +348,9 @@ pub async fn set_contacts(
     let user = user_id(&user, "user id")?;
     let c: ContactsReq = parse(&req.body)?;
     if c.contacts.len() > MAX_CONTACTS {
-        return Err(ApiError::BadRequest(format!("At most {MAX_CONTACTS} contacts")));
+        return Err(ApiError::BadRequest(format!(
+            "At most {MAX_CONTACTS} contacts"
+        )));
     }
     let list = c
         .contacts
@@ -343,4 +376,3 @@ pub async fn get_contacts(
         .collect();
     Ok(Json(json!({ "contacts": list })))
 }
-

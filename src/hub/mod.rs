@@ -60,8 +60,6 @@ pub enum Refusal {
     NodeFull,
     /// The app has its `max_connections`.
     AppQuota,
-    /// The user has the most connections allowed.
-    UserLimit,
 }
 
 /// A counted connection; dropping it releases the slot.
@@ -170,27 +168,6 @@ impl Hub {
             );
         }
         out
-    }
-
-    /// Registers a connection as the user's unless the user already has `limit` connections
-    /// of the same wire format (0 = no limit). Atomic: concurrent connects cannot overshoot.
-    /// Returns the user's local connection count (all wires) afterwards.
-    pub fn add_user_limited(
-        &self,
-        app: &AppId,
-        user: &UserId,
-        id: SocketId,
-        r: Recipient,
-        limit: usize,
-    ) -> Result<usize, Refusal> {
-        let key = (app.clone(), user.clone());
-        let mut shard = self.shard(&key);
-        let set = shard.users.entry(key).or_default();
-        if limit > 0 && set.values().filter(|x| x.wire == r.wire).count() >= limit {
-            return Err(Refusal::UserLimit);
-        }
-        set.insert(id, r);
-        Ok(set.len())
     }
 
     /// Registers a connection as the user's; returns the user's local connection count.

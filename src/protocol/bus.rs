@@ -401,7 +401,10 @@ mod tests {
                 activity: Some("call".into())
             })
         );
-        assert_eq!(decode(r#"{"type":"nope"}"#), Err("unknown message type".into()));
+        assert_eq!(
+            decode(r#"{"type":"nope"}"#),
+            Err("unknown message type".into())
+        );
         assert!(decode(r#"{"type":"presence","status":"sleeping"}"#).is_err());
         assert!(decode(r#"{"type":"typing","recipient":1}"#).is_err());
         assert!(decode("not json").is_err());

@@ -372,7 +372,9 @@ pub fn encode_event(event: &Event) -> Option<Frame> {
             }
             return Some(watchlist_event(online(status), [user_id.as_str()]));
         }
-        EventKind::Notification { .. } | EventKind::DirectMessage { .. } | EventKind::Action { .. } => {
+        EventKind::Notification { .. }
+        | EventKind::DirectMessage { .. }
+        | EventKind::Action { .. } => {
             // Bus user events reach the same user's signed-in Pusher connections as a
             // user event named after the type, with the bus fields as data.
             let (name, body) = super::bus::user_event_body(&event.kind)?;

@@ -67,16 +67,12 @@ pub async fn run(socket: WebSocket, ctx: Arc<Context>, hs: Handshake) {
     let _admission = hs.admission;
     let id = SocketId::next(ctx.node);
     let user = UserId::new(hs.claims.sub.as_str());
-    let recipient = Recipient {
-        wire: Wire::Bus,
-        outbox: outbox.clone(),
-    };
     let limit = ctx.config.bus.max_connections_per_user;
-    if ctx
-        .hub
-        .add_user_limited(&hs.app.id, &user, id, recipient, limit)
-        .is_err()
-    {
+    let admitted = ctx
+        .status
+        .apply(&hs.app.id, &user, Change::Connected { bus: true, limit })
+        .await;
+    if !admitted {
         metrics::connection_refused("user");
         outbox.push(wire::error(
             code::PERMISSION,
@@ -86,11 +82,17 @@ pub async fn run(socket: WebSocket, ctx: Arc<Context>, hs: Handshake) {
         let _ = writer.await;
         return;
     }
+    let recipient = Recipient {
+        wire: Wire::Bus,
+        outbox: outbox.clone(),
+    };
+    ctx.hub.add_user(&hs.app.id, &user, id, recipient);
     metrics::connection_opened("bus");
     outbox.push(wire::welcome(&id.to_string(), user.as_str()));
     let bus = &ctx.config.bus;
-    let quota = Quota::per_minute(NonZeroU32::new(bus.messages_per_minute).unwrap_or(NonZeroU32::MIN))
-        .allow_burst(NonZeroU32::new(bus.message_burst).unwrap_or(NonZeroU32::MIN));
+    let quota =
+        Quota::per_minute(NonZeroU32::new(bus.messages_per_minute).unwrap_or(NonZeroU32::MIN))
+            .allow_burst(NonZeroU32::new(bus.message_burst).unwrap_or(NonZeroU32::MIN));
     let mut s = Session {
         ctx: ctx.clone(),
         id,
@@ -98,7 +100,12 @@ pub async fn run(socket: WebSocket, ctx: Arc<Context>, hs: Handshake) {
         outbox: outbox.clone(),
         interests: 0,
         rooms: HashSet::new(),
-        allowed_rooms: hs.claims.channels.iter().map(|p| WildMatch::new(p)).collect(),
+        allowed_rooms: hs
+            .claims
+            .channels
+            .iter()
+            .map(|p| WildMatch::new(p))
+            .collect(),
         watching: Vec::new(),
         idle: false,
         limiter: RateLimiter::direct(quota),
@@ -106,26 +113,29 @@ pub async fn run(socket: WebSocket, ctx: Arc<Context>, hs: Handshake) {
         app: hs.app,
     };
     s.watch(&hs.claims.watchlist);
-    s.ctx
-        .status
-        .apply(&s.app.id, &s.user, Change::Connected { bus: true })
-        .await;
     read_loop(&mut s, &mut stream, hs.claims.exp).await;
     s.close().await;
     metrics::connection_closed("bus");
     drop(s);
     outbox.push_close(1000, "");
-    if tokio::time::timeout(Duration::from_secs(5), writer).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5), writer)
+        .await
+        .is_err()
+    {
         token.cancel();
     }
 }
 
-/// When `exp` (Unix seconds) falls, as a tokio instant.
+/// When `exp` (Unix seconds) falls, as a tokio instant. An `exp` too far ahead for the
+/// monotonic clock (a signed token may say `u64::MAX`) is capped at a century away.
 fn instant_of(exp: u64) -> Instant {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    Instant::now() + Duration::from_secs(exp.saturating_sub(now))
+    let start = Instant::now();
+    let century = Duration::from_secs(100 * 365 * 86_400);
+    let left = Duration::from_secs(exp.saturating_sub(now)).min(century);
+    start + left
 }
 
 async fn read_loop(s: &mut Session, stream: &mut SplitStream<WebSocket>, exp: u64) {
@@ -209,7 +219,10 @@ impl Session {
     async fn handle_text(&mut self, text: &str) -> bool {
         if self.limiter.check().is_err() {
             metrics::client_error("bus_rate");
-            self.send(wire::error(code::RATE, "Rate limit exceeded; message dropped"));
+            self.send(wire::error(
+                code::RATE,
+                "Rate limit exceeded; message dropped",
+            ));
             return false;
         }
         let cmd = match wire::decode(text) {
@@ -224,7 +237,7 @@ impl Session {
                 self.send(wire::pong());
                 return false;
             }
-            Command::Subscribe { events, rooms } => self.subscribe(&events, &rooms),
+            Command::Subscribe { events, rooms } => self.subscribe(&events, &rooms).await,
             Command::Unsubscribe { events, rooms } => self.unsubscribe(&events, &rooms),
             Command::Presence { status, activity } => self.declare(status, activity).await,
             Command::Typing {
@@ -255,11 +268,12 @@ impl Session {
         self.send(wire::subscribed(&interest::names(self.interests), rooms));
     }
 
-    fn subscribe(&mut self, events: &[String], rooms: &[String]) {
+    async fn subscribe(&mut self, events: &[String], rooms: &[String]) {
         let Some(bits) = self.event_bits(events) else {
             return;
         };
-        let newly_presence = bits & interest::PRESENCE != 0 && self.interests & interest::PRESENCE == 0;
+        let newly_presence =
+            bits & interest::PRESENCE != 0 && self.interests & interest::PRESENCE == 0;
         self.interests |= bits;
         self.outbox.set_interests(self.interests);
         for room in rooms {
@@ -267,7 +281,9 @@ impl Session {
                 self.invalid(&format!("invalid room name {room:?}"));
                 continue;
             };
-            if ch.kind() == ChannelKind::ServerToUser || !self.allowed_rooms.iter().any(|p| p.matches(room)) {
+            if ch.kind() == ChannelKind::ServerToUser
+                || !self.allowed_rooms.iter().any(|p| p.matches(room))
+            {
                 self.denied(&format!("room {room:?} is not allowed by the token"));
                 continue;
             }
@@ -278,13 +294,15 @@ impl Session {
                 self.denied("too many rooms on this connection");
                 break;
             }
-            self.ctx.hub.subscribe(&self.app.id, &ch, self.id, self.recipient());
+            self.ctx
+                .hub
+                .subscribe(&self.app.id, &ch, self.id, self.recipient());
             metrics::subscriptions(1.0);
             self.rooms.insert(ch);
         }
         self.subscribed();
         if newly_presence {
-            self.presence_snapshot();
+            self.presence_snapshot().await;
         }
     }
 
@@ -320,16 +338,18 @@ impl Session {
                 break;
             }
             if w != self.user && seen.insert(w.clone()) {
-                self.ctx.hub.watch(&self.app.id, &w, self.id, self.recipient());
+                self.ctx
+                    .hub
+                    .watch(&self.app.id, &w, self.id, self.recipient());
                 self.watching.push(w);
             }
         }
     }
 
     /// The current status of every watched user who is not offline.
-    fn presence_snapshot(&self) {
+    async fn presence_snapshot(&self) {
         for w in &self.watching {
-            let (status, activity) = self.ctx.status.current(&self.app.id, w);
+            let (status, activity) = self.ctx.status.current(&self.app.id, w).await;
             if status == Status::Offline {
                 continue;
             }
@@ -355,7 +375,10 @@ impl Session {
             return self.invalid("activity is too long");
         }
         let change = Change::Declared(status, activity.map(Arc::from));
-        self.ctx.status.apply(&self.app.id, &self.user, change).await;
+        self.ctx
+            .status
+            .apply(&self.app.id, &self.user, change)
+            .await;
     }
 
     async fn typing(&mut self, recipient: String, conversation_id: String) {
@@ -372,7 +395,12 @@ impl Session {
             return; // repeated indicator inside the throttle window: nothing new to say
         }
         if self.typing.len() >= MAX_TYPING_TARGETS {
-            if let Some(oldest) = self.typing.iter().min_by_key(|(_, t)| **t).map(|(k, _)| k.clone()) {
+            if let Some(oldest) = self
+                .typing
+                .iter()
+                .min_by_key(|(_, t)| **t)
+                .map(|(k, _)| k.clone())
+            {
                 self.typing.remove(&oldest);
             }
         }

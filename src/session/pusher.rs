@@ -112,7 +112,7 @@ fn open(ctx: &Arc<Context>, hs: Handshake, outbox: &Outbox) -> Option<Session> {
             metrics::connection_refused("node");
             return refuse(code::OVER_CAPACITY, "Server over capacity");
         }
-        Err(Refusal::AppQuota | Refusal::UserLimit) => {
+        Err(Refusal::AppQuota) => {
             metrics::connection_refused("app");
             return refuse(code::OVER_QUOTA, "App over connection quota");
         }

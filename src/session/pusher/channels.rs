@@ -269,11 +269,12 @@ impl Session {
         for w in &watchlist {
             hub.watch(&app, w, self.id, self.recipient());
         }
-        let online: Vec<&str> = watchlist
-            .iter()
-            .filter(|w| self.ctx.status.current(&app, w).0 != Status::Offline)
-            .map(|w| w.as_str())
-            .collect();
+        let mut online: Vec<&str> = Vec::new();
+        for w in &watchlist {
+            if self.ctx.status.current(&app, w).await.0 != Status::Offline {
+                online.push(w.as_str());
+            }
+        }
         if !online.is_empty() {
             self.send(wire::watchlist_event(true, online));
         }
@@ -283,7 +284,14 @@ impl Session {
         });
         self.ctx
             .status
-            .apply(&app, &id, Change::Connected { bus: false })
+            .apply(
+                &app,
+                &id,
+                Change::Connected {
+                    bus: false,
+                    limit: 0,
+                },
+            )
             .await;
     }
 

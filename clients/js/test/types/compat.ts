@@ -1,0 +1,19 @@
+// Compile-time check (npm run typecheck): the real WebSocket classes fit the client's option
+// types, with strictFunctionTypes on. Not emitted, not run.
+
+import WS from 'ws';
+
+import { BusClient, type WebSocketConstructor } from '../../src/index.js';
+
+const fromWs: WebSocketConstructor = WS;
+const fromDom: WebSocketConstructor = WebSocket;
+
+const client = new BusClient({ url: 'ws://127.0.0.1:1/ws/bus', token: 't', WebSocket: fromWs, events: ['typing'] });
+new BusClient({ url: 'ws://127.0.0.1:1/ws/bus', getToken: async () => 't', WebSocket: fromDom });
+client.on('typing', (t) => t.conversation_id.toUpperCase());
+client.on('typing_stopped', (t) => t.reason === 'timeout');
+client.on('close', (c) => c.willReconnect);
+// @ts-expect-error unknown event type
+client.subscribe(['nope']);
+// @ts-expect-error unknown status
+client.updatePresence('sleeping');

@@ -1,0 +1,207 @@
+//! User status: online/away/busy/offline per user, across both protocols, announced to the
+//! user's watchers through the broker.
+//!
+//! A user is online while they have a connection anywhere (a bus session, or a Pusher
+//! connection signed in as them), unless they declared another status; `online` shows as
+//! `away` while every one of their bus sessions is idle. Announcements are throttled per user
+//! (at most one per `throttle` interval); changes inside the interval are coalesced and the
+//! last one wins. The state lives in a [`StatusStore`] (memory, or Redis on a cluster), which
+//! decides atomically what to announce, so each change is announced once cluster-wide.
+
+mod memory;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio_util::task::TaskTracker;
+
+pub use memory::MemoryStatus;
+
+use crate::broker::Broker;
+use crate::event::{Event, EventKind, Status, Target};
+use crate::ids::{AppId, UserId};
+use crate::metrics;
+use crate::presence::PresenceError;
+
+/// What changed about a user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// A connection opened. A bus session is refused (see [`Update::refused`]) when the user
+    /// already has `limit` bus sessions (0 = no limit).
+    Connected {
+        /// A bus session (can go idle; counts against the limit) or a Pusher connection.
+        bus: bool,
+        /// Most bus sessions per user.
+        limit: usize,
+    },
+    /// A connection closed.
+    Disconnected {
+        /// It was a bus session.
+        bus: bool,
+        /// It was idle when it closed.
+        was_idle: bool,
+    },
+    /// A bus session went idle (`true`) or became active again.
+    Idle(bool),
+    /// The user declared a status.
+    Declared(Status, Option<Arc<str>>),
+    /// A throttled announcement is due: re-evaluate.
+    Retry,
+}
+
+/// What a change requires the caller to do.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Update {
+    /// Announce this to the user's watchers: (status, previous, activity).
+    pub announce: Option<(Status, Status, Option<Arc<str>>)>,
+    /// Re-evaluate with [`Change::Retry`] after this long (a throttled change is pending and
+    /// this caller owns the timer).
+    pub retry_in: Option<Duration>,
+    /// The connection was refused: the user has the most bus sessions allowed.
+    pub refused: bool,
+}
+
+/// Per-user status state, memory or shared.
+#[async_trait]
+pub trait StatusStore: Send + Sync + 'static {
+    /// Applies `change` for the connection's node and reports what to announce. Atomic per
+    /// user: concurrent changes anywhere in the cluster see each other.
+    async fn apply(
+        &self,
+        app: &AppId,
+        user: &UserId,
+        change: &Change,
+        throttle: Duration,
+    ) -> Result<Update, PresenceError>;
+
+    /// What watchers currently see.
+    async fn current(
+        &self,
+        app: &AppId,
+        user: &UserId,
+    ) -> Result<(Status, Option<Arc<str>>), PresenceError>;
+}
+
+/// The status tracker: applies changes to the store and makes the announcements.
+#[derive(Clone)]
+pub struct UserStatus(Arc<Inner>);
+
+struct Inner {
+    store: Arc<dyn StatusStore>,
+    broker: Arc<dyn Broker>,
+    tracker: TaskTracker,
+    throttle: Duration,
+}
+
+impl UserStatus {
+    /// A tracker over `store`, announcing through `broker`; delayed announcements run on
+    /// `tracker` (one timer per throttled user at most).
+    pub fn new(
+        store: Arc<dyn StatusStore>,
+        broker: Arc<dyn Broker>,
+        tracker: TaskTracker,
+        throttle: Duration,
+    ) -> Self {
+        Self(Arc::new(Inner {
+            store,
+            broker,
+            tracker,
+            throttle,
+        }))
+    }
+
+    /// What watchers currently see for `user` (offline when the store cannot say).
+    pub async fn current(&self, app: &AppId, user: &UserId) -> (Status, Option<Arc<str>>) {
+        self.0
+            .store
+            .current(app, user)
+            .await
+            .unwrap_or((Status::Offline, None))
+    }
+
+    /// Applies a change; announces or schedules what it requires. Returns `false` when a new
+    /// bus session was refused by the per-user limit.
+    pub async fn apply(&self, app: &AppId, user: &UserId, change: Change) -> bool {
+        let update = self.store_apply(app, user, &change).await;
+        self.announce(app, user, update.announce).await;
+        if let Some(delay) = update.retry_in {
+            self.retry_later(app.clone(), user.clone(), delay);
+        }
+        !update.refused
+    }
+
+    async fn store_apply(&self, app: &AppId, user: &UserId, change: &Change) -> Update {
+        match self.0.store.apply(app, user, change, self.0.throttle).await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::warn!(error = %e, "user status update failed");
+                Update::default()
+            }
+        }
+    }
+
+    /// The one timer of a throttled user: re-evaluates until nothing is pending.
+    fn retry_later(&self, app: AppId, user: UserId, mut delay: Duration) {
+        let this = self.clone();
+        self.0.tracker.spawn(async move {
+            loop {
+                tokio::time::sleep(delay).await;
+                let update = this.store_apply(&app, &user, &Change::Retry).await;
+                this.announce(&app, &user, update.announce).await;
+                match update.retry_in {
+                    Some(d) => delay = d,
+                    None => break,
+                }
+            }
+        });
+    }
+
+    async fn announce(
+        &self,
+        app: &AppId,
+        user: &UserId,
+        announce: Option<(Status, Status, Option<Arc<str>>)>,
+    ) {
+        let Some((status, previous, activity)) = announce else {
+            return;
+        };
+        let event = Event {
+            app: app.clone(),
+            target: Target::Watchers(user.clone()),
+            kind: EventKind::Presence {
+                user_id: user.clone(),
+                status,
+                previous,
+                activity,
+            },
+            exclude: None,
+        };
+        metrics::published("internal");
+        if let Err(e) = self.0.broker.publish(event).await {
+            tracing::warn!(error = %e, "presence announcement failed");
+        }
+    }
+}
+
+/// The state of one user, as both stores keep it: connection counts summed over nodes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Connections (both protocols).
+    pub connections: u64,
+    /// Bus sessions.
+    pub bus: u64,
+    /// Idle bus sessions.
+    pub idle: u64,
+}
+
+/// The status watchers should see.
+pub fn effective(c: &Counts, declared: Status) -> Status {
+    if c.connections == 0 {
+        Status::Offline
+    } else if declared == Status::Online && c.bus > 0 && c.idle >= c.bus {
+        Status::Away
+    } else {
+        declared
+    }
+}
