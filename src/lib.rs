@@ -14,6 +14,9 @@
 //!   watchers; [`contacts`]: who may see whose presence, set by the app.
 //! - [`session`]: one reader loop and one writer task per WebSocket (Pusher and bus).
 //! - [`http`]: the router (WebSocket endpoints, signed HTTP API, health).
+//! - [`cluster`]: several nodes as one over Redis (leases, the reaper, count sync);
+//!   `broker::RedisBroker`, `presence::RedisPresence` and `status::RedisStatus` are the
+//!   Redis implementations of the seams.
 //! - [`config`], [`metrics`], [`context`], [`server`]: settings, metrics, shared handles,
 //!   and the wiring with `server::run(listener, metrics_listener, config, shutdown)`.
 //!
@@ -23,6 +26,7 @@
 pub mod apps;
 pub mod auth;
 pub mod broker;
+pub mod cluster;
 pub mod config;
 pub mod contacts;
 pub mod context;

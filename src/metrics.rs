@@ -73,3 +73,13 @@ pub fn http_request(endpoint: String, status: u16, took: std::time::Duration) {
     metrics::histogram!("switchboard_http_request_seconds", "endpoint" => endpoint)
         .record(took.as_secs_f64());
 }
+
+/// Whether this node's Redis link is up (cluster mode).
+pub fn redis_up(up: bool) {
+    gauge!("switchboard_redis_up").set(if up { 1.0 } else { 0.0 });
+}
+
+/// A dead node was reaped (its presence removed).
+pub fn node_reaped() {
+    counter!("switchboard_nodes_reaped_total").increment(1);
+}

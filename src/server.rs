@@ -26,9 +26,9 @@ pub fn context(config: Config) -> Arc<Context> {
     let broker = Arc::new(MemoryBroker::new(hub.clone()));
     Arc::new(Context::new(
         config,
-        hub,
+        hub.clone(),
         broker,
-        Arc::new(MemoryPresence::default()),
+        Arc::new(MemoryPresence::new(hub.clone())),
         Arc::new(MemoryStatus::default()),
         Arc::new(apps),
     ))

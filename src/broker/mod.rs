@@ -2,10 +2,12 @@
 //! [`Broker::publish`], whatever its source, so single-node and cluster share one path.
 
 mod memory;
+mod redis;
 
 use async_trait::async_trait;
 
 pub use memory::MemoryBroker;
+pub use self::redis::RedisBroker;
 
 use crate::event::Event;
 

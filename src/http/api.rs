@@ -152,6 +152,16 @@ async fn publish(ctx: &Context, app: &AppId, c: &Checked) -> Result<(), ApiError
     Ok(())
 }
 
+/// Cluster-wide subscribers of one channel.
+async fn subscription_count(ctx: &Context, app: &AppId, ch: &ChannelName) -> Result<usize, ApiError> {
+    let counts = ctx
+        .presence
+        .occupancy(app, Some(ch))
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    Ok(counts.first().map_or(0, |(_, n)| *n))
+}
+
 /// Channel attributes requested through `info`.
 async fn channel_info(
     ctx: &Context,
@@ -163,7 +173,7 @@ async fn channel_info(
     if info.iter().any(|i| i == "subscription_count") {
         out.insert(
             "subscription_count".into(),
-            ctx.hub.subscription_count(app, ch).into(),
+            subscription_count(ctx, app, ch).await?.into(),
         );
     }
     if info.iter().any(|i| i == "user_count") {
@@ -257,7 +267,11 @@ pub async fn channels(
             "info=user_count requires filter_by_prefix=presence-".into(),
         ));
     }
-    let mut list = ctx.hub.channels(&req.app.id);
+    let mut list = ctx
+        .presence
+        .occupancy(&req.app.id, None)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
     list.retain(|(c, _)| c.as_str().starts_with(prefix));
     list.sort_by(|a, b| a.0.cmp(&b.0));
     let mut channels = Map::new();
@@ -280,7 +294,7 @@ pub async fn channel(
 ) -> Result<Json<Value>, ApiError> {
     let ch = channel_path(&name)?;
     let mut attrs = channel_info(&ctx, &req.app.id, &ch, &info_param(&req)).await?;
-    let occupied = ctx.hub.subscription_count(&req.app.id, &ch) > 0;
+    let occupied = subscription_count(&ctx, &req.app.id, &ch).await? > 0;
     attrs.insert("occupied".into(), occupied.into());
     Ok(Json(Value::Object(attrs)))
 }

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use indexmap::IndexMap;
 
 use super::{Joined, Left, Member, PresenceError, PresenceStore};
+use crate::hub::Hub;
 use crate::ids::{AppId, ChannelName, SocketId, UserId};
 
 #[derive(Default)]
@@ -16,10 +17,22 @@ struct Channel {
     sockets: HashMap<SocketId, UserId>,
 }
 
+type Channels = HashMap<(AppId, ChannelName), Channel>;
+
 /// Presence held in this process. A `std` mutex: nothing awaits while it is held.
-#[derive(Default)]
 pub struct MemoryPresence {
-    channels: Mutex<HashMap<(AppId, ChannelName), Channel>>,
+    channels: Mutex<Channels>,
+    hub: Hub,
+}
+
+impl MemoryPresence {
+    /// Presence for a single node whose connections are in `hub`.
+    pub fn new(hub: Hub) -> Self {
+        Self {
+            channels: Mutex::default(),
+            hub,
+        }
+    }
 }
 
 #[async_trait]
@@ -81,6 +94,24 @@ impl PresenceStore for MemoryPresence {
         Ok(Some(Left::Last(user)))
     }
 
+    async fn occupancy(
+        &self,
+        app: &AppId,
+        only: Option<&ChannelName>,
+    ) -> Result<Vec<(ChannelName, usize)>, PresenceError> {
+        Ok(match only {
+            Some(ch) => {
+                let n = self.hub.subscription_count(app, ch);
+                if n > 0 {
+                    vec![(ch.clone(), n)]
+                } else {
+                    vec![]
+                }
+            }
+            None => self.hub.channels(app),
+        })
+    }
+
     async fn members(&self, app: &AppId, ch: &ChannelName) -> Result<Vec<Member>, PresenceError> {
         let channels = self.channels.lock().expect("presence lock poisoned");
         Ok(channels
@@ -111,7 +142,7 @@ mod tests {
 
     #[tokio::test]
     async fn membership_is_per_user() {
-        let p = MemoryPresence::default();
+        let p = MemoryPresence::new(Hub::new());
         let (a, c) = (AppId::new("a"), ChannelName::new("presence-c"));
         let (s1, s2, s3) = (SocketId::next(1), SocketId::next(1), SocketId::next(1));
         assert_eq!(p.join(&a, &c, s1, m("u"), 2).await, Ok(Joined::First));

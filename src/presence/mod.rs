@@ -1,13 +1,16 @@
-//! Presence: which users are members of which presence channel. Membership is keyed by user
+//! Presence: which users are members of which presence channel, and how many connections
+//! subscribe to each channel. Membership is keyed by user
 //! id, not socket: a user's first connection joins, their last one leaves.
 
 mod memory;
+mod redis;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
 pub use memory::MemoryPresence;
+pub use self::redis::RedisPresence;
 
 use crate::ids::{AppId, ChannelName, SocketId, UserId};
 
@@ -73,6 +76,14 @@ pub trait PresenceStore: Send + Sync + 'static {
         socket: SocketId,
     ) -> Result<Option<Left>, PresenceError>;
 
-    /// One entry per user, in join order.
+    /// One entry per user.
     async fn members(&self, app: &AppId, ch: &ChannelName) -> Result<Vec<Member>, PresenceError>;
+
+    /// Subscriber counts of the app's occupied channels across the cluster (`only`: just that
+    /// channel, if occupied). Other nodes' counts may lag by one sync interval.
+    async fn occupancy(
+        &self,
+        app: &AppId,
+        only: Option<&ChannelName>,
+    ) -> Result<Vec<(ChannelName, usize)>, PresenceError>;
 }

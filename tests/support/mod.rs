@@ -76,7 +76,10 @@ impl TestServer {
     }
 
     pub fn ws_url(&self, key: &str) -> String {
-        format!("ws://{}/app/{key}?protocol=7&client=test&version=1.0", self.addr)
+        format!(
+            "ws://{}/app/{key}?protocol=7&client=test&version=1.0",
+            self.addr
+        )
     }
 
     pub async fn pusher(&self) -> PusherClient {
@@ -188,17 +191,120 @@ impl PusherClient {
     }
 
     pub async fn signin(&mut self, user_data: &str) -> Value {
-        let auth = format!(
-            "{KEY}:{}",
-            auth::sign(
-                &Secret::new(SECRET),
-                format!("{}::user::{user_data}", self.socket_id).as_bytes()
-            )
-        );
+        let auth = user_auth(&self.socket_id, user_data);
         self.send(json!({"event":"pusher:signin","data":{"auth":auth,"user_data":user_data}}))
             .await;
         self.expect("pusher:signin_success").await
     }
+
+    /// Sends `pusher:ping` and asserts that the very next frame is `pusher:pong`: proves the
+    /// connection is open and that nothing was queued for it before the ping was handled.
+    pub async fn ping(&mut self) {
+        self.send(json!({"event":"pusher:ping","data":{}})).await;
+        let v = self.recv().await;
+        assert_eq!(
+            v["event"], "pusher:pong",
+            "expected pusher:pong next, got {v}"
+        );
+    }
+
+    /// Asserts the next frame is `pusher:error` with `code`; returns it.
+    pub async fn expect_error(&mut self, code: u16) -> Value {
+        let v = self.recv().await;
+        assert_eq!(
+            v["event"], "pusher:error",
+            "expected pusher:error next, got {v}"
+        );
+        assert_eq!(v["data"]["code"], code, "{v}");
+        v
+    }
+
+    /// Asserts the next frame is `pusher:subscription_error` for `channel`; returns its status.
+    pub async fn expect_subscription_error(&mut self, channel: &str) -> u64 {
+        let v = self.recv().await;
+        assert_eq!(v["event"], "pusher:subscription_error", "{v}");
+        assert_eq!(v["channel"], channel, "{v}");
+        assert!(v["data"]["error"].is_string(), "{v}");
+        v["data"]["status"].as_u64().expect("numeric status")
+    }
+
+    pub async fn send_binary(&mut self, b: &[u8]) {
+        self.ws.send(Message::binary(b.to_vec())).await.unwrap();
+    }
+
+    /// Sends `pusher:subscribe` with the given fields, without waiting for an answer.
+    pub async fn send_subscribe(
+        &mut self,
+        channel: &str,
+        auth: Option<&str>,
+        channel_data: Option<&str>,
+    ) {
+        let mut data = json!({ "channel": channel });
+        if let Some(a) = auth {
+            data["auth"] = json!(a);
+        }
+        if let Some(d) = channel_data {
+            data["channel_data"] = json!(d);
+        }
+        self.send(json!({"event":"pusher:subscribe","data":data}))
+            .await;
+    }
+
+    pub async fn unsubscribe(&mut self, channel: &str) {
+        self.send(json!({"event":"pusher:unsubscribe","data":{"channel":channel}}))
+            .await;
+    }
+
+    pub async fn client_event(&mut self, event: &str, channel: &str, data: Value) {
+        self.send(json!({"event":event,"channel":channel,"data":data}))
+            .await;
+    }
+
+    /// Closes the socket from the client side (a close frame, then drop).
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+
+    /// Waits until the connection ends: `Some(code)` for a close frame, `None` when the
+    /// stream ends or fails without one. Skips any frames before that.
+    pub async fn expect_end(&mut self) -> Option<u16> {
+        expect_end(&mut self.ws, WAIT).await
+    }
+}
+
+/// Waits up to `d` for the connection to end; see [`PusherClient::expect_end`].
+pub async fn expect_end(ws: &mut Ws, d: Duration) -> Option<u16> {
+    let deadline = tokio::time::Instant::now() + d;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) => panic!("connection still open after {d:?}"),
+            Ok(Some(Ok(Message::Close(Some(f))))) => return Some(u16::from(f.code)),
+            Ok(Some(Ok(Message::Close(None)))) => return Some(u16::from(CloseCode::Status)),
+            Ok(Some(Ok(_))) => continue,
+            Ok(Some(Err(_))) | Ok(None) => return None,
+        }
+    }
+}
+
+/// `"<key>:<sig>"` for `pusher:signin`.
+pub fn user_auth(socket_id: &str, user_data: &str) -> String {
+    let msg = format!("{socket_id}::user::{user_data}");
+    format!("{KEY}:{}", auth::sign(&Secret::new(SECRET), msg.as_bytes()))
+}
+
+/// The `data` of a frame whose `data` is a JSON-encoded string, decoded.
+pub fn data_of(v: &Value) -> Value {
+    let s = v["data"]
+        .as_str()
+        .unwrap_or_else(|| panic!("data is not a string in {v}"));
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("data of {v} is not JSON: {e}"))
+}
+
+/// Whether `s` matches `^\d+\.\d+$`.
+pub fn is_socket_id(s: &str) -> bool {
+    let digits = |p: &str| !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit());
+    s.split_once('.')
+        .is_some_and(|(a, b)| digits(a) && digits(b))
 }
 
 pub async fn recv_json(ws: &mut Ws) -> Value {
@@ -249,12 +355,22 @@ pub struct Api {
 }
 
 pub fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 impl Api {
     /// The signed query string for a request, as Pusher's SDKs build it.
-    pub fn signed_query(&self, method: &str, path: &str, params: &[(&str, &str)], body: &str, ts: u64) -> String {
+    pub fn signed_query(
+        &self,
+        method: &str,
+        path: &str,
+        params: &[(&str, &str)],
+        body: &str,
+        ts: u64,
+    ) -> String {
         let mut p: Vec<(String, String)> = vec![
             ("auth_key".into(), self.key.clone()),
             ("auth_timestamp".into(), ts.to_string()),
@@ -271,7 +387,13 @@ impl Api {
         q.join("&")
     }
 
-    pub async fn request(&self, method: &str, path: &str, params: &[(&str, &str)], body: &str) -> (u16, Value) {
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        params: &[(&str, &str)],
+        body: &str,
+    ) -> (u16, Value) {
         let q = self.signed_query(method, path, params, body, now());
         self.raw(method, &format!("{path}?{q}"), body).await
     }
@@ -301,5 +423,254 @@ impl Api {
     pub async fn get(&self, path: &str, params: &[(&str, &str)]) -> (u16, Value) {
         let path = format!("/apps/{}{path}", self.app_id);
         self.request("GET", &path, params, "").await
+    }
+
+    /// A signed POST to `/apps/{id}{path}`.
+    pub async fn post(&self, path: &str, body: &str) -> (u16, Value) {
+        let path = format!("/apps/{}{path}", self.app_id);
+        self.request("POST", &path, &[], body).await
+    }
+
+    /// The channel's `subscription_count` from `GET /channels/{name}`.
+    pub async fn subscription_count(&self, channel: &str) -> u64 {
+        let (status, v) = self
+            .get(
+                &format!("/channels/{channel}"),
+                &[("info", "subscription_count")],
+            )
+            .await;
+        assert_eq!(status, 200, "{v}");
+        v["subscription_count"]
+            .as_u64()
+            .expect("subscription_count")
+    }
+
+    /// Polls until the channel has `n` subscribers; panics after [`WAIT`].
+    pub async fn wait_subscription_count(&self, channel: &str, n: u64) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let got = self.subscription_count(channel).await;
+            if got == n {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{channel} has {got} subscribers, expected {n} within {WAIT:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+// ============================================================================================
+// Bus protocol (/ws/bus) helpers. Used by tests/bus_protocol.rs; kept apart from the Pusher
+// helpers above.
+// ============================================================================================
+
+/// The default app (`app-id` / `app-key` / `app-secret`), for minting bus tokens.
+pub fn bus_app() -> switchboard::apps::App {
+    switchboard::apps::App::from_config(&switchboard::config::AppConfig::default())
+}
+
+/// Claims for `user` on the default app, valid for an hour, no watchlist, no rooms.
+pub fn bus_claims(user: &str) -> auth::BusClaims {
+    auth::BusClaims {
+        iss: KEY.into(),
+        sub: user.into(),
+        exp: now() + 3600,
+        watchlist: Vec::new(),
+        channels: Vec::new(),
+    }
+}
+
+/// A token for `claims`, signed with the default app's secret.
+pub fn bus_token(claims: &auth::BusClaims) -> String {
+    auth::mint_bus_token(&bus_app(), claims)
+}
+
+impl TestServer {
+    /// `ws://.../ws/bus?token=...`.
+    pub fn bus_url(&self, token: &str) -> String {
+        format!("ws://{}/ws/bus?token={token}", self.addr)
+    }
+
+    /// A bus client for `user` with default claims, after its `welcome`.
+    pub async fn bus(&self, user: &str) -> BusClient {
+        self.bus_with(&bus_claims(user)).await
+    }
+
+    /// A bus client with these claims, after its `welcome`.
+    pub async fn bus_with(&self, claims: &auth::BusClaims) -> BusClient {
+        BusClient::connect(&self.bus_url(&bus_token(claims))).await
+    }
+}
+
+/// A raw bus protocol client. Every frame it receives is checked for `type` and `timestamp`.
+pub struct BusClient {
+    pub ws: Ws,
+    pub session_id: String,
+    pub user: String,
+}
+
+impl BusClient {
+    /// Connects and asserts that the first frame is `welcome`.
+    pub async fn connect(url: &str) -> Self {
+        let ws = Self::connect_raw(url).await;
+        Self::welcomed(ws).await
+    }
+
+    /// Takes a connected socket and asserts that its first frame is `welcome`.
+    pub async fn welcomed(ws: Ws) -> Self {
+        let mut c = Self {
+            ws,
+            session_id: String::new(),
+            user: String::new(),
+        };
+        let hello = c.recv().await;
+        assert_eq!(
+            hello["type"], "welcome",
+            "first frame must be welcome: {hello}"
+        );
+        c.session_id = hello["session_id"].as_str().expect("session_id").to_owned();
+        c.user = hello["user"].as_str().expect("user").to_owned();
+        c
+    }
+
+    /// Connects without reading anything.
+    pub async fn connect_raw(url: &str) -> Ws {
+        tokio_tungstenite::connect_async(url)
+            .await
+            .unwrap_or_else(|e| panic!("bus connect failed: {e}"))
+            .0
+    }
+
+    pub async fn send(&mut self, v: Value) {
+        self.send_text(&v.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, s: &str) {
+        self.ws.send(Message::text(s)).await.unwrap();
+    }
+
+    /// The next JSON frame; asserts the bus envelope (`type` string, numeric `timestamp`
+    /// within a minute of now). Panics after [`WAIT`].
+    pub async fn recv(&mut self) -> Value {
+        let v = recv_json(&mut self.ws).await;
+        assert_bus_envelope(&v);
+        v
+    }
+
+    /// The next frame, which must be of `kind`.
+    pub async fn recv_type(&mut self, kind: &str) -> Value {
+        let v = self.recv().await;
+        assert_eq!(v["type"], kind, "expected {kind} next, got {v}");
+        v
+    }
+
+    /// Skips frames until one of type `kind` arrives; panics after [`WAIT`].
+    pub async fn expect(&mut self, kind: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let v = tokio::time::timeout_at(deadline, self.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no {kind} within {WAIT:?}"));
+            if v["type"] == kind {
+                return v;
+            }
+        }
+    }
+
+    /// Asserts the next frame is an `error` with `code`; returns it.
+    pub async fn expect_error(&mut self, code: &str) -> Value {
+        let v = self.recv_type("error").await;
+        assert_eq!(v["code"], code, "{v}");
+        assert!(v["message"].is_string(), "{v}");
+        v
+    }
+
+    /// Sends `ping` and asserts that the very next frame is `pong`: the connection is open,
+    /// and nothing was queued for it before the ping was handled.
+    pub async fn ping(&mut self) {
+        self.send(json!({"type":"ping"})).await;
+        self.recv_type("pong").await;
+    }
+
+    /// Sends `subscribe` and returns the `subscribed` answer (which must come next).
+    pub async fn subscribe(&mut self, events: &[&str], rooms: &[&str]) -> Value {
+        self.send(json!({"type":"subscribe","events":events,"rooms":rooms}))
+            .await;
+        self.recv_type("subscribed").await
+    }
+
+    /// Sends `unsubscribe` and returns the `subscribed` answer (which must come next).
+    pub async fn unsubscribe(&mut self, events: &[&str], rooms: &[&str]) -> Value {
+        self.send(json!({"type":"unsubscribe","events":events,"rooms":rooms}))
+            .await;
+        self.recv_type("subscribed").await
+    }
+
+    /// Asserts nothing (but WebSocket pings) arrives within `d`.
+    pub async fn expect_silence(&mut self, d: Duration) {
+        let deadline = tokio::time::Instant::now() + d;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return,
+                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+                Ok(m) => panic!("expected silence, got {m:?}"),
+            }
+        }
+    }
+
+    /// Waits for the server's close frame (skipping frames before it) and returns its code.
+    pub async fn expect_close(&mut self) -> u16 {
+        expect_close(&mut self.ws).await
+    }
+
+    /// Closes from the client side and waits (bounded) for the server to finish the close.
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+        let _ = tokio::time::timeout(WAIT, async {
+            while let Some(Ok(_)) = self.ws.next().await {}
+        })
+        .await;
+    }
+}
+
+/// Asserts `v` is a bus server message: a `type` string and a Unix-seconds `timestamp`.
+pub fn assert_bus_envelope(v: &Value) {
+    assert!(v["type"].is_string(), "bus message without type: {v}");
+    let ts = v["timestamp"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("bus message without numeric timestamp: {v}"));
+    assert!(ts.abs_diff(now()) <= 60, "timestamp {ts} is not now: {v}");
+}
+
+impl Api {
+    /// A signed request with a JSON body to `/apps/{id}{path}` (`POST`, `PUT` or `GET`).
+    pub async fn bus_call(&self, method: &str, path: &str, body: &Value) -> (u16, Value) {
+        let path = format!("/apps/{}{path}", self.app_id);
+        let body = if method == "GET" {
+            String::new()
+        } else {
+            body.to_string()
+        };
+        let q = self.signed_query(method, &path, &[], &body, now());
+        let url = format!("{}{path}?{q}", self.base);
+        let req = match method {
+            "POST" => self.http.post(url),
+            "PUT" => self.http.put(url),
+            "GET" => self.http.get(url),
+            other => panic!("unsupported method {other}"),
+        };
+        let res = req
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap();
+        let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, v)
     }
 }

@@ -1,0 +1,1 @@
+//! Lease renewal and the reaper of dead nodes.

@@ -1,0 +1,1 @@
+//! Publishing this node's channel and connection counts to Redis.
