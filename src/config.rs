@@ -207,6 +207,9 @@ pub struct RedisConfig {
     pub url: Option<String>,
     /// Prefix of every key and channel this cluster uses.
     pub prefix: String,
+    /// Seconds a node's lease lasts: a node that dies without notice stops counting, and its
+    /// presence is removed, within one lease (plus a quarter, the reaper's period).
+    pub lease_secs: u64,
 }
 
 impl Default for RedisConfig {
@@ -214,6 +217,7 @@ impl Default for RedisConfig {
         Self {
             url: None,
             prefix: "switchboard".into(),
+            lease_secs: 10,
         }
     }
 }
@@ -337,6 +341,9 @@ impl Config {
         }
         if self.bus.messages_per_minute == 0 || self.bus.message_burst == 0 {
             return bad("bus.messages_per_minute and bus.message_burst must be > 0".into());
+        }
+        if self.redis.lease_secs == 0 {
+            return bad("redis.lease_secs must be > 0".into());
         }
         if self.bus.idle_timeout == 0 {
             return bad("bus.idle_timeout must be > 0".into());

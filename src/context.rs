@@ -37,11 +37,15 @@ pub struct Context {
     /// Tracks every task and connection, so shutdown can wait for them.
     pub tracker: TaskTracker,
     draining: AtomicBool,
+    /// The Redis handle in cluster mode, for the graceful departure.
+    pub redis: std::sync::Mutex<Option<Arc<crate::cluster::Redis>>>,
 }
 
 impl Context {
     /// Assembles the shared state.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
+        node: u32,
         config: Config,
         hub: Hub,
         broker: Arc<dyn Broker>,
@@ -60,10 +64,11 @@ impl Context {
             apps,
             status,
             contacts: Contacts::default(),
-            node: rand::random::<u32>() % 1_000_000_000,
+            node,
             shutdown: CancellationToken::new(),
             tracker,
             draining: AtomicBool::new(false),
+            redis: std::sync::Mutex::new(None),
         }
     }
 

@@ -11,27 +11,52 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::apps::{App, StaticAppStore};
-use crate::broker::MemoryBroker;
+use crate::broker::{MemoryBroker, RedisBroker};
+use crate::cluster::{self, Redis};
 use crate::config::Config;
 use crate::context::Context;
 use crate::hub::Hub;
-use crate::presence::MemoryPresence;
-use crate::status::MemoryStatus;
+use crate::presence::{MemoryPresence, RedisPresence};
+use crate::status::{MemoryStatus, RedisStatus};
 use crate::{http, metrics};
 
-/// Builds the shared state for `config`.
-pub fn context(config: Config) -> Arc<Context> {
+/// Builds the shared state for `config`: in memory, or shared through Redis when
+/// `redis.url` is set (then the Redis tasks are started too).
+pub fn context(config: Config) -> std::io::Result<Arc<Context>> {
+    let node = rand::random::<u32>() % 1_000_000_000;
     let hub = Hub::new();
-    let apps = StaticAppStore::new(config.all_apps().map(App::from_config));
-    let broker = Arc::new(MemoryBroker::new(hub.clone()));
-    Arc::new(Context::new(
+    let apps = Arc::new(StaticAppStore::new(config.all_apps().map(App::from_config)));
+    let Some(url) = config.redis.url.clone() else {
+        let broker = Arc::new(MemoryBroker::new(hub.clone()));
+        return Ok(Arc::new(Context::new(
+            node,
+            config,
+            hub.clone(),
+            broker,
+            Arc::new(MemoryPresence::new(hub)),
+            Arc::new(MemoryStatus::default()),
+            apps,
+        )));
+    };
+    let lease = Duration::from_secs(config.redis.lease_secs);
+    let redis = Redis::new(&url, &config.redis.prefix, node.to_string(), lease)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let broker = Arc::new(RedisBroker::new(redis.clone()));
+    let ctx = Arc::new(Context::new(
+        node,
         config,
         hub.clone(),
-        broker,
-        Arc::new(MemoryPresence::new(hub.clone())),
-        Arc::new(MemoryStatus::default()),
-        Arc::new(apps),
-    ))
+        broker.clone(),
+        Arc::new(RedisPresence::new(redis.clone(), hub.clone())),
+        Arc::new(RedisStatus::new(redis.clone())),
+        apps,
+    ));
+    redis.spawn_connector(&ctx.tracker, ctx.shutdown.clone());
+    broker.spawn_subscriber(hub, &ctx.tracker, ctx.shutdown.clone());
+    cluster::spawn_reaper(redis.clone(), ctx.clone());
+    cluster::spawn_sync(redis.clone(), ctx.clone());
+    *ctx.redis.lock().expect("redis slot") = Some(redis);
+    Ok(ctx)
 }
 
 /// Serves until `shutdown` completes, then drains: `/up` answers 503, new connections are
@@ -45,7 +70,7 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let ctx = context(config);
+    let ctx = context(config)?;
     if let Some(ml) = metrics_listener {
         let handle = metrics::install();
         let routes =
@@ -74,6 +99,7 @@ pub async fn run(
         .await?;
     ctx.shutdown.cancel();
     ctx.tracker.close();
+    let redis = ctx.redis.lock().expect("redis slot").take();
     let grace = Duration::from_secs(ctx.config.server.shutdown_grace);
     if tokio::time::timeout(grace, ctx.tracker.wait())
         .await
@@ -83,6 +109,9 @@ pub async fn run(
             remaining = ctx.tracker.len(),
             "shutdown grace period over; tasks still running are abandoned"
         );
+    }
+    if let Some(redis) = redis {
+        cluster::resign(&redis).await;
     }
     tracing::info!("stopped");
     Ok(())

@@ -17,3 +17,5 @@ mod sync;
 
 pub use redis_conn::Redis;
 
+pub use reaper::{resign, spawn_reaper};
+pub use sync::spawn_sync;

@@ -1,1 +1,171 @@
 //! Lease renewal and the reaper of dead nodes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cluster::Redis;
+use crate::context::Context;
+use crate::event::{Event, EventKind, Target};
+use crate::ids::{AppId, ChannelName, UserId};
+use crate::lua;
+use crate::metrics;
+use crate::status::Change;
+
+const RENEW: &str = lua!(
+    r#"
+redis.call('ZADD', P .. ':nodes', now + tonumber(ARGV[3]), ARGV[2])
+return 1
+"#
+);
+
+/// Gives up this node's lease now (graceful departure): the reaper of another node cleans
+/// whatever the node left.
+const RESIGN: &str = lua!(
+    r#"
+redis.call('ZADD', P .. ':nodes', 0, ARGV[2])
+return 1
+"#
+);
+
+/// Claims one dead node (ZREM decides who), deletes its entries and returns what its death
+/// changed: `{ {app, ch, user, ...} (users gone from a presence channel), {app, user, ...}
+/// (users whose status must be re-evaluated) }`.
+const REAP: &str = lua!(
+    r#"
+local dead = redis.call('ZRANGEBYSCORE', P .. ':nodes', '-inf', now, 'LIMIT', 0, 1)
+if #dead == 0 then return {} end
+local n = dead[1]
+if redis.call('ZREM', P .. ':nodes', n) == 0 then return {} end
+local function split(s)
+  local i = string.find(s, '\n', 1, true)
+  return string.sub(s, 1, i - 1), string.sub(s, i + 1)
+end
+local removed = {}
+for _, ac in ipairs(redis.call('SMEMBERS', P .. ':nc:' .. n)) do
+  local app, ch = split(ac)
+  local base = P .. ':pu:' .. app .. ':' .. ch .. ':'
+  local pn = P .. ':pn:' .. app .. ':' .. ch
+  local users = redis.call('HKEYS', base .. n)
+  redis.call('DEL', base .. n, P .. ':pm:' .. app .. ':' .. ch .. ':' .. n)
+  redis.call('SREM', pn, n)
+  for _, u in ipairs(users) do
+    local total = 0
+    for _, m in ipairs(redis.call('SMEMBERS', pn)) do
+      if alive(m) then total = total + tonumber(redis.call('HGET', base .. m, u) or '0') end
+    end
+    if total == 0 then
+      removed[#removed + 1] = app; removed[#removed + 1] = ch; removed[#removed + 1] = u
+    end
+  end
+end
+redis.call('DEL', P .. ':nc:' .. n)
+local users = {}
+for _, au in ipairs(redis.call('SMEMBERS', P .. ':nu:' .. n)) do
+  local app, u = split(au)
+  redis.call('HDEL', P .. ':st:' .. app .. ':' .. u, 'c:' .. n, 'b:' .. n, 'i:' .. n)
+  users[#users + 1] = app; users[#users + 1] = u
+end
+redis.call('DEL', P .. ':nu:' .. n)
+for _, app in ipairs(redis.call('SMEMBERS', P .. ':napps:' .. n)) do
+  redis.call('DEL', P .. ':occ:' .. app .. ':' .. n)
+end
+redis.call('DEL', P .. ':napps:' .. n, P .. ':conns:' .. n)
+return {removed, users}
+"#
+);
+
+/// Renews this node's lease every `lease/3`, and reaps dead nodes every `lease/4`.
+pub fn spawn_reaper(redis: Arc<Redis>, ctx: Arc<Context>) {
+    let stop = ctx.shutdown.clone();
+    let tracker = ctx.tracker.clone();
+    tracker.spawn(async move {
+        let renew = redis::Script::new(RENEW);
+        let reap = redis::Script::new(REAP);
+        // Renew quickly until the first renewal lands, so a new node counts at once.
+        let mut renew_tick = tokio::time::interval(Duration::from_millis(100));
+        let mut renewed = false;
+        let mut reap_tick = tokio::time::interval(redis.lease / 4);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = renew_tick.tick() => {
+                    let Ok(mut conn) = redis.conn() else { continue };
+                    let r: Result<i64, _> = renew
+                        .arg(&redis.prefix)
+                        .arg(&redis.node)
+                        .arg(redis.lease.as_millis() as u64)
+                        .invoke_async(&mut conn)
+                        .await;
+                    match r {
+                        Ok(_) if !renewed => {
+                            renewed = true;
+                            renew_tick = tokio::time::interval(redis.lease / 3);
+                            renew_tick.tick().await;
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
+                    }
+                }
+                _ = reap_tick.tick() => reap_all(&redis, &reap, &ctx).await,
+            }
+        }
+    });
+}
+
+/// Gives up the lease at shutdown, after this node's connections are gone.
+pub async fn resign(redis: &Redis) {
+    if let Ok(mut conn) = redis.conn() {
+        let r: Result<i64, _> = redis::Script::new(RESIGN)
+            .arg(&redis.prefix)
+            .arg(&redis.node)
+            .invoke_async(&mut conn)
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "could not give up the lease");
+        }
+    }
+}
+
+async fn reap_all(redis: &Redis, reap: &redis::Script, ctx: &Context) {
+    // Bounded: a burst of dead nodes is handled over several ticks.
+    for _ in 0..16 {
+        let Ok(mut conn) = redis.conn() else { return };
+        let r: Result<Vec<Vec<String>>, _> = reap
+            .arg(&redis.prefix)
+            .invoke_async(&mut conn)
+            .await;
+        let lists = match r {
+            Ok(l) if l.len() == 2 => l,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "reaping dead nodes failed");
+                return;
+            }
+        };
+        metrics::node_reaped();
+        tracing::info!(members = lists[0].len() / 3, users = lists[1].len() / 2, "reaped a dead node");
+        for t in lists[0].chunks(3) {
+            if let [app, ch, user] = t {
+                let event = Event {
+                    app: AppId::new(app.as_str()),
+                    target: Target::Channel(ChannelName::new(ch.as_str())),
+                    kind: EventKind::MemberRemoved {
+                        user_id: UserId::new(user.as_str()),
+                    },
+                    exclude: None,
+                };
+                metrics::published("internal");
+                if let Err(e) = ctx.broker.publish(event).await {
+                    tracing::warn!(error = %e, "member_removed of a dead node not published");
+                }
+            }
+        }
+        for t in lists[1].chunks(2) {
+            if let [app, user] = t {
+                ctx.status
+                    .apply(&AppId::new(app.as_str()), &UserId::new(user.as_str()), Change::Retry)
+                    .await;
+            }
+        }
+    }
+}

@@ -73,6 +73,11 @@ impl Redis {
         k
     }
 
+    /// Whether the pub/sub link is up (cross-node delivery flowing).
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire) && self.conn.initialized()
+    }
+
     /// Records the link state for `/metrics` and logs transitions.
     pub fn set_up(&self, up: bool) {
         if self.up.swap(up, Ordering::AcqRel) != up {

@@ -1,1 +1,95 @@
-//! Publishing this node's channel and connection counts to Redis.
+//! Publishing this node's channel and connection counts to Redis, and reading the other
+//! nodes' connection counts for cluster-wide app quotas. Runs off the subscribe path: counts
+//! are written every `SYNC_INTERVAL` when they changed, so HTTP answers about other nodes
+//! may lag by that much.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cluster::Redis;
+use crate::context::Context;
+use crate::ids::AppId;
+use crate::lua;
+
+const SYNC_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Replaces this node's counts: ARGV = prefix, node, n_apps, then per app: app, conns,
+/// n_channels, channel, count, ...; returns the other alive nodes' connections per app.
+const SYNC: &str = lua!(
+    r#"
+local node = ARGV[2]
+local napps = tonumber(ARGV[3])
+local i = 4
+redis.call('DEL', P .. ':conns:' .. node)
+for _, app in ipairs(redis.call('SMEMBERS', P .. ':napps:' .. node)) do
+  redis.call('DEL', P .. ':occ:' .. app .. ':' .. node)
+end
+redis.call('DEL', P .. ':napps:' .. node)
+for _ = 1, napps do
+  local app, conns, nch = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  i = i + 3
+  redis.call('SADD', P .. ':napps:' .. node, app)
+  redis.call('HSET', P .. ':conns:' .. node, app, conns)
+  for _ = 1, nch do
+    redis.call('HSET', P .. ':occ:' .. app .. ':' .. node, ARGV[i], ARGV[i + 1])
+    i = i + 2
+  end
+end
+local out = {}
+for _, n in ipairs(redis.call('ZRANGEBYSCORE', P .. ':nodes', now, '+inf')) do
+  if n ~= node then
+    local all = redis.call('HGETALL', P .. ':conns:' .. n)
+    for j = 1, #all do out[#out + 1] = all[j] end
+  end
+end
+return out
+"#
+);
+
+/// Starts the sync task.
+pub fn spawn_sync(redis: Arc<Redis>, ctx: Arc<Context>) {
+    let stop = ctx.shutdown.clone();
+    ctx.tracker.clone().spawn(async move {
+        let script = redis::Script::new(SYNC);
+        let mut tick = tokio::time::interval(SYNC_INTERVAL);
+        let mut last_generation = u64::MAX;
+        let mut rounds = 0u64;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            rounds += 1;
+            let generation = ctx.hub.generation();
+            // Unchanged counts are still rewritten now and then, for other nodes' quotas.
+            if generation == last_generation && rounds % 8 != 0 {
+                continue;
+            }
+            let Ok(mut conn) = redis.conn() else { continue };
+            let mut inv = script.prepare_invoke();
+            inv.arg(&redis.prefix).arg(&redis.node);
+            let apps = ctx.hub.snapshot();
+            inv.arg(apps.len());
+            for (app, conns, channels) in &apps {
+                inv.arg(app.as_str()).arg(*conns).arg(channels.len());
+                for (ch, n) in channels {
+                    inv.arg(ch.as_str()).arg(*n);
+                }
+            }
+            match inv.invoke_async::<Vec<String>>(&mut conn).await {
+                Ok(others) => {
+                    let mut remote: HashMap<AppId, usize> = HashMap::new();
+                    for pair in others.chunks(2) {
+                        if let [app, n] = pair {
+                            *remote.entry(AppId::new(app.as_str())).or_default() += n.parse::<usize>().unwrap_or(0);
+                        }
+                    }
+                    ctx.hub.set_remote_connections(remote);
+                    last_generation = generation;
+                }
+                Err(e) => tracing::warn!(error = %e, "count sync failed"),
+            }
+        }
+    });
+}

@@ -51,16 +51,19 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .with_state(ctx)
 }
 
-/// `GET /up`: 200 while accepting traffic, 503 while draining.
+/// `GET /up`: 200 while accepting traffic, 503 while draining. In cluster mode the body
+/// also says whether Redis is reachable (`"redis": "up" | "down"`); a node without Redis
+/// still serves its connections, so it stays 200.
 async fn health(State(ctx): State<Arc<Context>>) -> Response {
+    let mut body = serde_json::json!({"status": "ok"});
+    if let Some(redis) = ctx.redis.lock().expect("redis slot").as_ref() {
+        body["redis"] = if redis.is_up() { "up" } else { "down" }.into();
+    }
     if ctx.is_draining() {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({"status": "draining"})),
-        )
-            .into_response()
+        body["status"] = "draining".into();
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
     } else {
-        Json(serde_json::json!({"status": "ok"})).into_response()
+        Json(body).into_response()
     }
 }
 

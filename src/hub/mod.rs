@@ -9,7 +9,7 @@ mod outbox;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use indexmap::IndexMap;
@@ -47,6 +47,10 @@ struct Inner {
     hasher: std::collections::hash_map::RandomState,
     connections: AtomicUsize,
     per_app: Mutex<HashMap<AppId, usize>>,
+    /// Other nodes' connections per app (cluster mode), for app quotas.
+    remote: Mutex<HashMap<AppId, usize>>,
+    /// Bumped on every subscription or connection change, so syncs can skip idle rounds.
+    generation: AtomicU64,
 }
 
 /// Cheap-to-clone handle to the node's connection registry.
@@ -70,6 +74,7 @@ pub struct Admission {
 
 impl Drop for Admission {
     fn drop(&mut self) {
+        self.hub.bump();
         self.hub.0.connections.fetch_sub(1, Ordering::AcqRel);
         let mut per_app = self.hub.0.per_app.lock().expect("hub lock poisoned");
         if let Some(n) = per_app.get_mut(&self.app) {
@@ -95,6 +100,8 @@ impl Hub {
             hasher: Default::default(),
             connections: AtomicUsize::new(0),
             per_app: Mutex::default(),
+            remote: Mutex::default(),
+            generation: AtomicU64::new(0),
         }))
     }
 
@@ -115,18 +122,65 @@ impl Hub {
             self.0.connections.fetch_sub(1, Ordering::AcqRel);
             return Err(Refusal::NodeFull);
         }
+        let remote = self
+            .0
+            .remote
+            .lock()
+            .expect("hub lock poisoned")
+            .get(app)
+            .copied()
+            .unwrap_or(0);
         let mut per_app = self.0.per_app.lock().expect("hub lock poisoned");
         let n = per_app.entry(app.clone()).or_insert(0);
-        if app_limit > 0 && *n >= app_limit {
+        if app_limit > 0 && *n + remote >= app_limit {
             drop(per_app);
             self.0.connections.fetch_sub(1, Ordering::AcqRel);
             return Err(Refusal::AppQuota);
         }
         *n += 1;
+        drop(per_app);
+        self.bump();
         Ok(Admission {
             hub: self.clone(),
             app: app.clone(),
         })
+    }
+
+    fn bump(&self) {
+        self.0.generation.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Changes whenever subscriptions or connections change.
+    pub fn generation(&self) -> u64 {
+        self.0.generation.load(Ordering::Relaxed)
+    }
+
+    /// Every app with connections or subscriptions here: (app, connections, channels with
+    /// their local subscriber counts).
+    pub fn snapshot(&self) -> Vec<(AppId, usize, Vec<(ChannelName, usize)>)> {
+        let mut apps: HashMap<AppId, (usize, Vec<(ChannelName, usize)>)> = self
+            .0
+            .per_app
+            .lock()
+            .expect("hub lock poisoned")
+            .iter()
+            .map(|(a, n)| (a.clone(), (*n, Vec::new())))
+            .collect();
+        for shard in self.0.shards.iter() {
+            let shard = shard.lock().expect("hub lock poisoned");
+            for ((app, ch), set) in &shard.channels {
+                apps.entry(app.clone())
+                    .or_default()
+                    .1
+                    .push((ch.clone(), set.len()));
+            }
+        }
+        apps.into_iter().map(|(a, (n, c))| (a, n, c)).collect()
+    }
+
+    /// Other nodes' connections per app, as last synced.
+    pub fn set_remote_connections(&self, remote: HashMap<AppId, usize>) {
+        *self.0.remote.lock().expect("hub lock poisoned") = remote;
     }
 
     /// Connections on this node.
@@ -140,12 +194,17 @@ impl Hub {
         let mut shard = self.shard(&key);
         let set = shard.channels.entry(key).or_default();
         set.insert(id, r);
-        set.len()
+        let n = set.len();
+        drop(shard);
+        self.bump();
+        n
     }
 
     /// Removes a subscriber; returns the remaining local count, or `None` if it was not there.
     pub fn unsubscribe(&self, app: &AppId, ch: &ChannelName, id: SocketId) -> Option<usize> {
-        remove(&mut self.shard(&(app, ch)).channels, (app, ch), id)
+        let left = remove(&mut self.shard(&(app, ch)).channels, (app, ch), id);
+        self.bump();
+        left
     }
 
     /// Local subscribers of a channel.

@@ -9,6 +9,7 @@
 //! decides atomically what to announce, so each change is announced once cluster-wide.
 
 mod memory;
+mod redis;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +18,7 @@ use async_trait::async_trait;
 use tokio_util::task::TaskTracker;
 
 pub use memory::MemoryStatus;
+pub use self::redis::RedisStatus;
 
 use crate::broker::Broker;
 use crate::event::{Event, EventKind, Status, Target};
