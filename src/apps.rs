@@ -67,6 +67,20 @@ pub struct App {
     pub user_authentication: bool,
     /// Limits.
     pub limits: AppLimits,
+    /// Webhook endpoints.
+    pub webhooks: Vec<crate::config::WebhookConfig>,
+}
+
+impl App {
+    /// Whether any webhook endpoint wants `event` for `channel`.
+    pub fn wants_webhook(&self, event: &str, channel: &str) -> bool {
+        self.webhooks.iter().any(|w| {
+            (w.event_types.is_empty() || w.event_types.iter().any(|e| e == event))
+                && w.channel_prefix
+                    .as_deref()
+                    .is_none_or(|p| channel.starts_with(p))
+        })
+    }
 }
 
 impl App {
@@ -89,6 +103,7 @@ impl App {
                 client_events_per_second: c.client_events_per_second,
                 max_channels_per_connection: c.max_channels_per_connection,
             },
+            webhooks: c.webhooks.clone(),
         }
     }
 }

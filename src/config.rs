@@ -26,6 +26,49 @@ pub struct Config {
     pub data: DataConfig,
     /// The native bus protocol.
     pub bus: BusConfig,
+    /// Webhook delivery.
+    pub webhooks: WebhooksConfig,
+}
+
+/// Webhook delivery, for every app.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Events collected into one request for this long (ms).
+    pub batch_ms: u64,
+    /// Most events in one request.
+    pub batch_max: usize,
+    /// Events waiting to be sent; when full, new ones are dropped and counted.
+    pub queue_capacity: usize,
+    /// Requests in flight at once.
+    pub concurrency: usize,
+    /// Seconds a failing request is retried before it is given up (counted and logged).
+    pub retry_secs: u64,
+    /// First retry delay (ms); doubles up to `backoff_max_ms`.
+    pub backoff_initial_ms: u64,
+    /// Longest retry delay (ms).
+    pub backoff_max_ms: u64,
+    /// `channel_vacated` and `member_removed` wait this long (ms) and are dropped if the
+    /// channel or member came back meanwhile (Pusher: up to 3 s).
+    pub leave_delay_ms: u64,
+    /// Timeout of one request (ms).
+    pub timeout_ms: u64,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            batch_ms: 50,
+            batch_max: 100,
+            queue_capacity: 10_000,
+            concurrency: 16,
+            retry_secs: 300,
+            backoff_initial_ms: 1_000,
+            backoff_max_ms: 60_000,
+            leave_delay_ms: 3_000,
+            timeout_ms: 5_000,
+        }
+    }
 }
 
 /// The native bus protocol (`/ws/bus`).
@@ -176,6 +219,23 @@ pub struct AppConfig {
     pub client_events_per_second: u32,
     /// Channels per connection.
     pub max_channels_per_connection: usize,
+    /// Webhook endpoints (`[[app.webhooks]]` / `[[apps.webhooks]]`).
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+/// One webhook endpoint of an app.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Where to POST.
+    pub url: String,
+    /// Event names to send (`channel_occupied`, `channel_vacated`, `member_added`,
+    /// `member_removed`, `client_event`, `cache_miss`, `subscription_count`); empty = all.
+    #[serde(default)]
+    pub event_types: Vec<String>,
+    /// Only channels starting with this prefix.
+    #[serde(default)]
+    pub channel_prefix: Option<String>,
 }
 
 impl Default for AppConfig {
@@ -195,6 +255,7 @@ impl Default for AppConfig {
             presence_max_member_bytes: 1024,
             client_events_per_second: 10,
             max_channels_per_connection: 500,
+            webhooks: Vec::new(),
         }
     }
 }

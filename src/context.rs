@@ -13,6 +13,7 @@ use crate::contacts::Contacts;
 use crate::hub::Hub;
 use crate::presence::PresenceStore;
 use crate::status::{StatusStore, UserStatus};
+use crate::webhooks::{Input as WebhookInput, Webhooks};
 
 /// Shared state of one server process.
 pub struct Context {
@@ -30,6 +31,10 @@ pub struct Context {
     pub status: UserStatus,
     /// Contacts set through the API.
     pub contacts: Contacts,
+    /// Webhook events, reported without waiting.
+    pub webhooks: Webhooks,
+    /// The webhook worker's queue, taken by `server::run` when it starts the worker.
+    pub webhook_queue: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<WebhookInput>>>,
     /// This node's number: the first half of every socket id it hands out.
     pub node: u32,
     /// Cancelled on shutdown; every connection's token is a child of it.
@@ -55,6 +60,7 @@ impl Context {
     ) -> Self {
         let tracker = TaskTracker::new();
         let throttle = std::time::Duration::from_millis(config.bus.presence_throttle_ms);
+        let (webhooks, webhook_rx) = Webhooks::channel(config.webhooks.queue_capacity);
         let status = UserStatus::new(status_store, broker.clone(), tracker.clone(), throttle);
         Self {
             config,
@@ -64,6 +70,8 @@ impl Context {
             apps,
             status,
             contacts: Contacts::default(),
+            webhooks,
+            webhook_queue: std::sync::Mutex::new(Some(webhook_rx)),
             node,
             shutdown: CancellationToken::new(),
             tracker,

@@ -14,6 +14,7 @@
 //!   watchers; [`contacts`]: who may see whose presence, set by the app.
 //! - [`session`]: one reader loop and one writer task per WebSocket (Pusher and bus).
 //! - [`http`]: the router (WebSocket endpoints, signed HTTP API, health).
+//! - [`webhooks`]: Pusher webhooks, debounced, batched, signed and retried.
 //! - [`cluster`]: several nodes as one over Redis (leases, the reaper, count sync);
 //!   `broker::RedisBroker`, `presence::RedisPresence` and `status::RedisStatus` are the
 //!   Redis implementations of the seams.
@@ -40,3 +41,4 @@ pub mod protocol;
 pub mod server;
 pub mod session;
 pub mod status;
+pub mod webhooks;

@@ -83,3 +83,24 @@ pub fn redis_up(up: bool) {
 pub fn node_reaped() {
     counter!("switchboard_nodes_reaped_total").increment(1);
 }
+
+/// A webhook event was dropped before sending (`reason`: `queue_full`).
+pub fn webhook_dropped(reason: &'static str) {
+    counter!("switchboard_webhook_events_dropped_total", "reason" => reason).increment(1);
+}
+
+/// Webhook events were handed to a request.
+pub fn webhook_queued(n: usize) {
+    counter!("switchboard_webhook_events_total").increment(n as u64);
+}
+
+/// A webhook request ended (`outcome`: `ok` | `failed`) carrying `n` events.
+pub fn webhook_sent(outcome: &'static str, n: usize) {
+    counter!("switchboard_webhook_requests_total", "outcome" => outcome).increment(1);
+    counter!("switchboard_webhook_events_sent_total", "outcome" => outcome).increment(n as u64);
+}
+
+/// A webhook request is retried.
+pub fn webhook_retry() {
+    counter!("switchboard_webhook_retries_total").increment(1);
+}

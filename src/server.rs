@@ -18,6 +18,7 @@ use crate::context::Context;
 use crate::hub::Hub;
 use crate::presence::{MemoryPresence, RedisPresence};
 use crate::status::{MemoryStatus, RedisStatus};
+use crate::webhooks::Webhooks;
 use crate::{http, metrics};
 
 /// Builds the shared state for `config`: in memory, or shared through Redis when
@@ -71,6 +72,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let ctx = context(config)?;
+    if let Some(rx) = ctx.webhook_queue.lock().expect("webhook slot").take() {
+        Webhooks::start(&ctx, rx);
+    }
     if let Some(ml) = metrics_listener {
         let handle = metrics::install();
         let routes =

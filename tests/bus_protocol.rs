@@ -1271,11 +1271,11 @@ async fn a_token_with_a_huge_exp_works() {
     let server = server().await;
     let mut alice = server.bus_with(&watching("alice", &["bob"])).await;
     alice.subscribe(&["presence"], &[]).await;
-    let bob = server
+    // A validly signed token may carry any exp; the session must not fall over on it.
+    let mut bob = server
         .bus_with(&claims_with("bob", |c| c.exp = u64::MAX))
         .await;
     expect_presence(&mut alice, "bob", "online", None).await;
-    let mut bob = bob;
     bob.ping().await;
     bob.close().await;
     expect_presence(&mut alice, "bob", "offline", None).await;
@@ -1308,4 +1308,93 @@ async fn shutdown_closes_bus_sessions_with_4200() {
     let closed = tokio::spawn(async move { c.expect_close().await });
     server.stop().await;
     assert_eq!(closed.await.unwrap(), 4200);
+}
+
+#[tokio::test]
+async fn full_apps_and_nodes_are_refused_before_the_upgrade() {
+    let server = TestServer::start_with(|c| {
+        c.bus.presence_throttle_ms = 0;
+        c.app.max_connections = 1;
+    })
+    .await;
+    let mut first = server.bus("alice").await;
+    let token = bus_token(&bus_claims("bob"));
+    let (status, ctype, body) = upgrade_http(&server, Some(&token), None).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(ctype.starts_with("application/json"), "{ctype}");
+    assert!(body["error"].is_string(), "{body}");
+    assert_handshake_refused(server.bus_url(&token), 429).await;
+    first.ping().await;
+    server.stop().await;
+
+    let server = TestServer::start_with(|c| {
+        c.bus.presence_throttle_ms = 0;
+        c.server.max_connections = 1;
+    })
+    .await;
+    let mut first = server.bus("alice").await;
+    let (status, _, body) = upgrade_http(&server, Some(&token), None).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body["error"].is_string(), "{body}");
+    assert_handshake_refused(server.bus_url(&token), 503).await;
+    first.ping().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_issuer_selects_the_app_and_apps_are_isolated() {
+    let server = TestServer::start_with(|c| {
+        c.bus.presence_throttle_ms = 0;
+        c.apps.push(switchboard::config::AppConfig {
+            id: "2".into(),
+            key: "second-key".into(),
+            secret: "second-secret".into(),
+            ..Default::default()
+        });
+    })
+    .await;
+    let mut second = bus_app();
+    second.secret = switchboard::apps::Secret::new("second-secret");
+    let claims = claims_with("alice", |c| c.iss = "second-key".into());
+    // The second app's key with the first app's secret is refused.
+    assert_token_refused(
+        &server,
+        &bus_token(&claims),
+        "iss of app 2, secret of app 1",
+    )
+    .await;
+    let token = switchboard::auth::mint_bus_token(&second, &claims);
+    let mut other_app = BusClient::connect(&server.bus_url(&token)).await;
+    assert_eq!(other_app.user, "alice");
+    other_app.subscribe(&["notification"], &[]).await;
+    let mut this_app = server.bus("alice").await;
+    this_app.subscribe(&["notification"], &[]).await;
+
+    // The default app's API reaches its own alice only.
+    notify(&server.api(), &["alice"], "app 1").await;
+    let n = this_app.recv_type("notification").await;
+    assert_eq!(n["message"], "app 1", "{n}");
+    other_app.ping().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn rooms_per_connection_are_limited() {
+    let server = TestServer::start_with(|c| {
+        c.bus.presence_throttle_ms = 0;
+        c.bus.max_rooms_per_connection = 2;
+    })
+    .await;
+    let claims = claims_with("alice", |c| c.channels = vec!["r-*".into()]);
+    let mut c = server.bus_with(&claims).await;
+    c.send(json!({"type":"subscribe","rooms":["r-1","r-2","r-3"]}))
+        .await;
+    c.expect_error("E-WS-PERMISSION").await;
+    let ack = c.recv_type("subscribed").await;
+    assert_eq!(ack["rooms"], json!(["r-1", "r-2"]), "{ack}");
+    // Leaving one makes room for another.
+    c.unsubscribe(&[], &["r-1"]).await;
+    let ack = c.subscribe(&[], &["r-3"]).await;
+    assert_eq!(ack["rooms"], json!(["r-2", "r-3"]), "{ack}");
+    server.stop().await;
 }

@@ -6,8 +6,8 @@ mod redis;
 
 use async_trait::async_trait;
 
-pub use memory::MemoryBroker;
 pub use self::redis::RedisBroker;
+pub use memory::MemoryBroker;
 
 use crate::event::Event;
 

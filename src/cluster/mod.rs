@@ -14,7 +14,6 @@ mod reaper;
 mod redis_conn;
 mod sync;
 
-
 pub use redis_conn::Redis;
 
 pub use reaper::{resign, spawn_reaper};

@@ -130,10 +130,7 @@ async fn reap_all(redis: &Redis, reap: &redis::Script, ctx: &Context) {
     // Bounded: a burst of dead nodes is handled over several ticks.
     for _ in 0..16 {
         let Ok(mut conn) = redis.conn() else { return };
-        let r: Result<Vec<Vec<String>>, _> = reap
-            .arg(&redis.prefix)
-            .invoke_async(&mut conn)
-            .await;
+        let r: Result<Vec<Vec<String>>, _> = reap.arg(&redis.prefix).invoke_async(&mut conn).await;
         let lists = match r {
             Ok(l) if l.len() == 2 => l,
             Ok(_) => return,
@@ -143,9 +140,18 @@ async fn reap_all(redis: &Redis, reap: &redis::Script, ctx: &Context) {
             }
         };
         metrics::node_reaped();
-        tracing::info!(members = lists[0].len() / 3, users = lists[1].len() / 2, "reaped a dead node");
+        tracing::info!(
+            members = lists[0].len() / 3,
+            users = lists[1].len() / 2,
+            "reaped a dead node"
+        );
         for t in lists[0].chunks(3) {
             if let [app, ch, user] = t {
+                if let Ok(Some(a)) = ctx.apps.by_id(app).await {
+                    let (ch, user) = (ChannelName::new(ch.as_str()), UserId::new(user.as_str()));
+                    ctx.webhooks.member_removed(&a, &ch, &user);
+                    ctx.webhooks.channel_changed(&a, &ch);
+                }
                 let event = Event {
                     app: AppId::new(app.as_str()),
                     target: Target::Channel(ChannelName::new(ch.as_str())),
@@ -163,7 +169,11 @@ async fn reap_all(redis: &Redis, reap: &redis::Script, ctx: &Context) {
         for t in lists[1].chunks(2) {
             if let [app, user] = t {
                 ctx.status
-                    .apply(&AppId::new(app.as_str()), &UserId::new(user.as_str()), Change::Retry)
+                    .apply(
+                        &AppId::new(app.as_str()),
+                        &UserId::new(user.as_str()),
+                        Change::Retry,
+                    )
                     .await;
             }
         }

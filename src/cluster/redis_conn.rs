@@ -38,7 +38,12 @@ impl From<redis::RedisError> for RedisDown {
 
 impl Redis {
     /// Parses the URL (`redis://` or `rediss://`); connects later, in the background.
-    pub fn new(url: &str, prefix: &str, node: String, lease: Duration) -> Result<Arc<Self>, RedisDown> {
+    pub fn new(
+        url: &str,
+        prefix: &str,
+        node: String,
+        lease: Duration,
+    ) -> Result<Arc<Self>, RedisDown> {
         Ok(Arc::new(Self {
             client: redis::Client::open(url)?,
             conn: OnceCell::new(),
@@ -101,7 +106,8 @@ impl Redis {
                 .set_max_delay(Duration::from_secs(2));
             let mut delay = Duration::from_millis(100);
             loop {
-                let attempt = ConnectionManager::new_with_config(this.client.clone(), config.clone());
+                let attempt =
+                    ConnectionManager::new_with_config(this.client.clone(), config.clone());
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     r = attempt => match r {

@@ -82,7 +82,8 @@ pub fn spawn_sync(redis: Arc<Redis>, ctx: Arc<Context>) {
                     let mut remote: HashMap<AppId, usize> = HashMap::new();
                     for pair in others.chunks(2) {
                         if let [app, n] = pair {
-                            *remote.entry(AppId::new(app.as_str())).or_default() += n.parse::<usize>().unwrap_or(0);
+                            *remote.entry(AppId::new(app.as_str())).or_default() +=
+                                n.parse::<usize>().unwrap_or(0);
                         }
                     }
                     ctx.hub.set_remote_connections(remote);

@@ -153,7 +153,11 @@ async fn publish(ctx: &Context, app: &AppId, c: &Checked) -> Result<(), ApiError
 }
 
 /// Cluster-wide subscribers of one channel.
-async fn subscription_count(ctx: &Context, app: &AppId, ch: &ChannelName) -> Result<usize, ApiError> {
+async fn subscription_count(
+    ctx: &Context,
+    app: &AppId,
+    ch: &ChannelName,
+) -> Result<usize, ApiError> {
     let counts = ctx
         .presence
         .occupancy(app, Some(ch))

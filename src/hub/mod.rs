@@ -33,6 +33,9 @@ pub struct Recipient {
 }
 
 type Members = IndexMap<SocketId, Recipient>;
+
+/// An app's local counts: (app, connections, channels with their subscriber counts).
+pub type AppCounts = (AppId, usize, Vec<(ChannelName, usize)>);
 type Key<T> = (AppId, T);
 
 #[derive(Default)]
@@ -157,7 +160,7 @@ impl Hub {
 
     /// Every app with connections or subscriptions here: (app, connections, channels with
     /// their local subscriber counts).
-    pub fn snapshot(&self) -> Vec<(AppId, usize, Vec<(ChannelName, usize)>)> {
+    pub fn snapshot(&self) -> Vec<AppCounts> {
         let mut apps: HashMap<AppId, (usize, Vec<(ChannelName, usize)>)> = self
             .0
             .per_app

@@ -22,6 +22,7 @@ type Channels = HashMap<(AppId, ChannelName), Channel>;
 /// Presence held in this process. A `std` mutex: nothing awaits while it is held.
 pub struct MemoryPresence {
     channels: Mutex<Channels>,
+    announced: Mutex<HashMap<(AppId, ChannelName, &'static str), String>>,
     hub: Hub,
 }
 
@@ -30,6 +31,7 @@ impl MemoryPresence {
     pub fn new(hub: Hub) -> Self {
         Self {
             channels: Mutex::default(),
+            announced: Mutex::default(),
             hub,
         }
     }
@@ -110,6 +112,27 @@ impl PresenceStore for MemoryPresence {
             }
             None => self.hub.channels(app),
         })
+    }
+
+    async fn announce(
+        &self,
+        app: &AppId,
+        ch: &ChannelName,
+        field: &'static str,
+        value: &str,
+    ) -> Result<bool, PresenceError> {
+        let mut map = self.announced.lock().expect("presence lock poisoned");
+        let key = (app.clone(), ch.clone(), field);
+        let old = map.get(&key).map_or("0", String::as_str);
+        if old == value {
+            return Ok(false);
+        }
+        if value == "0" {
+            map.remove(&key);
+        } else {
+            map.insert(key, value.to_owned());
+        }
+        Ok(true)
     }
 
     async fn members(&self, app: &AppId, ch: &ChannelName) -> Result<Vec<Member>, PresenceError> {

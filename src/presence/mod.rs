@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-pub use memory::MemoryPresence;
 pub use self::redis::RedisPresence;
+pub use memory::MemoryPresence;
 
 use crate::ids::{AppId, ChannelName, SocketId, UserId};
 
@@ -86,4 +86,15 @@ pub trait PresenceStore: Send + Sync + 'static {
         app: &AppId,
         only: Option<&ChannelName>,
     ) -> Result<Vec<(ChannelName, usize)>, PresenceError>;
+
+    /// Records `value` as the last announced `field` of a channel (webhook state such as
+    /// occupancy or subscription count; absent = `"0"`) and reports whether it changed.
+    /// Atomic cluster-wide, so each transition is announced by one node only.
+    async fn announce(
+        &self,
+        app: &AppId,
+        ch: &ChannelName,
+        field: &'static str,
+        value: &str,
+    ) -> Result<bool, PresenceError>;
 }

@@ -107,6 +107,17 @@ return out
 "#
 );
 
+const ANNOUNCE: &str = lua!(
+    r#"
+local k = P .. ':ann:' .. ARGV[2] .. ':' .. ARGV[3] .. ':' .. ARGV[4]
+local v = ARGV[5]
+local old = redis.call('GET', k) or '0'
+if old == v then return 0 end
+if v == '0' then redis.call('DEL', k) else redis.call('SET', k, v, 'EX', 86400) end
+return 1
+"#
+);
+
 /// Presence shared through Redis; occupancy combines this node's hub with the other nodes'
 /// synced counts.
 pub struct RedisPresence {
@@ -116,6 +127,7 @@ pub struct RedisPresence {
     leave: redis::Script,
     members: redis::Script,
     occupancy: redis::Script,
+    announce: redis::Script,
 }
 
 impl RedisPresence {
@@ -128,6 +140,7 @@ impl RedisPresence {
             leave: redis::Script::new(LEAVE),
             members: redis::Script::new(MEMBERS),
             occupancy: redis::Script::new(OCCUPANCY),
+            announce: redis::Script::new(ANNOUNCE),
         }
     }
 }
@@ -228,6 +241,27 @@ impl PresenceStore for RedisPresence {
         Ok(out)
     }
 
+    async fn announce(
+        &self,
+        app: &AppId,
+        ch: &ChannelName,
+        field: &'static str,
+        value: &str,
+    ) -> Result<bool, PresenceError> {
+        let mut conn = self.redis.conn().map_err(down)?;
+        let changed: i64 = self
+            .announce
+            .arg(&self.redis.prefix)
+            .arg(app.as_str())
+            .arg(ch.as_str())
+            .arg(field)
+            .arg(value)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(down)?;
+        Ok(changed == 1)
+    }
+
     async fn occupancy(
         &self,
         app: &AppId,
@@ -249,7 +283,8 @@ impl PresenceStore for RedisPresence {
         };
         for pair in raw.chunks(2) {
             if let [ch, n] = pair {
-                *counts.entry(ChannelName::new(ch.as_str())).or_default() += n.parse::<usize>().unwrap_or(0);
+                *counts.entry(ChannelName::new(ch.as_str())).or_default() +=
+                    n.parse::<usize>().unwrap_or(0);
             }
         }
         Ok(counts.into_iter().filter(|(_, n)| *n > 0).collect())

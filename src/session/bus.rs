@@ -297,6 +297,7 @@ impl Session {
             self.ctx
                 .hub
                 .subscribe(&self.app.id, &ch, self.id, self.recipient());
+            self.ctx.webhooks.channel_changed(&self.app, &ch);
             metrics::subscriptions(1.0);
             self.rooms.insert(ch);
         }
@@ -316,6 +317,7 @@ impl Session {
             if let Ok(ch) = ChannelName::parse(room) {
                 if self.rooms.remove(&ch) {
                     self.ctx.hub.unsubscribe(&self.app.id, &ch, self.id);
+                    self.ctx.webhooks.channel_changed(&self.app, &ch);
                     metrics::subscriptions(-1.0);
                 }
             }
@@ -425,6 +427,7 @@ impl Session {
         let app = self.app.id.clone();
         for ch in self.rooms.drain() {
             self.ctx.hub.unsubscribe(&app, &ch, self.id);
+            self.ctx.webhooks.channel_changed(&self.app, &ch);
             metrics::subscriptions(-1.0);
         }
         for w in &self.watching {

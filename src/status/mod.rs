@@ -17,8 +17,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio_util::task::TaskTracker;
 
-pub use memory::MemoryStatus;
 pub use self::redis::RedisStatus;
+pub use memory::MemoryStatus;
 
 use crate::broker::Broker;
 use crate::event::{Event, EventKind, Status, Target};

@@ -203,6 +203,9 @@ impl StatusStore for RedisStatus {
             .invoke_async(&mut conn)
             .await
             .map_err(down)?;
-        Ok((parse_status(&status).unwrap_or(Status::Offline), activity(act)))
+        Ok((
+            parse_status(&status).unwrap_or(Status::Offline),
+            activity(act),
+        ))
     }
 }

@@ -112,6 +112,7 @@ impl Session {
                 self.ctx
                     .hub
                     .subscribe(&self.app.id, &ch, self.id, self.recipient());
+                self.ctx.webhooks.channel_changed(&self.app, &ch);
                 self.channels.insert(ch, None);
                 metrics::subscriptions(1.0);
             }
@@ -157,11 +158,15 @@ impl Session {
         // Subscribe before reading the member list: whoever joins after this point reaches
         // us as member_added, whoever joined before is in the list.
         self.ctx.hub.subscribe(&app, &ch, self.id, self.recipient());
+        self.ctx.webhooks.channel_changed(&self.app, &ch);
         self.channels
             .insert(ch.clone(), Some(member.user_id.clone()));
         metrics::subscriptions(1.0);
         self.presence_succeeded(&ch).await;
         if joined == Joined::First {
+            self.ctx
+                .webhooks
+                .member_added(&self.app, &ch, &member.user_id);
             let event = Event {
                 app,
                 target: Target::Channel(ch),
@@ -199,11 +204,13 @@ impl Session {
         };
         let app = self.app.id.clone();
         self.ctx.hub.unsubscribe(&app, ch, self.id);
+        self.ctx.webhooks.channel_changed(&self.app, ch);
         metrics::subscriptions(-1.0);
         if presence_user.is_none() {
             return;
         }
         if let Ok(Some(Left::Last(user_id))) = self.ctx.presence.leave(&app, ch, self.id).await {
+            self.ctx.webhooks.member_removed(&self.app, ch, &user_id);
             let event = Event {
                 app,
                 target: Target::Channel(ch.clone()),
@@ -357,13 +364,22 @@ impl Session {
                 ));
             }
         }
+        let presence_user = presence_user.clone();
+        self.ctx.webhooks.client_event(
+            &self.app,
+            &ch,
+            event,
+            &data,
+            &self.id.to_string(),
+            presence_user.as_ref(),
+        );
         let event = Event {
             app: self.app.id.clone(),
-            target: Target::Channel(ch.clone()),
+            target: Target::Channel(ch),
             kind: EventKind::Message {
                 name: event.into(),
                 data: Arc::from(data),
-                user_id: presence_user.clone(),
+                user_id: presence_user,
             },
             exclude: Some(self.id),
         };

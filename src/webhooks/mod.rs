@@ -1,0 +1,124 @@
+//! Webhooks as Pusher defines them: `channel_occupied`, `channel_vacated`, `member_added`,
+//! `member_removed`, `client_event`, `cache_miss` and `subscription_count`, POSTed as
+//! `{"time_ms", "events": [...]}` with `X-Pusher-Key` and `X-Pusher-Signature` (hex
+//! HMAC-SHA256 of the body with the app secret).
+//!
+//! Sessions report what happened locally through [`Webhooks`] without waiting (a bounded
+//! queue; when it is full the event is dropped and counted). One worker task decides what to
+//! announce: occupancy and subscription counts are read cluster-wide and compared with the
+//! last announced value (`PresenceStore::announce`, atomic), so a channel is vacated only
+//! when no node has a subscriber and each transition is announced once. `channel_vacated`
+//! and `member_removed` wait `leave_delay_ms` and are dropped if the channel or member came
+//! back. Events are batched per endpoint (`batch_ms`, `batch_max`) and retried with
+//! exponential backoff for `retry_secs`; a request given up is logged and counted.
+
+mod sender;
+mod worker;
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::apps::App;
+use crate::context::Context;
+use crate::ids::{ChannelName, UserId};
+use crate::metrics;
+
+/// Something that happened, reported by a session.
+pub enum Input {
+    /// A channel's local subscriber count changed.
+    Changed(Arc<App>, ChannelName),
+    /// A presence member's first connection joined.
+    MemberAdded(Arc<App>, ChannelName, UserId),
+    /// A presence member's last connection left.
+    MemberRemoved(Arc<App>, ChannelName, UserId),
+    /// An event to send as it is (client_event, cache_miss).
+    Now(Arc<App>, Value),
+}
+
+/// The handle sessions use. Cheap to clone; never waits.
+#[derive(Clone)]
+pub struct Webhooks {
+    tx: mpsc::Sender<Input>,
+}
+
+impl Webhooks {
+    /// Starts the worker on `ctx.tracker`; it stops with `ctx.shutdown` after a last flush.
+    pub fn start(ctx: &Arc<Context>, rx: mpsc::Receiver<Input>) {
+        let worker = worker::Worker::new(ctx.clone(), rx);
+        ctx.tracker.spawn(worker.run());
+    }
+
+    /// A handle and the queue its worker reads.
+    pub fn channel(capacity: usize) -> (Self, mpsc::Receiver<Input>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        (Self { tx }, rx)
+    }
+
+    fn send(&self, input: Input) {
+        if self.tx.try_send(input).is_err() {
+            metrics::webhook_dropped("queue_full");
+        }
+    }
+
+    /// A channel's local subscriber count changed (subscribe or unsubscribe).
+    pub fn channel_changed(&self, app: &Arc<App>, ch: &ChannelName) {
+        let any = ["channel_occupied", "channel_vacated", "subscription_count"]
+            .iter()
+            .any(|e| app.wants_webhook(e, ch.as_str()));
+        if any {
+            self.send(Input::Changed(app.clone(), ch.clone()));
+        }
+    }
+
+    /// A user's first connection joined a presence channel.
+    pub fn member_added(&self, app: &Arc<App>, ch: &ChannelName, user: &UserId) {
+        if app.wants_webhook("member_added", ch.as_str()) {
+            self.send(Input::MemberAdded(app.clone(), ch.clone(), user.clone()));
+        }
+    }
+
+    /// A user's last connection left a presence channel.
+    pub fn member_removed(&self, app: &Arc<App>, ch: &ChannelName, user: &UserId) {
+        if app.wants_webhook("member_removed", ch.as_str()) {
+            self.send(Input::MemberRemoved(app.clone(), ch.clone(), user.clone()));
+        }
+    }
+
+    /// A client event was accepted.
+    pub fn client_event(
+        &self,
+        app: &Arc<App>,
+        ch: &ChannelName,
+        event: &str,
+        data: &str,
+        socket_id: &str,
+        user: Option<&UserId>,
+    ) {
+        if !app.wants_webhook("client_event", ch.as_str()) {
+            return;
+        }
+        // Pusher sends client event data as a string.
+        let data = match serde_json::from_str::<Value>(data) {
+            Ok(Value::String(s)) => s,
+            _ => data.to_owned(),
+        };
+        let mut e = serde_json::json!({
+            "name": "client_event", "channel": ch.as_str(), "event": event,
+            "data": data, "socket_id": socket_id,
+        });
+        if let Some(u) = user {
+            e["user_id"] = u.as_str().into();
+        }
+        self.send(Input::Now(app.clone(), e));
+    }
+
+    /// A cache channel was subscribed with nothing cached.
+    pub fn cache_miss(&self, app: &Arc<App>, ch: &ChannelName) {
+        if app.wants_webhook("cache_miss", ch.as_str()) {
+            let e = serde_json::json!({"name": "cache_miss", "channel": ch.as_str()});
+            self.send(Input::Now(app.clone(), e));
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! The webhook worker: debounces, decides against cluster-wide state, batches, sends.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::time::{delay_queue, DelayQueue};
+
+use super::{sender, Input};
+use crate::apps::App;
+use crate::context::Context;
+use crate::ids::{AppId, ChannelName, UserId};
+use crate::metrics;
+
+/// How long a changed channel waits before its cluster-wide count is read: other nodes'
+/// counts sync every 250 ms.
+const SETTLE: Duration = Duration::from_millis(300);
+
+enum Due {
+    /// Re-read the channel's count; `confirm`: it was empty once already (leave delay).
+    Channel(Arc<App>, ChannelName, bool),
+    /// Announce `member_removed` unless the member came back.
+    Removed(Arc<App>, ChannelName, UserId),
+}
+
+type Batch = (Arc<App>, Vec<Value>);
+
+pub(super) struct Worker {
+    ctx: Arc<Context>,
+    rx: mpsc::Receiver<Input>,
+    http: reqwest::Client,
+    delays: DelayQueue<Due>,
+    channels: HashMap<(AppId, ChannelName), delay_queue::Key>,
+    removed: HashMap<(AppId, ChannelName, UserId), delay_queue::Key>,
+    batches: HashMap<(AppId, String), Batch>,
+    permits: Arc<Semaphore>,
+}
+
+impl Worker {
+    pub(super) fn new(ctx: Arc<Context>, rx: mpsc::Receiver<Input>) -> Self {
+        let permits = Arc::new(Semaphore::new(ctx.config.webhooks.concurrency.max(1)));
+        Self {
+            ctx,
+            rx,
+            http: reqwest::Client::new(),
+            delays: DelayQueue::new(),
+            channels: HashMap::new(),
+            removed: HashMap::new(),
+            batches: HashMap::new(),
+            permits,
+        }
+    }
+
+    pub(super) async fn run(mut self) {
+        let stop = self.ctx.shutdown.clone();
+        let mut flush = tokio::time::interval(Duration::from_millis(
+            self.ctx.config.webhooks.batch_ms.max(1),
+        ));
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                input = self.rx.recv() => match input {
+                    Some(i) => self.handle(i),
+                    None => break,
+                },
+                Some(due) = self.delays.next(), if !self.delays.is_empty() => {
+                    self.due(due.into_inner()).await;
+                }
+                _ = flush.tick() => self.flush_all().await,
+            }
+        }
+        self.flush_all().await;
+    }
+
+    fn handle(&mut self, input: Input) {
+        match input {
+            Input::Changed(app, ch) => {
+                let key = (app.id.clone(), ch.clone());
+                if !self.channels.contains_key(&key) {
+                    let k = self.delays.insert(Due::Channel(app, ch, false), SETTLE);
+                    self.channels.insert(key, k);
+                }
+            }
+            Input::MemberAdded(app, ch, user) => {
+                // A member who left and came back within the delay: neither is announced.
+                let key = (app.id.clone(), ch.clone(), user.clone());
+                if let Some(k) = self.removed.remove(&key) {
+                    self.delays.remove(&k);
+                    return;
+                }
+                let e = json!({"name": "member_added", "channel": ch.as_str(), "user_id": user.as_str()});
+                self.enqueue(&app, e);
+            }
+            Input::MemberRemoved(app, ch, user) => {
+                let key = (app.id.clone(), ch.clone(), user.clone());
+                if !self.removed.contains_key(&key) {
+                    let delay = self.leave_delay();
+                    let k = self.delays.insert(Due::Removed(app, ch, user), delay);
+                    self.removed.insert(key, k);
+                }
+            }
+            Input::Now(app, e) => self.enqueue(&app, e),
+        }
+    }
+
+    fn leave_delay(&self) -> Duration {
+        Duration::from_millis(self.ctx.config.webhooks.leave_delay_ms)
+    }
+
+    async fn due(&mut self, due: Due) {
+        match due {
+            Due::Channel(app, ch, confirm) => {
+                self.channels.remove(&(app.id.clone(), ch.clone()));
+                self.channel(app, ch, confirm).await;
+            }
+            Due::Removed(app, ch, user) => {
+                self.removed
+                    .remove(&(app.id.clone(), ch.clone(), user.clone()));
+                let back = match self.ctx.presence.members(&app.id, &ch).await {
+                    Ok(m) => m.iter().any(|m| m.user_id == user),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "member check for a webhook failed");
+                        false
+                    }
+                };
+                if !back {
+                    let e = json!({"name": "member_removed", "channel": ch.as_str(), "user_id": user.as_str()});
+                    self.enqueue(&app, e);
+                }
+            }
+        }
+    }
+
+    /// Reads the channel's cluster-wide count and announces what changed since the last
+    /// announcement anywhere in the cluster.
+    async fn channel(&mut self, app: Arc<App>, ch: ChannelName, confirm: bool) {
+        let presence = self.ctx.presence.clone();
+        let n = match presence.occupancy(&app.id, Some(&ch)).await {
+            Ok(c) => c.first().map_or(0, |(_, n)| *n),
+            Err(e) => {
+                tracing::warn!(error = %e, "occupancy read for a webhook failed");
+                return;
+            }
+        };
+        if n == 0 && !confirm {
+            // Empty now; announce vacated only if it stays empty for the leave delay.
+            let key = (app.id.clone(), ch.clone());
+            let delay = self.leave_delay();
+            let k = self
+                .delays
+                .insert(Due::Channel(app.clone(), ch.clone(), true), delay);
+            self.channels.insert(key, k);
+        } else {
+            let value = if n > 0 { "1" } else { "0" };
+            if presence.announce(&app.id, &ch, "occupied", value).await == Ok(true) {
+                let name = if n > 0 {
+                    "channel_occupied"
+                } else {
+                    "channel_vacated"
+                };
+                self.enqueue(&app, json!({"name": name, "channel": ch.as_str()}));
+            }
+        }
+        if app.wants_webhook("subscription_count", ch.as_str())
+            && (n > 0 || confirm)
+            && presence
+                .announce(&app.id, &ch, "subscription_count", &n.to_string())
+                .await
+                == Ok(true)
+        {
+            let e = json!({"name": "subscription_count", "channel": ch.as_str(), "subscription_count": n});
+            self.enqueue(&app, e);
+        }
+    }
+
+    /// Adds an event to the batch of every endpoint of the app that wants it.
+    fn enqueue(&mut self, app: &Arc<App>, event: Value) {
+        let name = event["name"].as_str().unwrap_or_default().to_owned();
+        let channel = event["channel"].as_str().unwrap_or_default().to_owned();
+        for w in &app.webhooks {
+            let wants = (w.event_types.is_empty() || w.event_types.contains(&name))
+                && w.channel_prefix
+                    .as_deref()
+                    .is_none_or(|p| channel.starts_with(p));
+            if wants {
+                self.batches
+                    .entry((app.id.clone(), w.url.clone()))
+                    .or_insert_with(|| (app.clone(), Vec::new()))
+                    .1
+                    .push(event.clone());
+            }
+        }
+    }
+
+    async fn flush_all(&mut self) {
+        let max = self.ctx.config.webhooks.batch_max.max(1);
+        let batches: Vec<((AppId, String), Batch)> = self.batches.drain().collect();
+        for ((_, url), (app, events)) in batches {
+            for chunk in events.chunks(max) {
+                // Waiting for a permit bounds requests in flight; meanwhile the input queue
+                // fills and overflow is dropped and counted, so memory stays bounded.
+                let Ok(permit) = self.permits.clone().acquire_owned().await else {
+                    return;
+                };
+                metrics::webhook_queued(chunk.len());
+                let (http, app, url) = (self.http.clone(), app.clone(), url.clone());
+                let (config, stop) = (self.ctx.config.webhooks.clone(), self.ctx.shutdown.clone());
+                let chunk = chunk.to_vec();
+                self.ctx.tracker.spawn(async move {
+                    sender::deliver(http, app, url, chunk, config, stop).await;
+                    drop(permit);
+                });
+            }
+        }
+    }
+}

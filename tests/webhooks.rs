@@ -1,0 +1,282 @@
+//! Webhooks against a real HTTP receiver on loopback.
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::Router;
+use serde_json::{json, Value};
+use support::*;
+use switchboard::apps::Secret;
+use switchboard::auth;
+use switchboard::config::{Config, WebhookConfig};
+use tokio::sync::mpsc;
+
+/// One received webhook request.
+struct Hook {
+    body: Value,
+    key: String,
+    signature: String,
+    raw: Bytes,
+}
+
+struct Receiver {
+    url: String,
+    rx: mpsc::UnboundedReceiver<Hook>,
+}
+
+#[derive(Clone)]
+struct RecvState {
+    tx: mpsc::UnboundedSender<Hook>,
+    /// Answer 500 to this many requests first.
+    fail_first: Arc<AtomicUsize>,
+}
+
+async fn hook(State(st): State<RecvState>, headers: HeaderMap, raw: Bytes) -> StatusCode {
+    if st
+        .fail_first
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    let h = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let _ = st.tx.send(Hook {
+        body: serde_json::from_slice(&raw).unwrap_or(Value::Null),
+        key: h("x-pusher-key"),
+        signature: h("x-pusher-signature"),
+        raw,
+    });
+    StatusCode::OK
+}
+
+async fn receiver(fail_first: usize) -> Receiver {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let st = RecvState {
+        tx,
+        fail_first: Arc::new(AtomicUsize::new(fail_first)),
+    };
+    let app = Router::new().route("/hook", post(hook)).with_state(st);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    Receiver { url, rx }
+}
+
+impl Receiver {
+    /// The next request within `d`.
+    async fn next(&mut self, d: Duration) -> Option<Hook> {
+        tokio::time::timeout(d, self.rx.recv()).await.ok().flatten()
+    }
+
+    /// Events of requests until one named `name` arrives (panics after the wait).
+    async fn expect(&mut self, name: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let h = tokio::time::timeout_at(deadline, self.rx.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no {name} webhook"))
+                .unwrap();
+            if let Some(e) = h.body["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["name"] == name)
+            {
+                return e.clone();
+            }
+        }
+    }
+
+    /// Names of all events received within `d`.
+    async fn names_within(&mut self, d: Duration) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Some(h) = self.next(d).await {
+            for e in h.body["events"].as_array().unwrap() {
+                out.push(e["name"].as_str().unwrap().to_owned());
+            }
+        }
+        out
+    }
+}
+
+fn config(url: &str, types: &[&str]) -> impl FnOnce(&mut Config) {
+    let hook = WebhookConfig {
+        url: url.to_owned(),
+        event_types: types.iter().map(|s| s.to_string()).collect(),
+        channel_prefix: None,
+    };
+    move |c: &mut Config| {
+        c.app.webhooks = vec![hook];
+        c.webhooks.leave_delay_ms = 400;
+        c.webhooks.batch_ms = 20;
+        c.webhooks.backoff_initial_ms = 50;
+        c.webhooks.backoff_max_ms = 200;
+    }
+}
+
+#[tokio::test]
+async fn occupied_then_vacated_signed_like_pusher() {
+    let mut r = receiver(0).await;
+    let server = TestServer::start_with(config(&r.url, &[])).await;
+    let mut c = server.pusher().await;
+    c.subscribe("wh-a").await;
+    let first = r.next(WAIT).await.expect("a webhook request");
+    assert_eq!(first.key, KEY);
+    let expected = auth::sign(&Secret::new(SECRET), &first.raw);
+    assert_eq!(
+        first.signature, expected,
+        "X-Pusher-Signature is the body's HMAC"
+    );
+    assert!(first.body["time_ms"].as_u64().unwrap() > 1_700_000_000_000);
+    let events = first.body["events"].as_array().unwrap();
+    assert!(
+        events.contains(&json!({"name":"channel_occupied","channel":"wh-a"})),
+        "{events:?}"
+    );
+    c.send(json!({"event":"pusher:unsubscribe","data":{"channel":"wh-a"}}))
+        .await;
+    let vacated = r.expect("channel_vacated").await;
+    assert_eq!(vacated["channel"], "wh-a");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn quick_resubscribe_sends_no_vacated() {
+    let mut r = receiver(0).await;
+    let server =
+        TestServer::start_with(config(&r.url, &["channel_occupied", "channel_vacated"])).await;
+    let mut c = server.pusher().await;
+    c.subscribe("wh-b").await;
+    r.expect("channel_occupied").await;
+    c.send(json!({"event":"pusher:unsubscribe","data":{"channel":"wh-b"}}))
+        .await;
+    c.subscribe("wh-b").await;
+    // Longer than the leave delay: nothing, since the channel never stayed empty.
+    assert_eq!(
+        r.names_within(Duration::from_millis(900)).await,
+        Vec::<String>::new()
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn member_events_and_a_member_who_comes_back() {
+    let mut r = receiver(0).await;
+    let server = TestServer::start_with(config(&r.url, &["member_added", "member_removed"])).await;
+    let mut a = server.pusher().await;
+    a.subscribe_presence("presence-wh", r#"{"user_id":"u1"}"#)
+        .await;
+    let added = r.expect("member_added").await;
+    assert_eq!(
+        added,
+        json!({"name":"member_added","channel":"presence-wh","user_id":"u1"})
+    );
+    // Leaves and comes back within the delay: neither is announced.
+    a.send(json!({"event":"pusher:unsubscribe","data":{"channel":"presence-wh"}}))
+        .await;
+    a.subscribe_presence("presence-wh", r#"{"user_id":"u1"}"#)
+        .await;
+    assert_eq!(
+        r.names_within(Duration::from_millis(900)).await,
+        Vec::<String>::new()
+    );
+    drop(a);
+    let removed = r.expect("member_removed").await;
+    assert_eq!(removed["user_id"], "u1");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn client_event_webhook_carries_socket_and_user() {
+    let mut r = receiver(0).await;
+    let server = TestServer::start_with(config(&r.url, &["client_event"])).await;
+    let mut a = server.pusher().await;
+    a.subscribe_presence("presence-ce", r#"{"user_id":"7"}"#)
+        .await;
+    a.send(json!({"event":"client-hi","channel":"presence-ce","data":{"x":1}}))
+        .await;
+    let e = r.expect("client_event").await;
+    assert_eq!(e["event"], "client-hi");
+    assert_eq!(e["channel"], "presence-ce");
+    assert_eq!(e["socket_id"], a.socket_id.as_str());
+    assert_eq!(e["user_id"], "7");
+    assert_eq!(
+        serde_json::from_str::<Value>(e["data"].as_str().unwrap()).unwrap(),
+        json!({"x":1})
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn failed_requests_are_retried_until_delivered() {
+    let mut r = receiver(2).await;
+    let server = TestServer::start_with(config(&r.url, &["channel_occupied"])).await;
+    let mut c = server.pusher().await;
+    c.subscribe("wh-retry").await;
+    let e = r.expect("channel_occupied").await;
+    assert_eq!(e["channel"], "wh-retry");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn events_in_the_window_share_a_request() {
+    let mut r = receiver(0).await;
+    let server = TestServer::start_with(|c: &mut Config| {
+        config(&r.url, &["channel_occupied"])(c);
+        c.webhooks.batch_ms = 300;
+    })
+    .await;
+    let mut c = server.pusher().await;
+    for ch in ["wh-1", "wh-2", "wh-3"] {
+        c.subscribe(ch).await;
+    }
+    let mut seen = Vec::new();
+    let mut requests = 0;
+    while seen.len() < 3 {
+        let h = r.next(WAIT).await.expect("webhook requests");
+        requests += 1;
+        for e in h.body["events"].as_array().unwrap() {
+            seen.push(e["channel"].as_str().unwrap().to_owned());
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, ["wh-1", "wh-2", "wh-3"]);
+    assert!(
+        requests < 3,
+        "batched into fewer requests than events ({requests})"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn subscription_count_follows_changes_and_filters_apply() {
+    let mut r = receiver(0).await;
+    let server = TestServer::start_with(config(&r.url, &["subscription_count"])).await;
+    let mut a = server.pusher().await;
+    let mut b = server.pusher().await;
+    a.subscribe("wh-count").await;
+    let e = r.expect("subscription_count").await;
+    assert_eq!(e["subscription_count"], 1);
+    b.subscribe("wh-count").await;
+    let e = r.expect("subscription_count").await;
+    assert_eq!(e["subscription_count"], 2);
+    // The filter: no occupied/vacated events reach this endpoint.
+    drop(a);
+    drop(b);
+    let names = r.names_within(Duration::from_millis(1200)).await;
+    assert!(names.iter().all(|n| n == "subscription_count"), "{names:?}");
+    server.stop().await;
+}
