@@ -133,6 +133,10 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Seconds to wait for connections to close on shutdown.
     pub shutdown_grace: u64,
+    /// Seconds a cache channel keeps its last event (Pusher's maximum: 30 minutes).
+    pub cache_ttl_secs: u64,
+    /// Cache channels remembered per node (memory mode); beyond it the oldest is replaced.
+    pub cache_max_channels: usize,
     /// Per-connection read buffer of the WebSocket codec, in bytes.
     pub ws_read_buffer: usize,
     /// Per-connection write buffer threshold of the WebSocket codec, in bytes.
@@ -151,6 +155,8 @@ impl Default for ServerConfig {
             max_message_bytes: 64 * 1024,
             max_body_bytes: 1024 * 1024,
             shutdown_grace: 10,
+            cache_ttl_secs: 1800,
+            cache_max_channels: 100_000,
             ws_read_buffer: 1024,
             ws_write_buffer: 8 * 1024,
         }

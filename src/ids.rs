@@ -165,6 +165,21 @@ impl ChannelName {
         }
     }
 
+    /// Whether this is a cache channel (`cache-`, `private-cache-`,
+    /// `private-encrypted-cache-`, `presence-cache-`): its last event is kept for new
+    /// subscribers.
+    pub fn is_cache(&self) -> bool {
+        let s = self.as_str();
+        [
+            "cache-",
+            "private-cache-",
+            "private-encrypted-cache-",
+            "presence-cache-",
+        ]
+        .iter()
+        .any(|p| s.starts_with(p))
+    }
+
     /// For `#server-to-user-{id}`, the user id.
     pub fn server_to_user(&self) -> Option<&str> {
         self.as_str().strip_prefix(SERVER_TO_USER_PREFIX)

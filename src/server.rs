@@ -28,7 +28,11 @@ pub fn context(config: Config) -> std::io::Result<Arc<Context>> {
     let hub = Hub::new();
     let apps = Arc::new(StaticAppStore::new(config.all_apps().map(App::from_config)));
     let Some(url) = config.redis.url.clone() else {
-        let broker = Arc::new(MemoryBroker::new(hub.clone()));
+        let broker = Arc::new(MemoryBroker::new(
+            hub.clone(),
+            Duration::from_secs(config.server.cache_ttl_secs),
+            config.server.cache_max_channels,
+        ));
         return Ok(Arc::new(Context::new(
             node,
             config,
@@ -42,7 +46,8 @@ pub fn context(config: Config) -> std::io::Result<Arc<Context>> {
     let lease = Duration::from_secs(config.redis.lease_secs);
     let redis = Redis::new(&url, &config.redis.prefix, node.to_string(), lease)
         .map_err(|e| std::io::Error::other(e.to_string()))?;
-    let broker = Arc::new(RedisBroker::new(redis.clone()));
+    let cache_ttl = Duration::from_secs(config.server.cache_ttl_secs);
+    let broker = Arc::new(RedisBroker::new(redis.clone(), cache_ttl));
     let ctx = Arc::new(Context::new(
         node,
         config,

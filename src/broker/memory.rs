@@ -1,28 +1,80 @@
 //! Single-node broker: delivery straight into the local hub.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use async_trait::async_trait;
 
-use super::{Broker, BrokerError};
+use super::{cache_key, Broker, BrokerError};
 use crate::event::Event;
 use crate::hub::Hub;
+use crate::ids::{AppId, ChannelName};
+
+type Cache = HashMap<(AppId, ChannelName), (Event, Instant)>;
 
 /// Delivers into this node's hub. Publishing is synchronous under the hood, so the order
 /// of `publish` calls is the delivery order.
 pub struct MemoryBroker {
     hub: Hub,
+    /// Last event per cache channel, with its expiry. Bounded by `cache_max`.
+    cache: Mutex<Cache>,
+    cache_ttl: Duration,
+    cache_max: usize,
 }
 
 impl MemoryBroker {
-    /// A broker delivering into `hub`.
-    pub fn new(hub: Hub) -> Self {
-        Self { hub }
+    /// A broker delivering into `hub`, keeping cache-channel events for `cache_ttl`, for at
+    /// most `cache_max` channels (beyond that the entry closest to expiry is replaced).
+    pub fn new(hub: Hub, cache_ttl: Duration, cache_max: usize) -> Self {
+        Self {
+            hub,
+            cache: Mutex::default(),
+            cache_ttl,
+            cache_max: cache_max.max(1),
+        }
     }
 }
 
 #[async_trait]
 impl Broker for MemoryBroker {
     async fn publish(&self, event: Event) -> Result<(), BrokerError> {
+        if let Some(ch) = cache_key(&event) {
+            let mut cache = self.cache.lock().expect("cache lock poisoned");
+            let now = Instant::now();
+            let key = (event.app.clone(), ch.clone());
+            if cache.len() >= self.cache_max && !cache.contains_key(&key) {
+                cache.retain(|_, (_, exp)| *exp > now);
+                if cache.len() >= self.cache_max {
+                    let oldest = cache
+                        .iter()
+                        .min_by_key(|(_, (_, e))| *e)
+                        .map(|(k, _)| k.clone());
+                    if let Some(k) = oldest {
+                        cache.remove(&k);
+                    }
+                }
+            }
+            cache.insert(key, (event.clone(), now + self.cache_ttl));
+        }
         self.hub.deliver(&event);
         Ok(())
+    }
+
+    async fn last_event(
+        &self,
+        app: &AppId,
+        ch: &ChannelName,
+    ) -> Result<Option<Event>, BrokerError> {
+        let mut cache = self.cache.lock().expect("cache lock poisoned");
+        let key = (app.clone(), ch.clone());
+        match cache.get(&key) {
+            Some((e, exp)) if *exp > Instant::now() => Ok(Some(e.clone())),
+            Some(_) => {
+                cache.remove(&key);
+                Ok(None)
+            }
+            None => Ok(None),
+        }
     }
 }

@@ -9,7 +9,8 @@ use async_trait::async_trait;
 pub use self::redis::RedisBroker;
 pub use memory::MemoryBroker;
 
-use crate::event::Event;
+use crate::event::{Event, EventKind, Target};
+use crate::ids::{AppId, ChannelName};
 
 /// Why an event could not be published. The caller must report it (the HTTP API answers
 /// an error): an accepted event is never dropped silently.
@@ -27,4 +28,17 @@ pub trait Broker: Send + Sync + 'static {
     /// channel's subscribers in the order of the calls. Returns once the event is delivered
     /// locally (memory) or accepted by the transport (cluster).
     async fn publish(&self, event: Event) -> Result<(), BrokerError>;
+
+    /// The last event published on a cache channel, if one was published within the cache
+    /// TTL. Kept by `publish` itself, so the cache and the stream never disagree on order.
+    async fn last_event(&self, app: &AppId, ch: &ChannelName)
+        -> Result<Option<Event>, BrokerError>;
+}
+
+/// The cache channel an event must be remembered for, if any.
+pub(crate) fn cache_key(event: &Event) -> Option<&ChannelName> {
+    match (&event.target, &event.kind) {
+        (Target::Channel(ch), EventKind::Message { .. }) if ch.is_cache() => Some(ch),
+        _ => None,
+    }
 }

@@ -9,23 +9,30 @@ use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{Broker, BrokerError};
+use super::{cache_key, Broker, BrokerError};
 use crate::cluster::Redis;
 use crate::event::Event;
 use crate::hub::Hub;
+use crate::ids::{AppId, ChannelName};
 use crate::metrics;
 
-/// Publishes to one cluster-wide Redis channel (`{prefix}:events`).
+/// Publishes to one cluster-wide Redis channel (`{prefix}:events`); cache-channel events are
+/// also stored (`{prefix}:cache:{app}:{channel}`, expiring) in the same transaction.
 pub struct RedisBroker {
     redis: Arc<Redis>,
     channel: String,
+    cache_ttl: Duration,
 }
 
 impl RedisBroker {
-    /// A broker on `redis`.
-    pub fn new(redis: Arc<Redis>) -> Self {
+    /// A broker on `redis`, keeping cache-channel events for `cache_ttl`.
+    pub fn new(redis: Arc<Redis>, cache_ttl: Duration) -> Self {
         let channel = redis.key(&["events"]);
-        Self { redis, channel }
+        Self {
+            redis,
+            channel,
+            cache_ttl,
+        }
     }
 
     /// Starts the subscriber task: receives every event and delivers it into `hub`;
@@ -92,12 +99,39 @@ impl Broker for RedisBroker {
         let unavailable = |e: String| BrokerError::Unavailable(e);
         let mut conn = self.redis.conn().map_err(|e| unavailable(e.to_string()))?;
         let payload = serde_json::to_vec(&event).map_err(|e| unavailable(e.to_string()))?;
-        redis::cmd("PUBLISH")
-            .arg(&self.channel)
-            .arg(payload)
-            .query_async::<i64>(&mut conn)
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        if let Some(ch) = cache_key(&event) {
+            let key = self.redis.key(&["cache", event.app.as_str(), ch.as_str()]);
+            pipe.cmd("SET")
+                .arg(key)
+                .arg(&payload)
+                .arg("PX")
+                .arg(self.cache_ttl.as_millis() as u64)
+                .ignore();
+        }
+        pipe.cmd("PUBLISH").arg(&self.channel).arg(payload).ignore();
+        pipe.query_async::<()>(&mut conn)
             .await
             .map_err(|e| unavailable(e.to_string()))?;
         Ok(())
+    }
+
+    async fn last_event(
+        &self,
+        app: &AppId,
+        ch: &ChannelName,
+    ) -> Result<Option<Event>, BrokerError> {
+        let mut conn = self
+            .redis
+            .conn()
+            .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
+        let key = self.redis.key(&["cache", app.as_str(), ch.as_str()]);
+        let raw: Option<Vec<u8>> = redis::cmd("GET")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
+        Ok(raw.and_then(|r| serde_json::from_slice(&r).ok()))
     }
 }

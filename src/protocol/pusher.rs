@@ -287,6 +287,14 @@ pub fn subscription_error(channel: &str, status: u16, message: &str) -> Frame {
     frame(s)
 }
 
+/// `pusher:cache_miss`: a cache channel was subscribed with nothing cached.
+pub fn cache_miss(channel: &str) -> Frame {
+    let mut s = String::from(r#"{"event":"pusher:cache_miss","channel":"#);
+    push_json_str(&mut s, channel);
+    s.push('}');
+    frame(s)
+}
+
 /// `pusher:signin_success`, echoing the signed `user_data` string.
 pub fn signin_success(user_data: &str) -> Frame {
     let mut s = String::from(r#"{"event":"pusher:signin_success","data":{"user_data":"#);

@@ -113,10 +113,35 @@ impl Session {
                     .hub
                     .subscribe(&self.app.id, &ch, self.id, self.recipient());
                 self.ctx.webhooks.channel_changed(&self.app, &ch);
-                self.channels.insert(ch, None);
+                self.channels.insert(ch.clone(), None);
                 metrics::subscriptions(1.0);
+                self.send_cached(&ch).await;
             }
-            Some(member) => self.join_presence(ch, member).await,
+            Some(member) => {
+                if self.join_presence(ch.clone(), member).await {
+                    self.send_cached(&ch).await;
+                }
+            }
+        }
+    }
+
+    /// Right after `subscription_succeeded` on a cache channel: its last event, or
+    /// `pusher:cache_miss` (and the `cache_miss` webhook).
+    async fn send_cached(&self, ch: &ChannelName) {
+        if !ch.is_cache() {
+            return;
+        }
+        match self.ctx.broker.last_event(&self.app.id, ch).await {
+            Ok(Some(event)) => {
+                if let Some(f) = wire::encode_event(&event) {
+                    self.send(f);
+                }
+            }
+            Ok(None) => {
+                self.send(wire::cache_miss(ch.as_str()));
+                self.ctx.webhooks.cache_miss(&self.app, ch);
+            }
+            Err(e) => tracing::warn!(error = %e, "cache read failed"),
         }
     }
 
@@ -135,7 +160,8 @@ impl Session {
         })
     }
 
-    async fn join_presence(&mut self, ch: ChannelName, member: Member) {
+    /// Joins a presence channel; returns whether the subscription succeeded.
+    async fn join_presence(&mut self, ch: ChannelName, member: Member) -> bool {
         let app = self.app.id.clone();
         let joined = self
             .ctx
@@ -151,9 +177,13 @@ impl Session {
         let joined = match joined {
             Ok(j) => j,
             Err(PresenceError::Full) => {
-                return self.sub_error(ch.as_str(), 403, "Presence channel is full")
+                self.sub_error(ch.as_str(), 403, "Presence channel is full");
+                return false;
             }
-            Err(e) => return self.sub_error(ch.as_str(), 503, &e.to_string()),
+            Err(e) => {
+                self.sub_error(ch.as_str(), 503, &e.to_string());
+                return false;
+            }
         };
         // Subscribe before reading the member list: whoever joins after this point reaches
         // us as member_added, whoever joined before is in the list.
@@ -178,6 +208,7 @@ impl Session {
             };
             self.publish("internal", event).await;
         }
+        true
     }
 
     /// Sends `subscription_succeeded` for a presence channel with its current member list.
