@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod database;
+pub use database::DatabaseConfig;
+
 /// Everything the server can be told. Loaded and validated once at start-up.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -289,14 +292,6 @@ impl Default for RedisConfig {
     }
 }
 
-/// PostgreSQL ingest.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DatabaseConfig {
-    /// `postgres://` URL; unset = no ingest.
-    pub url: Option<String>,
-}
-
 /// The embedded store.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -418,6 +413,7 @@ impl Config {
         if self.server.outbox_capacity == 0 {
             return bad("server.outbox_capacity must be > 0".into());
         }
+        self.database.validate().map_err(ConfigError::Invalid)?;
         let mut ids = std::collections::HashSet::new();
         let mut keys = std::collections::HashSet::new();
         for a in self.all_apps() {

@@ -32,6 +32,9 @@ pub enum EventKind {
         data: Arc<str>,
         /// The sending user on presence-channel client events.
         user_id: Option<UserId>,
+        /// Publisher tags, matched against subscribers' filters (an extension).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tags: Option<Arc<crate::filter::Tags>>,
     },
     /// A user's first connection joined a presence channel.
     MemberAdded {
@@ -156,6 +159,7 @@ impl Event {
                 name: name.into(),
                 data,
                 user_id: None,
+                tags: None,
             },
             exclude: None,
         }

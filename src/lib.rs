@@ -4,6 +4,7 @@
 //! # Layout
 //!
 //! - [`ids`], [`event`]: identifiers and the protocol-neutral [`event::Event`]. No async.
+//! - [`filter`]: tag filters (an extension): publisher `tags`, subscriber `filter`.
 //! - [`protocol`]: wire formats. Every type that appears on a socket lives here.
 //! - [`hub`]: this node's registry of channels, users and watchers; delivers an event by
 //!   encoding it once per wire and queueing the bytes on each connection's bounded outbox.
@@ -32,6 +33,7 @@ pub mod config;
 pub mod contacts;
 pub mod context;
 pub mod event;
+pub mod filter;
 pub mod http;
 pub mod hub;
 pub mod ids;

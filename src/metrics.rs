@@ -51,7 +51,7 @@ pub fn delivered(n: usize) {
     }
 }
 
-/// An event entered the broker (`source`: `api` | `client` | `internal`).
+/// An event entered the broker (`source`: `api` | `client` | `internal` | `ingest`).
 pub fn published(source: &'static str) {
     counter!("switchboard_events_published_total", "source" => source).increment(1);
 }
@@ -103,4 +103,46 @@ pub fn webhook_sent(outcome: &'static str, n: usize) {
 /// A webhook request is retried.
 pub fn webhook_retry() {
     counter!("switchboard_webhook_retries_total").increment(1);
+}
+
+/// Outbox rows published by the PostgreSQL ingest.
+pub fn ingest_rows(n: usize) {
+    if n > 0 {
+        counter!("switchboard_ingest_rows_total").increment(n as u64);
+    }
+}
+
+/// An outbox row was refused and marked with its error (`reason`: a fixed, code-defined
+/// string such as `unknown_app`, `invalid_channel`, `too_large`).
+pub fn ingest_rejected(reason: &'static str) {
+    counter!("switchboard_ingest_rows_rejected_total", "reason" => reason).increment(1);
+}
+
+/// Seconds between the oldest row of the last read and its read (0 when the outbox is
+/// drained): how far the ingest is behind.
+pub fn ingest_lag(secs: f64) {
+    gauge!("switchboard_ingest_lag_seconds").set(secs.max(0.0));
+}
+
+/// The LISTEN connection of the ingest was (re)established after a failure.
+pub fn ingest_listener_reconnect() {
+    counter!("switchboard_ingest_listener_reconnects_total").increment(1);
+}
+
+/// Whether this node holds the ingest lock (is the one node that ingests).
+pub fn ingest_leader(leader: bool) {
+    gauge!("switchboard_ingest_leader").set(if leader { 1.0 } else { 0.0 });
+}
+
+/// Whether a NOTIFY sent from another session reached the LISTEN connection (0 behind a
+/// transaction-pooling proxy such as PgBouncer in transaction mode).
+pub fn ingest_notify_ok(ok: bool) {
+    gauge!("switchboard_ingest_notify_ok").set(if ok { 1.0 } else { 0.0 });
+}
+
+/// Processed rows deleted by the retention pass.
+pub fn ingest_deleted(n: u64) {
+    if n > 0 {
+        counter!("switchboard_ingest_rows_deleted_total").increment(n);
+    }
 }

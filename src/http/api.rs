@@ -14,6 +14,7 @@ use super::signed::Signed;
 use crate::apps::App;
 use crate::context::Context;
 use crate::event::{json_string, Event, EventKind, Target};
+use crate::filter::{parse_tags, Tags};
 use crate::ids::{self, AppId, ChannelKind, ChannelName, SocketId, UserId};
 use crate::metrics;
 
@@ -30,6 +31,8 @@ struct Trigger<'a> {
     socket_id: Option<String>,
     #[serde(default)]
     info: Option<String>,
+    #[serde(default)]
+    tags: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -40,6 +43,7 @@ struct Batch<'a> {
 
 /// A validated trigger, ready to publish.
 struct Checked {
+    tags: Option<Arc<Tags>>,
     name: String,
     data: Arc<str>,
     channels: Vec<ChannelName>,
@@ -118,7 +122,16 @@ fn check(app: &App, t: Trigger<'_>) -> Result<Checked, ApiError> {
             "user_count is only available for presence channels".into(),
         ));
     }
+    let tags = match &t.tags {
+        None => None,
+        Some(v) => {
+            Some(Arc::new(parse_tags(v).map_err(|e| {
+                ApiError::BadRequest(format!("Invalid tags: {e}"))
+            })?))
+        }
+    };
     Ok(Checked {
+        tags,
         name: t.name,
         data,
         channels,
@@ -140,6 +153,7 @@ async fn publish(ctx: &Context, app: &AppId, c: &Checked) -> Result<(), ApiError
                 name: c.name.as_str().into(),
                 data: c.data.clone(),
                 user_id: None,
+                tags: c.tags.clone(),
             },
             exclude: c.exclude,
         };

@@ -17,11 +17,14 @@ use indexmap::IndexMap;
 pub use outbox::Outbox;
 
 use crate::event::{Event, EventKind, Target};
+use crate::filter::{Filter, Tags};
 use crate::ids::{AppId, ChannelName, SocketId, UserId};
 use crate::metrics;
 use crate::protocol::{self, CloseReason, Frame, Wire};
 
 const SHARDS: usize = 64;
+
+static EMPTY_TAGS: Tags = Tags::new();
 
 /// A connection as the hub sees it: where to queue frames and in which wire format.
 #[derive(Clone)]
@@ -30,6 +33,8 @@ pub struct Recipient {
     pub wire: Wire,
     /// Its outbound queue.
     pub outbox: Outbox,
+    /// For a channel subscription: only events whose tags match (an extension).
+    pub filter: Option<Arc<Filter>>,
 }
 
 type Members = IndexMap<SocketId, Recipient>;
@@ -326,6 +331,11 @@ fn fan_out(set: &Members, event: &Event) -> usize {
     for (id, r) in set {
         if event.exclude == Some(*id) {
             continue;
+        }
+        if let (Some(f), EventKind::Message { tags, .. }) = (&r.filter, &event.kind) {
+            if !f.matches(tags.as_deref().unwrap_or(&EMPTY_TAGS)) {
+                continue;
+            }
         }
         let frame = match r.wire {
             Wire::Pusher => pusher.get_or_insert_with(|| protocol::encode(Wire::Pusher, event)),

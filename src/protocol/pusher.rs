@@ -66,6 +66,8 @@ pub enum Command {
         auth: Option<String>,
         /// Presence member data: the exact string the app signed.
         channel_data: Option<String>,
+        /// Tag filter (an extension; see `crate::filter`).
+        filter: Option<serde_json::Value>,
     },
     /// `pusher:unsubscribe`.
     Unsubscribe {
@@ -125,6 +127,8 @@ struct SubscribeData {
     auth: Option<String>,
     #[serde(default)]
     channel_data: Option<String>,
+    #[serde(default)]
+    filter: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -168,6 +172,7 @@ pub fn decode(text: &str) -> Result<Command, DecodeError> {
                 channel: d.channel,
                 auth: d.auth,
                 channel_data: d.channel_data,
+                filter: d.filter,
             })
         }
         "pusher:unsubscribe" => {
@@ -332,6 +337,7 @@ pub fn encode_event(event: &Event) -> Option<Frame> {
             name,
             data,
             user_id,
+            ..
         } => {
             s.push_str(r#"{"event":"#);
             push_json_str(&mut s, name);
@@ -465,6 +471,7 @@ mod tests {
                 name: "client-x".into(),
                 data: r#"{"a":1}"#.into(),
                 user_id: Some(UserId::new("7")),
+                tags: None,
             },
             exclude: None,
         };
@@ -500,6 +507,7 @@ mod tests {
                 name: "hello".into(),
                 data: "\"x\"".into(),
                 user_id: None,
+                tags: None,
             },
             exclude: None,
         };
@@ -523,6 +531,7 @@ mod tests {
                 channel: "presence-a".into(),
                 auth: Some("k:s".into()),
                 channel_data: Some(r#"{"user_id":1}"#.into()),
+                filter: None,
             })
         );
         assert_eq!(
@@ -530,7 +539,8 @@ mod tests {
             Ok(Command::Subscribe {
                 channel: "a".into(),
                 auth: None,
-                channel_data: None
+                channel_data: None,
+                filter: None,
             })
         );
         assert_eq!(

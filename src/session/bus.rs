@@ -85,6 +85,7 @@ pub async fn run(socket: WebSocket, ctx: Arc<Context>, hs: Handshake) {
     let recipient = Recipient {
         wire: Wire::Bus,
         outbox: outbox.clone(),
+        filter: None,
     };
     ctx.hub.add_user(&hs.app.id, &user, id, recipient);
     metrics::connection_opened("bus");
@@ -212,6 +213,7 @@ impl Session {
         Recipient {
             wire: Wire::Bus,
             outbox: self.outbox.clone(),
+            filter: None,
         }
     }
 

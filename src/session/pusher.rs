@@ -186,6 +186,7 @@ impl Session {
         Recipient {
             wire: Wire::Pusher,
             outbox: self.outbox.clone(),
+            filter: None,
         }
     }
 
@@ -203,7 +204,8 @@ impl Session {
                 channel,
                 auth,
                 channel_data,
-            }) => self.subscribe(&channel, auth, channel_data).await,
+                filter,
+            }) => self.subscribe(&channel, auth, channel_data, filter).await,
             Ok(Command::Unsubscribe { channel }) => {
                 if let Ok(ch) = ChannelName::parse(&channel) {
                     self.unsubscribe(&ch).await;

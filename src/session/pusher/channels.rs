@@ -8,6 +8,8 @@ use serde_json::value::RawValue;
 use super::{Session, SignedIn};
 use crate::auth;
 use crate::event::{Event, EventKind, Status, Target};
+use crate::filter::Filter;
+use crate::hub::Recipient;
 use crate::ids::{self, ChannelKind, ChannelName, UserId, MAX_USER_ID_LEN};
 use crate::metrics;
 use crate::presence::{Joined, Left, Member, PresenceError};
@@ -53,7 +55,12 @@ impl Session {
         channel: &str,
         auth: Option<String>,
         channel_data: Option<String>,
+        filter: Option<serde_json::Value>,
     ) {
+        let filter = match filter.as_ref().map(Filter::parse).transpose() {
+            Ok(f) => f.map(Arc::new),
+            Err(e) => return self.sub_error(channel, 400, &format!("Invalid filter: {e}")),
+        };
         let ch = match ChannelName::parse(channel) {
             Ok(ch) => ch,
             Err(e) => return self.sub_error(channel, 400, &format!("Invalid channel name: {e}")),
@@ -109,19 +116,27 @@ impl Session {
         match member {
             None => {
                 self.send(wire::subscription_succeeded(ch.as_str(), None));
+                let recipient = self.filtered_recipient(filter);
                 self.ctx
                     .hub
-                    .subscribe(&self.app.id, &ch, self.id, self.recipient());
+                    .subscribe(&self.app.id, &ch, self.id, recipient);
                 self.ctx.webhooks.channel_changed(&self.app, &ch);
                 self.channels.insert(ch.clone(), None);
                 metrics::subscriptions(1.0);
                 self.send_cached(&ch).await;
             }
             Some(member) => {
-                if self.join_presence(ch.clone(), member).await {
+                if self.join_presence(ch.clone(), member, filter).await {
                     self.send_cached(&ch).await;
                 }
             }
+        }
+    }
+
+    fn filtered_recipient(&self, filter: Option<Arc<Filter>>) -> Recipient {
+        Recipient {
+            filter,
+            ..self.recipient()
         }
     }
 
@@ -161,7 +176,12 @@ impl Session {
     }
 
     /// Joins a presence channel; returns whether the subscription succeeded.
-    async fn join_presence(&mut self, ch: ChannelName, member: Member) -> bool {
+    async fn join_presence(
+        &mut self,
+        ch: ChannelName,
+        member: Member,
+        filter: Option<Arc<Filter>>,
+    ) -> bool {
         let app = self.app.id.clone();
         let joined = self
             .ctx
@@ -187,7 +207,8 @@ impl Session {
         };
         // Subscribe before reading the member list: whoever joins after this point reaches
         // us as member_added, whoever joined before is in the list.
-        self.ctx.hub.subscribe(&app, &ch, self.id, self.recipient());
+        let recipient = self.filtered_recipient(filter);
+        self.ctx.hub.subscribe(&app, &ch, self.id, recipient);
         self.ctx.webhooks.channel_changed(&self.app, &ch);
         self.channels
             .insert(ch.clone(), Some(member.user_id.clone()));
@@ -411,6 +432,7 @@ impl Session {
                 name: event.into(),
                 data: Arc::from(data),
                 user_id: presence_user,
+                tags: None,
             },
             exclude: Some(self.id),
         };
