@@ -19,6 +19,8 @@
 //! - [`cluster`]: several nodes as one over Redis (leases, the reaper, count sync);
 //!   `broker::RedisBroker`, `presence::RedisPresence` and `status::RedisStatus` are the
 //!   Redis implementations of the seams.
+//! - [`ingest`]: PostgreSQL outbox ingest (`database.url`): rows of `switchboard.outbox`
+//!   become events through the broker, on one node at a time.
 //! - [`config`], [`metrics`], [`context`], [`server`]: settings, metrics, shared handles,
 //!   and the wiring with `server::run(listener, metrics_listener, config, shutdown)`.
 //!
@@ -37,6 +39,7 @@ pub mod filter;
 pub mod http;
 pub mod hub;
 pub mod ids;
+pub mod ingest;
 pub mod metrics;
 pub mod presence;
 pub mod protocol;

@@ -19,7 +19,7 @@ use crate::hub::Hub;
 use crate::presence::{MemoryPresence, RedisPresence};
 use crate::status::{MemoryStatus, RedisStatus};
 use crate::webhooks::Webhooks;
-use crate::{http, metrics};
+use crate::{http, ingest, metrics};
 
 /// Builds the shared state for `config`: in memory, or shared through Redis when
 /// `redis.url` is set (then the Redis tasks are started too).
@@ -77,6 +77,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let ctx = context(config)?;
+    ingest::spawn(&ctx).map_err(|e| std::io::Error::other(e.to_string()))?;
     if let Some(rx) = ctx.webhook_queue.lock().expect("webhook slot").take() {
         Webhooks::start(&ctx, rx);
     }

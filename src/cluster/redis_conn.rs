@@ -103,7 +103,11 @@ impl Redis {
             let config = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(Duration::from_secs(2)))
                 .set_response_timeout(Some(Duration::from_secs(2)))
-                .set_max_delay(Duration::from_secs(2));
+                .set_max_delay(Duration::from_secs(2))
+                // One connection attempt per failed command, no retry loop: while Redis is
+                // down a command fails at once (a publish is refused, a connection's reader
+                // is not held for the default ~7 s of backoff); the next command tries again.
+                .set_number_of_retries(0);
             let mut delay = Duration::from_millis(100);
             loop {
                 let attempt =

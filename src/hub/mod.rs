@@ -5,6 +5,7 @@
 //! `std::sync::Mutex`: no operation awaits while holding it, so a blocking mutex is both
 //! correct and cheaper than an async one.
 
+mod delta;
 mod outbox;
 
 use std::collections::HashMap;
@@ -14,7 +15,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use indexmap::IndexMap;
 
+pub use delta::DeltaSeen;
 pub use outbox::Outbox;
+
+use delta::ChannelDeltas;
 
 use crate::event::{Event, EventKind, Target};
 use crate::filter::{Filter, Tags};
@@ -35,6 +39,8 @@ pub struct Recipient {
     pub outbox: Outbox,
     /// For a channel subscription: only events whose tags match (an extension).
     pub filter: Option<Arc<Filter>>,
+    /// For delta-compression connections: what they last received (an extension).
+    pub delta: Option<DeltaSeen>,
 }
 
 type Members = IndexMap<SocketId, Recipient>;
@@ -48,6 +54,8 @@ struct Shard {
     channels: HashMap<Key<ChannelName>, Members>,
     users: HashMap<Key<UserId>, Members>,
     watchers: HashMap<Key<UserId>, Members>,
+    /// Channels with delta-compression subscribers.
+    deltas: HashMap<Key<ChannelName>, ChannelDeltas>,
 }
 
 struct Inner {
@@ -200,9 +208,18 @@ impl Hub {
     pub fn subscribe(&self, app: &AppId, ch: &ChannelName, id: SocketId, r: Recipient) -> usize {
         let key = (app.clone(), ch.clone());
         let mut shard = self.shard(&key);
-        let set = shard.channels.entry(key).or_default();
-        set.insert(id, r);
+        let delta = i64::from(r.delta.is_some());
+        let set = shard.channels.entry(key.clone()).or_default();
+        let old = set.insert(id, r);
         let n = set.len();
+        let change = delta - old.map_or(0, |o| i64::from(o.delta.is_some()));
+        if change != 0 {
+            let d = shard.deltas.entry(key.clone()).or_default();
+            d.recipients = (d.recipients as i64 + change).max(0) as usize;
+            if d.recipients == 0 {
+                shard.deltas.remove(&key);
+            }
+        }
         drop(shard);
         self.bump();
         n
@@ -210,9 +227,25 @@ impl Hub {
 
     /// Removes a subscriber; returns the remaining local count, or `None` if it was not there.
     pub fn unsubscribe(&self, app: &AppId, ch: &ChannelName, id: SocketId) -> Option<usize> {
-        let left = remove(&mut self.shard(&(app, ch)).channels, (app, ch), id);
+        let key = (app.clone(), ch.clone());
+        let mut shard = self.shard(&key);
+        let set = shard.channels.get_mut(&key)?;
+        let removed = set.swap_remove(&id)?;
+        let left = set.len();
+        if left == 0 {
+            shard.channels.remove(&key);
+        }
+        if removed.delta.is_some() {
+            if let Some(d) = shard.deltas.get_mut(&key) {
+                d.recipients = d.recipients.saturating_sub(1);
+                if d.recipients == 0 {
+                    shard.deltas.remove(&key);
+                }
+            }
+        }
+        drop(shard);
         self.bump();
-        left
+        Some(left)
     }
 
     /// Local subscribers of a channel.
@@ -279,8 +312,14 @@ impl Hub {
         let delivered = match &event.target {
             Target::Channel(ch) => {
                 let key = (app, ch.clone());
-                let shard = self.shard(&key);
-                shard.channels.get(&key).map_or(0, |s| fan_out(s, event))
+                let mut shard = self.shard(&key);
+                let Shard {
+                    channels, deltas, ..
+                } = &mut *shard;
+                let mut frames = deltas.get_mut(&key).and_then(|d| d.advance(ch, event));
+                channels
+                    .get(&key)
+                    .map_or(0, |s| fan_out(s, event, frames.as_mut()))
             }
             Target::User(user) => {
                 let key = (app, user.clone());
@@ -292,14 +331,17 @@ impl Hub {
                         }
                         0
                     }
-                    (_, Some(set)) => fan_out(set, event),
+                    (_, Some(set)) => fan_out(set, event, None),
                     (_, None) => 0,
                 }
             }
             Target::Watchers(user) => {
                 let key = (app, user.clone());
                 let shard = self.shard(&key);
-                shard.watchers.get(&key).map_or(0, |s| fan_out(s, event))
+                shard
+                    .watchers
+                    .get(&key)
+                    .map_or(0, |s| fan_out(s, event, None))
             }
         };
         metrics::delivered(delivered);
@@ -323,7 +365,7 @@ fn remove<K: Hash + Eq + Clone>(
 }
 
 /// Queues `event` to every member but the excluded one, encoding lazily once per wire.
-fn fan_out(set: &Members, event: &Event) -> usize {
+fn fan_out(set: &Members, event: &Event, mut deltas: Option<&mut delta::DeltaFrames<'_>>) -> usize {
     let mut pusher: Option<Option<Frame>> = None;
     let mut bus: Option<Option<Frame>> = None;
     let interest = protocol::bus::required_interest(&event.kind);
@@ -336,6 +378,14 @@ fn fan_out(set: &Members, event: &Event) -> usize {
             if !f.matches(tags.as_deref().unwrap_or(&EMPTY_TAGS)) {
                 continue;
             }
+        }
+        if let (Some(seen), Some(d)) = (&r.delta, deltas.as_deref_mut()) {
+            if let Some(f) = d.frame_for(seen) {
+                if r.outbox.push(f) {
+                    n += 1;
+                }
+            }
+            continue;
         }
         let frame = match r.wire {
             Wire::Pusher => pusher.get_or_insert_with(|| protocol::encode(Wire::Pusher, event)),

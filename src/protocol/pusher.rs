@@ -81,6 +81,14 @@ pub enum Command {
         /// JSON text with at least a string `id`.
         user_data: String,
     },
+    /// `pusher:enable_delta_compression` (an extension).
+    EnableDelta,
+    /// `pusher:delta_sync_error` (an extension): the client lost track of a channel's
+    /// deltas; send the next events in full.
+    DeltaSyncError {
+        /// The channel.
+        channel: String,
+    },
     /// A `client-` event.
     ClientEvent {
         /// Event name (starts with `client-`).
@@ -178,6 +186,11 @@ pub fn decode(text: &str) -> Result<Command, DecodeError> {
         "pusher:unsubscribe" => {
             let d: ChannelOnly = parse_data("pusher:unsubscribe", msg.data)?;
             Ok(Command::Unsubscribe { channel: d.channel })
+        }
+        "pusher:enable_delta_compression" => Ok(Command::EnableDelta),
+        "pusher:delta_sync_error" => {
+            let d: ChannelOnly = parse_data("pusher:delta_sync_error", msg.data)?;
+            Ok(Command::DeltaSyncError { channel: d.channel })
         }
         "pusher:signin" => {
             let d: SigninData = parse_data("pusher:signin", msg.data)?;
@@ -322,6 +335,42 @@ pub fn watchlist_event<'a>(online: bool, user_ids: impl IntoIterator<Item = &'a 
     }
     s.push_str("]}]}}");
     frame(s)
+}
+
+/// A channel event for a delta-compression connection: the standard frame plus its
+/// `sequence` (an extension; clients that did not opt in never see it).
+pub fn encode_event_with_sequence(event: &Event, seq: u64) -> Option<Frame> {
+    let f = encode_event(event)?;
+    let s = f.as_str();
+    Some(frame(format!("{},\"sequence\":{seq}}}", &s[..s.len() - 1])))
+}
+
+/// `pusher:delta`: `delta` (base64 fossil delta) turns the `data` of the event `event` with
+/// sequence `base_seq` on this channel into the data of `target_seq`.
+pub fn delta_frame(
+    channel: &str,
+    event: &str,
+    delta: &str,
+    base_seq: u64,
+    target_seq: u64,
+) -> Frame {
+    let mut s = String::from(r#"{"event":"pusher:delta","channel":"#);
+    push_json_str(&mut s, channel);
+    s.push_str(r#","data":{"event":"#);
+    push_json_str(&mut s, event);
+    s.push_str(r#","delta":"#);
+    push_json_str(&mut s, delta);
+    s.push_str(&format!(
+        r#","base_seq":{base_seq},"target_seq":{target_seq},"algorithm":"fossil"}}}}"#
+    ));
+    frame(s)
+}
+
+/// `pusher:delta_compression_enabled`, the answer to `pusher:enable_delta_compression`.
+pub fn delta_enabled() -> Frame {
+    Frame::from_static(
+        r#"{"event":"pusher:delta_compression_enabled","data":{"algorithm":"fossil"}}"#,
+    )
 }
 
 /// Encodes an event for Pusher connections, or `None` when Pusher has no frame for it.

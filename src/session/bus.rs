@@ -86,6 +86,7 @@ pub async fn run(socket: WebSocket, ctx: Arc<Context>, hs: Handshake) {
         wire: Wire::Bus,
         outbox: outbox.clone(),
         filter: None,
+        delta: None,
     };
     ctx.hub.add_user(&hs.app.id, &user, id, recipient);
     metrics::connection_opened("bus");
@@ -214,6 +215,7 @@ impl Session {
             wire: Wire::Bus,
             outbox: self.outbox.clone(),
             filter: None,
+            delta: None,
         }
     }
 

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use super::write_loop;
 use crate::apps::App;
 use crate::context::Context;
-use crate::hub::{Admission, Outbox, Recipient, Refusal};
+use crate::hub::{Admission, DeltaSeen, Outbox, Recipient, Refusal};
 use crate::ids::{ChannelName, SocketId, UserId};
 use crate::metrics;
 use crate::protocol::pusher::{self as wire, code, Command, DecodeError};
@@ -49,6 +49,8 @@ pub(crate) struct Session {
     channels: HashMap<ChannelName, Option<UserId>>,
     user: Option<SignedIn>,
     client_events: Option<DefaultDirectRateLimiter>,
+    /// Delta compression state, once the client opted in.
+    delta: Option<DeltaSeen>,
     _admission: Admission,
 }
 
@@ -132,6 +134,7 @@ fn open(ctx: &Arc<Context>, hs: Handshake, outbox: &Outbox) -> Option<Session> {
         channels: HashMap::new(),
         user: None,
         client_events,
+        delta: None,
         _admission: admission,
     })
 }
@@ -187,6 +190,7 @@ impl Session {
             wire: Wire::Pusher,
             outbox: self.outbox.clone(),
             filter: None,
+            delta: self.delta.clone(),
         }
     }
 
@@ -199,6 +203,18 @@ impl Session {
     async fn handle_text(&mut self, text: &str) {
         match wire::decode(text) {
             Ok(Command::Ping) => self.send(wire::pong()),
+            Ok(Command::EnableDelta) => {
+                // Applies to channels subscribed from now on.
+                self.delta.get_or_insert_with(Default::default);
+                self.send(wire::delta_enabled());
+            }
+            Ok(Command::DeltaSyncError { channel }) => {
+                if let Some(seen) = &self.delta {
+                    seen.lock()
+                        .expect("delta lock poisoned")
+                        .retain(|(ch, _), _| ch.as_str() != channel);
+                }
+            }
             Ok(Command::Pong) => {}
             Ok(Command::Subscribe {
                 channel,

@@ -1,0 +1,329 @@
+//! One outbox row → one [`Event`], validated like the HTTP APIs validate (`http::api` for
+//! channel and Pusher user events, `http::bus` for notification, message and action), or
+//! the reason it is refused.
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::apps::App;
+use crate::event::{json_string, Event, EventKind, Target};
+use crate::ids::{self, ChannelName, UserId, MAX_USER_ID_LEN};
+
+/// Characters of a message's content kept in its preview (as `POST .../bus/messages`).
+const PREVIEW_CHARS: usize = 100;
+
+/// A row as read from `switchboard.outbox`.
+#[derive(Debug, Clone)]
+pub(super) struct OutboxRow {
+    pub id: i64,
+    pub app_id: String,
+    pub channel: Option<String>,
+    pub user_id: Option<String>,
+    pub event: String,
+    /// The JSON text of `data`; `None` when it was too large to read.
+    pub data: Option<String>,
+    /// Bytes of `data`'s JSON text.
+    pub data_len: i64,
+}
+
+/// Why a row is refused. The `Display` text is what the row's `error` column gets; it
+/// starts with [`Reject::reason`], the metric label.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub(super) enum Reject {
+    /// No app with this id.
+    #[error("unknown_app: no app with id {0:?}")]
+    UnknownApp(String),
+    /// The app is disabled.
+    #[error("app_disabled: app {0:?} is disabled")]
+    AppDisabled(String),
+    /// Neither or both of `channel` and `user_id`.
+    #[error("invalid_target: exactly one of channel and user_id must be set")]
+    Target,
+    /// `channel` is not a valid channel name.
+    #[error("invalid_channel: {0}")]
+    Channel(String),
+    /// `user_id` is empty or too long.
+    #[error("invalid_user: user_id must be 1 to {MAX_USER_ID_LEN} bytes")]
+    User,
+    /// `event` is not a valid event name.
+    #[error("invalid_event: {0}")]
+    Event(String),
+    /// Over the app's `max_event_bytes`.
+    #[error("too_large: event data is {size} bytes; the limit is {limit}")]
+    TooLarge {
+        /// Bytes.
+        size: i64,
+        /// The app's limit.
+        limit: usize,
+    },
+    /// `data` lacks a field the event type needs, or has the wrong type.
+    #[error("invalid_data: {0}")]
+    Data(String),
+}
+
+impl Reject {
+    /// The metric label: a fixed set.
+    pub(super) fn reason(&self) -> &'static str {
+        match self {
+            Self::UnknownApp(_) => "unknown_app",
+            Self::AppDisabled(_) => "app_disabled",
+            Self::Target => "invalid_target",
+            Self::Channel(_) => "invalid_channel",
+            Self::User => "invalid_user",
+            Self::Event(_) => "invalid_event",
+            Self::TooLarge { .. } => "too_large",
+            Self::Data(_) => "invalid_data",
+        }
+    }
+}
+
+/// The event for `row` of `app` (already looked up by `row.app_id`).
+pub(super) fn to_event(app: &App, row: &OutboxRow) -> Result<Event, Reject> {
+    if !app.enabled {
+        return Err(Reject::AppDisabled(row.app_id.clone()));
+    }
+    let limit = app.limits.max_event_bytes;
+    let data = row.data.as_deref().ok_or(Reject::TooLarge {
+        size: row.data_len,
+        limit,
+    })?;
+    let (target, kind) = match (row.channel.as_deref(), row.user_id.as_deref()) {
+        (Some(ch), None) => {
+            let name = ChannelName::parse(ch)
+                .map_err(|e| Reject::Channel(format!("{:?}: {e}", truncated(ch))))?;
+            let kind = pusher_message(&row.event, data, limit)?;
+            // `#server-to-user-{id}` is send-to-user, as in the HTTP API.
+            let target = match name.server_to_user() {
+                Some(user) => Target::User(UserId::new(user)),
+                None => Target::Channel(name),
+            };
+            (target, kind)
+        }
+        (None, Some(user)) => {
+            if user.is_empty() || user.len() > MAX_USER_ID_LEN {
+                return Err(Reject::User);
+            }
+            let kind = match row.event.as_str() {
+                "notification" | "message" | "action" => {
+                    let kind = bus_kind(&row.event, data)?;
+                    let size = serde_json::to_string(&kind).map_or(0, |s| s.len());
+                    if size > limit {
+                        return Err(Reject::TooLarge {
+                            size: size as i64,
+                            limit,
+                        });
+                    }
+                    kind
+                }
+                name => pusher_message(name, data, limit)?,
+            };
+            (Target::User(UserId::new(user)), kind)
+        }
+        _ => return Err(Reject::Target),
+    };
+    Ok(Event {
+        app: app.id.clone(),
+        target,
+        kind,
+        exclude: None,
+    })
+}
+
+fn truncated(s: &str) -> &str {
+    match s.char_indices().nth(64) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+/// An application event: `data` is passed as Pusher's `data` string, as `POST /events`
+/// does (a JSON string as is, any other JSON value as the string of its JSON text).
+fn pusher_message(name: &str, data: &str, limit: usize) -> Result<EventKind, Reject> {
+    ids::check_event_name(name)
+        .map_err(|e| Reject::Event(format!("{:?}: {e}", truncated(name))))?;
+    if name.starts_with("pusher:") || name.starts_with("pusher_internal:") {
+        return Err(Reject::Event(format!(
+            "{:?}: names starting with pusher: are reserved",
+            truncated(name)
+        )));
+    }
+    let (data, len) = if data.starts_with('"') {
+        let s: String = serde_json::from_str(data).map_err(|e| Reject::Data(e.to_string()))?;
+        (Arc::<str>::from(data), s.len())
+    } else {
+        (json_string(data), data.len())
+    };
+    if len > limit {
+        return Err(Reject::TooLarge {
+            size: len as i64,
+            limit,
+        });
+    }
+    Ok(EventKind::Message {
+        name: name.into(),
+        data,
+        user_id: None,
+        tags: None,
+    })
+}
+
+#[derive(Deserialize)]
+struct Notification {
+    notification_type: String,
+    message: String,
+    #[serde(default)]
+    from: Option<String>,
+    #[serde(default)]
+    action_url: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Message {
+    message_id: String,
+    sender: String,
+    content: String,
+    #[serde(default)]
+    conversation_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Action<'a> {
+    action_type: String,
+    action_id: String,
+    issuer: String,
+    #[serde(borrow, default)]
+    content: Option<&'a RawValue>,
+    #[serde(default)]
+    source: Option<String>,
+}
+
+/// A bus user event (`notification`, `message`, `action`) from the fields of `data`, as
+/// the bus API builds it from its request body.
+fn bus_kind(event: &str, data: &str) -> Result<EventKind, Reject> {
+    let bad = |e: serde_json::Error| Reject::Data(format!("{event}: {e}"));
+    Ok(match event {
+        "notification" => {
+            let n: Notification = serde_json::from_str(data).map_err(bad)?;
+            EventKind::Notification {
+                notification_type: n.notification_type.into(),
+                from: n.from.map(Into::into),
+                message: n.message.into(),
+                action_url: n.action_url.map(Into::into),
+            }
+        }
+        "message" => {
+            let m: Message = serde_json::from_str(data).map_err(bad)?;
+            let preview: String = m.content.chars().take(PREVIEW_CHARS).collect();
+            EventKind::DirectMessage {
+                message_id: m.message_id.into(),
+                sender: m.sender.into(),
+                preview: preview.into(),
+                conversation_id: m.conversation_id.map(Into::into),
+            }
+        }
+        _ => {
+            let a: Action<'_> = serde_json::from_str(data).map_err(bad)?;
+            let source = a.source.unwrap_or_else(|| "local".into());
+            if source != "local" && source != "federated" {
+                return Err(Reject::Data(format!(
+                    "action: source must be local or federated, not {:?}",
+                    truncated(&source)
+                )));
+            }
+            if a.action_type.is_empty() || a.action_type.len() > 32 {
+                return Err(Reject::Data("action: invalid action_type".into()));
+            }
+            EventKind::Action {
+                action_type: a.action_type.into(),
+                action_id: a.action_id.into(),
+                issuer: a.issuer.into(),
+                content: a.content.map_or("null", |c| c.get()).into(),
+                source: source.into(),
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AppConfig;
+
+    fn app() -> App {
+        App::from_config(&AppConfig::default())
+    }
+
+    fn row(channel: Option<&str>, user: Option<&str>, event: &str, data: &str) -> OutboxRow {
+        OutboxRow {
+            id: 1,
+            app_id: "app-id".into(),
+            channel: channel.map(Into::into),
+            user_id: user.map(Into::into),
+            event: event.into(),
+            data: Some(data.into()),
+            data_len: data.len() as i64,
+        }
+    }
+
+    #[test]
+    fn channel_rows_carry_pusher_data() {
+        let e = to_event(&app(), &row(Some("orders"), None, "shipped", r#"{"a":1}"#)).unwrap();
+        assert_eq!(e.target, Target::Channel(ChannelName::new("orders")));
+        let EventKind::Message { name, data, .. } = e.kind else {
+            panic!("not a message")
+        };
+        assert_eq!((&*name, &*data), ("shipped", r#""{\"a\":1}""#));
+        let e = to_event(&app(), &row(Some("c"), None, "e", r#""as is""#)).unwrap();
+        assert!(matches!(e.kind, EventKind::Message { data, .. } if &*data == r#""as is""#));
+    }
+
+    #[test]
+    fn server_to_user_channel_and_user_rows_target_the_user() {
+        let e = to_event(&app(), &row(Some("#server-to-user-bob"), None, "x", "1")).unwrap();
+        assert_eq!(e.target, Target::User(UserId::new("bob")));
+        let e = to_event(&app(), &row(None, Some("bob"), "custom", "{}")).unwrap();
+        assert_eq!(e.target, Target::User(UserId::new("bob")));
+        assert!(matches!(e.kind, EventKind::Message { .. }));
+    }
+
+    #[test]
+    fn bus_kinds_take_their_fields_from_data() {
+        let n = r#"{"notification_type":"t","message":"m","from":"carol"}"#;
+        let e = to_event(&app(), &row(None, Some("bob"), "notification", n)).unwrap();
+        assert!(matches!(e.kind, EventKind::Notification { from: Some(f), .. } if &*f == "carol"));
+        let long = "x".repeat(150);
+        let m = format!(r#"{{"message_id":"m1","sender":"al","content":"{long}"}}"#);
+        let e = to_event(&app(), &row(None, Some("bob"), "message", &m)).unwrap();
+        assert!(
+            matches!(e.kind, EventKind::DirectMessage { preview, .. } if preview.len() == 100)
+        );
+        let a = r#"{"action_type":"POST","action_id":"a1","issuer":"al","content":{"k":[1]}}"#;
+        let e = to_event(&app(), &row(None, Some("bob"), "action", a)).unwrap();
+        assert!(matches!(e.kind, EventKind::Action { content, source, .. }
+            if &*content == r#"{"k":[1]}"# && &*source == "local"));
+    }
+
+    #[test]
+    fn bad_rows_have_reasons() {
+        let reason = |r: OutboxRow| to_event(&app(), &r).unwrap_err().reason();
+        assert_eq!(reason(row(None, None, "e", "{}")), "invalid_target");
+        assert_eq!(reason(row(Some("a"), Some("b"), "e", "{}")), "invalid_target");
+        assert_eq!(reason(row(Some("bad name!"), None, "e", "{}")), "invalid_channel");
+        assert_eq!(reason(row(None, Some(""), "e", "{}")), "invalid_user");
+        assert_eq!(reason(row(Some("c"), None, "", "{}")), "invalid_event");
+        assert_eq!(reason(row(Some("c"), None, "pusher:x", "{}")), "invalid_event");
+        assert_eq!(reason(row(None, Some("u"), "notification", "{}")), "invalid_data");
+        let big = format!("\"{}\"", "x".repeat(10 * 1024 + 1));
+        assert_eq!(reason(row(Some("c"), None, "e", &big)), "too_large");
+        let mut unread = row(Some("c"), None, "e", "{}");
+        unread.data = None;
+        assert_eq!(reason(unread), "too_large");
+        let mut off = app();
+        off.enabled = false;
+        let err = to_event(&off, &row(Some("c"), None, "e", "{}")).unwrap_err();
+        assert_eq!(err.reason(), "app_disabled");
+        assert!(err.to_string().starts_with("app_disabled: "));
+    }
+}
