@@ -16,12 +16,13 @@ use serde_json::{json, Value};
 use super::error::ApiError;
 use super::signed::Signed;
 use super::ws::configure;
+use crate::apps::App;
 use crate::auth::{self, BusClaims};
 use crate::contacts::MAX_CONTACTS;
 use crate::context::Context;
 use crate::event::{Event, EventKind, Target};
 use crate::hub::Refusal;
-use crate::ids::{AppId, UserId, MAX_USER_ID_LEN};
+use crate::ids::{UserId, MAX_USER_ID_LEN};
 use crate::metrics;
 use crate::protocol::bus::now_secs;
 use crate::session::bus::{self, Handshake};
@@ -125,11 +126,11 @@ fn recipients(list: &[String], what: &str) -> Result<Vec<UserId>, ApiError> {
 /// Publishes one event per recipient user; answers with the recipients.
 async fn to_users(
     ctx: &Context,
-    app: &AppId,
+    app: &App,
     users: Vec<UserId>,
     kind: EventKind,
-    max_bytes: usize,
 ) -> Result<Json<Value>, ApiError> {
+    let max_bytes = app.limits.max_event_bytes;
     let size = serde_json::to_string(&kind).map_or(0, |s| s.len());
     if size > max_bytes {
         return Err(ApiError::PayloadTooLarge(format!(
@@ -138,7 +139,7 @@ async fn to_users(
     }
     for u in &users {
         let event = Event {
-            app: app.clone(),
+            app: app.id.clone(),
             target: Target::User(u.clone()),
             kind: kind.clone(),
             exclude: None,
@@ -177,14 +178,7 @@ pub async fn notifications(
         message: n.message.into(),
         action_url: n.action_url.map(Into::into),
     };
-    to_users(
-        &ctx,
-        &req.app.id,
-        users,
-        kind,
-        req.app.limits.max_event_bytes,
-    )
-    .await
+    to_users(&ctx, &req.app, users, kind).await
 }
 
 #[derive(Deserialize)]
@@ -212,14 +206,7 @@ pub async fn messages(
         preview: preview.into(),
         conversation_id: m.conversation_id.map(Into::into),
     };
-    to_users(
-        &ctx,
-        &req.app.id,
-        users,
-        kind,
-        req.app.limits.max_event_bytes,
-    )
-    .await
+    to_users(&ctx, &req.app, users, kind).await
 }
 
 #[derive(Deserialize)]
@@ -290,14 +277,7 @@ pub async fn actions(
         content: a.content.map_or("null", |c| c.get()).into(),
         source: source.into(),
     };
-    to_users(
-        &ctx,
-        &req.app.id,
-        users,
-        kind,
-        req.app.limits.max_event_bytes,
-    )
-    .await
+    to_users(&ctx, &req.app, users, kind).await
 }
 
 #[derive(Deserialize)]
