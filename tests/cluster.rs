@@ -18,11 +18,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use futures_util::SinkExt;
 use serde_json::{json, Value};
 use support::*;
 use switchboard::config::Config;
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite;
 
 /// The node lease of every test node, in seconds.
 const LEASE_SECS: u64 = 1;
@@ -32,6 +32,11 @@ const REAP_WAIT: Duration = Duration::from_secs(5);
 /// Longest wait for another node's counts to reach a node: two 250 ms sync rounds (the
 /// writer's and the reader's) and a margin.
 const SYNC_WAIT: Duration = Duration::from_millis(1500);
+/// The period of the count sync.
+const SYNC_ROUND: Duration = Duration::from_millis(250);
+/// Longest a publish may take to be refused while Redis is down: the node's Redis timeouts
+/// are 2 s, and meanwhile the HTTP caller, or the client connection's reader, waits.
+const REFUSE_WITHIN: Duration = Duration::from_secs(3);
 
 // ---------------------------------------------------------------------------------------------
 // Harness
@@ -314,7 +319,7 @@ async fn http_triggers_reach_subscribers_on_every_node() {
     }
     // Each event arrived once: the marker comes next everywhere.
     marker(&c.api(), ch, &mut [&mut sa, &mut sb, &mut sc]).await;
-    for name in ["flash", "flash", "b1", "b2", "marker"] {
+    for name in ["flash", "b1", "b2", "marker"] {
         assert_eq!(bus.recv_type("event").await["event"], name);
     }
     bus.ping().await;
@@ -621,7 +626,7 @@ async fn one_user_on_two_nodes_is_one_member() {
         json!(["u", "watcher-a", "watcher-b"])
     );
     ub.ping().await;
-    marker(&b.api(), ch, &mut [&mut wa, &mut wb, &mut ua]).await;
+    marker(&b.api(), ch, &mut [&mut wa, &mut wb, &mut ua, &mut ub]).await;
 
     // u's socket on A leaves: u is still present through B.
     ua.unsubscribe(ch).await;
@@ -656,13 +661,16 @@ async fn presence_users_and_counts_agree_on_every_node() {
     alice_a
         .subscribe_presence(ch, r#"{"user_id":"alice"}"#)
         .await;
+    alice_a.ping().await;
     bob_b.subscribe_presence(ch, r#"{"user_id":"bob"}"#).await;
-    alice_b
+    bob_b.ping().await;
+    next_event(&mut alice_a, ch, "pusher_internal:member_added").await;
+    let ok = alice_b
         .subscribe_presence(ch, r#"{"user_id":"alice"}"#)
         .await;
-    for c in [&mut alice_a, &mut bob_b, &mut alice_b] {
-        c.ping().await;
-    }
+    assert_eq!(data_of(&ok)["presence"]["ids"], json!(["alice", "bob"]));
+    alice_b.ping().await;
+    marker(&a.api(), ch, &mut [&mut alice_a, &mut bob_b, &mut alice_b]).await;
     let (api_a, api_b) = (a.api(), b.api());
     for api in [&api_a, &api_b] {
         // Members are in Redis as soon as the subscriptions are answered.
@@ -831,44 +839,36 @@ async fn the_bus_per_user_limit_is_cluster_wide() {
     stop_all([a, b]).await;
 }
 
-/// Connects to `url` until the connection is refused with 4004; an accepted trial
-/// connection is closed (and released by the server) before the next try. Panics after
-/// `within`.
-async fn wait_quota_refusal(url: &str, within: Duration) {
-    let deadline = Instant::now() + within;
-    loop {
-        let mut ws = PusherClient::connect_raw(url).await;
-        let first = recv_json(&mut ws).await;
-        if first["event"] == "pusher:error" {
-            assert_eq!(first["data"]["code"], 4004, "{first}");
-            assert_eq!(expect_close(&mut ws).await, 4004);
-            return;
-        }
-        assert_eq!(first["event"], "pusher:connection_established", "{first}");
-        let _ = ws.close(None).await;
-        let _ = expect_end(&mut ws, WAIT).await;
-        assert!(
-            Instant::now() < deadline,
-            "{url}: a connection over the cluster-wide app quota was still accepted after {within:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn the_app_connection_quota_is_cluster_wide() {
     let [a, b] = cluster::<2>("quota", |c| c.app.max_connections = 2).await;
     let mut on_a = a.pusher().await;
-    let on_b = b.pusher().await;
-    // Each node has one connection; the other's reaches it within a sync round or two.
-    wait_quota_refusal(&a.ws_url(KEY), SYNC_WAIT).await;
-    wait_quota_refusal(&b.ws_url(KEY), SYNC_WAIT).await;
+    on_a.subscribe("on-a").await;
+    // A's counts are in Redis once B's answers include its channel (one sync writes both).
+    wait_count(&b.api(), "on-a", 1, SYNC_WAIT).await;
+    let mut on_b = b.pusher().await;
+    on_b.subscribe("on-b").await;
+    wait_count(&a.api(), "on-b", 1, SYNC_WAIT).await;
+    // B's connection is in Redis now; every node reads the others' counts each round.
+    tokio::time::sleep(3 * SYNC_ROUND).await;
+    for node in [&a, &b] {
+        let mut ws = PusherClient::connect_raw(&node.ws_url(KEY)).await;
+        let first = recv_json(&mut ws).await;
+        assert_eq!(
+            first["event"], "pusher:error",
+            "{}: a third connection was accepted over the cluster-wide quota of 2: {first}",
+            node.addr
+        );
+        assert_eq!(first["data"]["code"], 4004, "{first}");
+        assert_eq!(expect_close(&mut ws).await, 4004);
+    }
     // The bus is refused before its upgrade.
     let token = bus_token(&bus_claims("alice"));
-    let res = reqwest::get(format!("http://{}/ws/bus?token={token}", a.addr))
-        .await
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 429);
+    match tokio_tungstenite::connect_async(a.bus_url(&token)).await {
+        Err(tungstenite::Error::Http(res)) => assert_eq!(res.status().as_u16(), 429),
+        Err(e) => panic!("bus upgrade over the quota: {e}"),
+        Ok(_) => panic!("a bus session over the cluster-wide app quota was accepted"),
+    }
     on_a.ping().await;
 
     // B's connection goes: A accepts one again once it learns.
@@ -1191,34 +1191,53 @@ async fn delivery_resumes_after_redis_restarts() {
     next_event(&mut sa, ch, "before").await;
     next_event(&mut sb, ch, "before").await;
 
-    // Redis dies: publishing is refused, not claimed; clients stay connected.
+    // Redis dies: publishing is refused at once, not claimed and not stalled; clients stay
+    // connected and their sessions keep answering.
     redis.kill();
     let bases = [format!("http://{}", a.addr), format!("http://{}", b.addr)];
-    for api in [&api_b, &api_a] {
+    for api in [&api_b, &api_a, &api_b] {
+        let started = Instant::now();
         let (status, v) = api
             .trigger(json!({"name":"lost","channel":ch,"data":"{}"}))
             .await;
         assert_eq!(status, 503, "a trigger with Redis down must fail: {v}");
+        assert!(
+            started.elapsed() < REFUSE_WITHIN,
+            "{}: the refusal took {:?}",
+            api.base,
+            started.elapsed()
+        );
     }
     for base in &bases {
         wait_redis_state(base, "down", WAIT).await;
     }
-    let (status, v) = api_a
-        .trigger(json!({"name":"lost","channel":ch,"data":"{}"}))
-        .await;
-    assert_eq!(status, 503, "{v}");
+    for api in [&api_a, &api_b] {
+        let started = Instant::now();
+        let (status, v) = api
+            .trigger(json!({"name":"lost","channel":ch,"data":"{}"}))
+            .await;
+        assert_eq!(status, 503, "{v}");
+        assert!(started.elapsed() < REFUSE_WITHIN, "{:?}", started.elapsed());
+    }
+    let started = Instant::now();
     sa.client_event("client-lost", ch, json!({})).await;
     let err = sa.recv().await;
     assert_eq!(err["event"], "pusher:error", "{err}");
+    assert!(started.elapsed() < REFUSE_WITHIN, "{:?}", started.elapsed());
     sa.ping().await;
+    // A presence subscription needs Redis: refused on the channel, the connection stays.
+    let pch = "presence-outage";
+    let auth = channel_auth(&sb.socket_id, pch, Some(r#"{"user_id":"u"}"#));
+    sb.send_subscribe(pch, Some(&auth), Some(r#"{"user_id":"u"}"#))
+        .await;
+    assert_eq!(sb.expect_subscription_error(pch).await, 503);
     sb.ping().await;
 
     // Redis comes back on the same port: the nodes reconnect by themselves, the same
     // client connections receive cross-node events again.
-    let _redis = RedisProcess::start(redis.port).await;
-    for base in &bases {
-        wait_redis_state(base, "up", Duration::from_secs(10)).await;
-    }
+    let redis = RedisProcess::start(redis.port).await;
+    // Up again, and the leases renewed in the emptied Redis.
+    wait_ready(&redis.url(), &prefix, &bases).await;
     trigger(&api_b, ch, "after", json!({"via":"b"})).await;
     trigger(&api_a, ch, "after", json!({"via":"a"})).await;
     for s in [&mut sa, &mut sb] {
@@ -1228,5 +1247,13 @@ async fn delivery_resumes_after_redis_restarts() {
     sa.client_event("client-back", ch, json!({"n":1})).await;
     sa.ping().await;
     assert_eq!(next_event(&mut sb, ch, "client-back").await, json!({"n":1}));
+    // Presence works again across the nodes.
+    sa.subscribe_presence(pch, r#"{"user_id":"ann"}"#).await;
+    sa.ping().await;
+    let ok = sb.subscribe_presence(pch, r#"{"user_id":"ben"}"#).await;
+    assert_eq!(data_of(&ok)["presence"]["ids"], json!(["ann", "ben"]));
+    sb.ping().await;
+    let added = next_event(&mut sa, pch, "pusher_internal:member_added").await;
+    assert_eq!(added["user_id"], "ben");
     stop_all([a, b]).await;
 }

@@ -15,17 +15,20 @@ use crate::lua;
 const SYNC_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Replaces this node's counts: ARGV = prefix, node, n_apps, then per app: app, conns,
-/// n_channels, channel, count, ...; returns the other alive nodes' connections per app.
+/// n_channels, channel, count, ...; n_apps = -1 leaves them as they are. Returns the other
+/// alive nodes' connections per app.
 const SYNC: &str = lua!(
     r#"
 local node = ARGV[2]
 local napps = tonumber(ARGV[3])
 local i = 4
-redis.call('DEL', P .. ':conns:' .. node)
-for _, app in ipairs(redis.call('SMEMBERS', P .. ':napps:' .. node)) do
-  redis.call('DEL', P .. ':occ:' .. app .. ':' .. node)
+if napps >= 0 then
+  redis.call('DEL', P .. ':conns:' .. node)
+  for _, app in ipairs(redis.call('SMEMBERS', P .. ':napps:' .. node)) do
+    redis.call('DEL', P .. ':occ:' .. app .. ':' .. node)
+  end
+  redis.call('DEL', P .. ':napps:' .. node)
 end
-redis.call('DEL', P .. ':napps:' .. node)
 for _ = 1, napps do
   local app, conns, nch = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   i = i + 3
@@ -62,20 +65,24 @@ pub fn spawn_sync(redis: Arc<Redis>, ctx: Arc<Context>) {
             }
             rounds += 1;
             let generation = ctx.hub.generation();
-            // Unchanged counts are still rewritten now and then, for other nodes' quotas.
-            if generation == last_generation && rounds % 8 != 0 {
-                continue;
-            }
+            // Unchanged counts are still rewritten now and then, for other nodes' quotas;
+            // the other nodes' connections are read every round, so a quota sees them
+            // within a round of their sync.
+            let write = generation != last_generation || rounds % 8 == 0;
             let Ok(mut conn) = redis.conn() else { continue };
             let mut inv = script.prepare_invoke();
             inv.arg(&redis.prefix).arg(&redis.node);
-            let apps = ctx.hub.snapshot();
-            inv.arg(apps.len());
-            for (app, conns, channels) in &apps {
-                inv.arg(app.as_str()).arg(*conns).arg(channels.len());
-                for (ch, n) in channels {
-                    inv.arg(ch.as_str()).arg(*n);
+            if write {
+                let apps = ctx.hub.snapshot();
+                inv.arg(apps.len());
+                for (app, conns, channels) in &apps {
+                    inv.arg(app.as_str()).arg(*conns).arg(channels.len());
+                    for (ch, n) in channels {
+                        inv.arg(ch.as_str()).arg(*n);
+                    }
                 }
+            } else {
+                inv.arg(-1);
             }
             match inv.invoke_async::<Vec<String>>(&mut conn).await {
                 Ok(others) => {
