@@ -146,3 +146,8 @@ pub fn ingest_deleted(n: u64) {
         counter!("switchboard_ingest_rows_deleted_total").increment(n);
     }
 }
+
+/// This node found its lease gone and asked its clients to reconnect.
+pub fn lease_lost() {
+    counter!("switchboard_lease_lost_total").increment(1);
+}

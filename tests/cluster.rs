@@ -1233,11 +1233,16 @@ async fn delivery_resumes_after_redis_restarts() {
     assert_eq!(sb.expect_subscription_error(pch).await, 503);
     sb.ping().await;
 
-    // Redis comes back on the same port: the nodes reconnect by themselves, the same
-    // client connections receive cross-node events again.
+    // Redis comes back empty on the same port: the nodes reconnect by themselves, find
+    // their leases gone and ask every subscribed client to reconnect now (4200), so the
+    // cluster's presence and connection state is rebuilt by the clients' new sessions.
     let redis = RedisProcess::start(redis.port).await;
-    // Up again, and the leases renewed in the emptied Redis.
     wait_ready(&redis.url(), &prefix, &bases).await;
+    assert_eq!(sa.expect_close().await, 4200);
+    assert_eq!(sb.expect_close().await, 4200);
+    let (mut sa, mut sb) = (a.pusher().await, b.pusher().await);
+    sa.subscribe_private(ch).await;
+    sb.subscribe_private(ch).await;
     trigger(&api_b, ch, "after", json!({"via":"b"})).await;
     trigger(&api_a, ch, "after", json!({"via":"a"})).await;
     for s in [&mut sa, &mut sb] {

@@ -9,12 +9,13 @@ use crate::event::{Event, EventKind, Target};
 use crate::ids::{AppId, ChannelName, UserId};
 use crate::lua;
 use crate::metrics;
+use crate::protocol::CloseReason;
 use crate::status::Change;
 
 const RENEW: &str = lua!(
     r#"
-redis.call('ZADD', P .. ':nodes', now + tonumber(ARGV[3]), ARGV[2])
-return 1
+-- 1 when the lease had to be created: the node was reaped or Redis lost its data.
+return redis.call('ZADD', P .. ':nodes', now + tonumber(ARGV[3]), ARGV[2])
 "#
 );
 
@@ -102,6 +103,7 @@ pub fn spawn_reaper(redis: Arc<Redis>, ctx: Arc<Context>) {
                             renew_tick = tokio::time::interval(redis.lease / 3);
                             renew_tick.tick().await;
                         }
+                        Ok(1) => lease_lost(&ctx),
                         Ok(_) => {}
                         Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
                     }
@@ -110,6 +112,19 @@ pub fn spawn_reaper(redis: Arc<Redis>, ctx: Arc<Context>) {
             }
         }
     });
+}
+
+/// The node's lease had expired (cut off from Redis longer than the lease, so it was
+/// reaped) or Redis lost its data: the cluster no longer knows this node's presence members
+/// and user connections. Rather than serve an inconsistent view, the node asks every client
+/// holding shared state to reconnect now (Pusher 4200, bus 4200); they re-register on arrival.
+fn lease_lost(ctx: &Context) {
+    let n = ctx.hub.kill_subscribed(CloseReason::Shutdown);
+    metrics::lease_lost();
+    tracing::warn!(
+        connections = n,
+        "this node's lease was lost (reaped, or Redis restarted empty); clients asked to reconnect"
+    );
 }
 
 /// Gives up the lease at shutdown, after this node's connections are gone.

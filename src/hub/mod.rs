@@ -254,6 +254,23 @@ impl Hub {
         self.shard(&key).channels.get(&key).map_or(0, |s| s.len())
     }
 
+    /// Closes every connection that is in a channel or registered as a user, with `reason`;
+    /// returns how many were asked to close.
+    pub fn kill_subscribed(&self, reason: CloseReason) -> usize {
+        let mut seen = std::collections::HashSet::new();
+        for shard in self.0.shards.iter() {
+            let shard = shard.lock().expect("hub lock poisoned");
+            for set in shard.channels.values().chain(shard.users.values()) {
+                for (id, r) in set {
+                    if seen.insert(*id) {
+                        r.outbox.kill(reason);
+                    }
+                }
+            }
+        }
+        seen.len()
+    }
+
     /// Every locally occupied channel of an app with its subscriber count.
     pub fn channels(&self, app: &AppId) -> Vec<(ChannelName, usize)> {
         let mut out = Vec::new();
