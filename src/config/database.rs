@@ -51,3 +51,31 @@ impl DatabaseConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    fn load(pairs: &[(&str, &str)]) -> Result<Config, crate::config::ConfigError> {
+        Config::load(
+            None,
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn database_keys_come_from_the_environment_and_are_checked() {
+        let c = load(&[
+            ("SWITCHBOARD_DATABASE_URL", "postgres://u@h/db"),
+            ("SWITCHBOARD_DATABASE_POLL_INTERVAL_MS", "250"),
+            ("SWITCHBOARD_DATABASE_RETENTION_SECS", "0"),
+        ])
+        .unwrap();
+        assert_eq!(c.database.url.as_deref(), Some("postgres://u@h/db"));
+        assert_eq!(c.database.poll_interval_ms, 250);
+        assert_eq!(c.database.retention_secs, 0);
+        assert_eq!(c.database.batch_size, 500);
+        assert!(load(&[("SWITCHBOARD_DATABASE_BATCH_SIZE", "0")]).is_err());
+        assert!(load(&[("SWITCHBOARD_DATABASE_POLL_INTERVAL_MS", "0")]).is_err());
+    }
+}

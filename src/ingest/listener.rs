@@ -15,7 +15,7 @@ use tokio_postgres::{AsyncMessage, Config, Connection, NoTls, Socket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{sleep_or_stop, Backoff, NOTIFY_CHANNEL, PGBOUNCER};
+use super::{describe, sleep_or_stop, Backoff, NOTIFY_CHANNEL, PGBOUNCER};
 use crate::metrics;
 
 /// How long a NOTIFY from another session may take to arrive.
@@ -68,12 +68,15 @@ async fn session(
 ) -> String {
     let (client, conn) = match cfg.connect(NoTls).await {
         Ok(c) => c,
-        Err(e) => return e.to_string(),
+        Err(e) => return describe(&e),
     };
     let (tx, mut rx) = mpsc::unbounded_channel();
     tracker.spawn(drive(conn, wake.clone(), tx));
-    if let Err(e) = client.batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}")).await {
-        return e.to_string();
+    if let Err(e) = client
+        .batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}"))
+        .await
+    {
+        return describe(&e);
     }
     if reconnect {
         metrics::ingest_listener_reconnect();
@@ -85,7 +88,7 @@ async fn session(
     let mut probe_deadline = match send_probe(cfg, &nonce, tracker).await {
         Ok(()) => Some(Instant::now() + PROBE_TIMEOUT),
         Err(e) => {
-            tracing::warn!(error = %e, "ingest: could not send the NOTIFY probe");
+            tracing::warn!(error = %describe(&e), "ingest: could not send the NOTIFY probe");
             None
         }
     };
@@ -99,7 +102,7 @@ async fn session(
                 }
                 Some(Msg::Payload(_)) => {}
                 Some(Msg::Closed(e)) => {
-                    return e.map_or_else(|| "connection closed".into(), |e| e.to_string())
+                    return e.map_or_else(|| "connection closed".into(), |e| describe(&e))
                 }
                 None => return "connection task ended".into(),
             },
@@ -115,7 +118,7 @@ async fn session(
             _ = health.tick() => {
                 match tokio::time::timeout(Duration::from_secs(10), client.simple_query("SELECT 1")).await {
                     Ok(Ok(_)) => {}
-                    Ok(Err(e)) => return e.to_string(),
+                    Ok(Err(e)) => return describe(&e),
                     Err(_) => return "health check timed out".into(),
                 }
             }

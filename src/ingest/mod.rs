@@ -77,7 +77,7 @@ pub fn spawn(ctx: &Arc<Context>) -> Result<(), BadUrl> {
     let Some(url) = ctx.config.database.url.as_deref() else {
         return Ok(());
     };
-    let base: tokio_postgres::Config = url.parse().map_err(|e| BadUrl(format!("{e}")))?;
+    let base: tokio_postgres::Config = url.parse().map_err(|e| BadUrl(describe(&e)))?;
     let wake = Arc::new(Notify::new());
     let poll = Duration::from_millis(ctx.config.database.poll_interval_ms);
     ctx.tracker.spawn(listener::run(
@@ -87,8 +87,11 @@ pub fn spawn(ctx: &Arc<Context>) -> Result<(), BadUrl> {
         ctx.shutdown.clone(),
         poll,
     ));
-    ctx.tracker
-        .spawn(worker::run(pg_config(&base, QUERY_APP_NAME), wake, ctx.clone()));
+    ctx.tracker.spawn(worker::run(
+        pg_config(&base, QUERY_APP_NAME),
+        wake,
+        ctx.clone(),
+    ));
     Ok(())
 }
 
@@ -107,6 +110,18 @@ fn pg_config(base: &tokio_postgres::Config, name: &str) -> tokio_postgres::Confi
         .keepalives_interval(Duration::from_secs(5))
         .keepalives_retries(3);
     c
+}
+
+/// An error with its causes: tokio-postgres' `Display` leaves out the server's message.
+fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
 }
 
 /// Reconnect delays: 100 ms doubling to 5 s.

@@ -296,9 +296,7 @@ mod tests {
         let long = "x".repeat(150);
         let m = format!(r#"{{"message_id":"m1","sender":"al","content":"{long}"}}"#);
         let e = to_event(&app(), &row(None, Some("bob"), "message", &m)).unwrap();
-        assert!(
-            matches!(e.kind, EventKind::DirectMessage { preview, .. } if preview.len() == 100)
-        );
+        assert!(matches!(e.kind, EventKind::DirectMessage { preview, .. } if preview.len() == 100));
         let a = r#"{"action_type":"POST","action_id":"a1","issuer":"al","content":{"k":[1]}}"#;
         let e = to_event(&app(), &row(None, Some("bob"), "action", a)).unwrap();
         assert!(matches!(e.kind, EventKind::Action { content, source, .. }
@@ -309,12 +307,24 @@ mod tests {
     fn bad_rows_have_reasons() {
         let reason = |r: OutboxRow| to_event(&app(), &r).unwrap_err().reason();
         assert_eq!(reason(row(None, None, "e", "{}")), "invalid_target");
-        assert_eq!(reason(row(Some("a"), Some("b"), "e", "{}")), "invalid_target");
-        assert_eq!(reason(row(Some("bad name!"), None, "e", "{}")), "invalid_channel");
+        assert_eq!(
+            reason(row(Some("a"), Some("b"), "e", "{}")),
+            "invalid_target"
+        );
+        assert_eq!(
+            reason(row(Some("bad name!"), None, "e", "{}")),
+            "invalid_channel"
+        );
         assert_eq!(reason(row(None, Some(""), "e", "{}")), "invalid_user");
         assert_eq!(reason(row(Some("c"), None, "", "{}")), "invalid_event");
-        assert_eq!(reason(row(Some("c"), None, "pusher:x", "{}")), "invalid_event");
-        assert_eq!(reason(row(None, Some("u"), "notification", "{}")), "invalid_data");
+        assert_eq!(
+            reason(row(Some("c"), None, "pusher:x", "{}")),
+            "invalid_event"
+        );
+        assert_eq!(
+            reason(row(None, Some("u"), "notification", "{}")),
+            "invalid_data"
+        );
         let big = format!("\"{}\"", "x".repeat(10 * 1024 + 1));
         assert_eq!(reason(row(Some("c"), None, "e", &big)), "too_large");
         let mut unread = row(Some("c"), None, "e", "{}");

@@ -46,7 +46,8 @@ pub(super) async fn migrate(client: &mut Client) -> Result<(), tokio_postgres::E
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await?;
     tx.batch_execute(
-        "CREATE SCHEMA IF NOT EXISTS switchboard;
+        "SET LOCAL client_min_messages = warning;
+         CREATE SCHEMA IF NOT EXISTS switchboard;
          CREATE TABLE IF NOT EXISTS switchboard.schema_migrations (
              version    integer     PRIMARY KEY,
              applied_at timestamptz NOT NULL DEFAULT now()

@@ -14,7 +14,7 @@ use tokio_postgres::{Client, Config, NoTls, Row, Statement};
 
 use super::rows::{to_event, OutboxRow};
 use super::schema::{self, MARK, READ, TRY_LOCK};
-use super::{retention, sleep_or_stop, Backoff, LOCK_KEY, PGBOUNCER};
+use super::{describe, retention, sleep_or_stop, Backoff, LOCK_KEY, PGBOUNCER};
 use crate::context::Context;
 use crate::metrics;
 
@@ -80,9 +80,9 @@ pub(super) async fn run(cfg: Config, wake: Arc<Notify>, ctx: Arc<Context>) {
                 let pooled = matches!(&e, Failure::Pooled(..))
                     || matches!(&e, Failure::Db(d) if d.code() == Some(&SqlState::INVALID_SQL_STATEMENT_NAME));
                 if pooled {
-                    tracing::error!(error = %e, "ingest: {PGBOUNCER}");
+                    tracing::error!(error = %describe(&e), "ingest: {PGBOUNCER}");
                 } else {
-                    tracing::warn!(error = %e, "ingest: database connection failed; reconnecting");
+                    tracing::warn!(error = %describe(&e), "ingest: database connection failed; reconnecting");
                 }
             }
         }
