@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use serde_json::{json, Value};
@@ -18,6 +18,10 @@ use crate::metrics;
 /// How long a changed channel waits before its cluster-wide count is read: other nodes'
 /// counts sync every 250 ms.
 const SETTLE: Duration = Duration::from_millis(300);
+/// Channels over this many subscribers get `subscription_count` at most every
+/// `BIG_CHANNEL_INTERVAL` (Pusher's rule).
+const BIG_CHANNEL: usize = 100;
+const BIG_CHANNEL_INTERVAL: Duration = Duration::from_secs(5);
 
 enum Due {
     /// Re-read the channel's count; `confirm`: it was empty once already (leave delay).
@@ -37,6 +41,8 @@ pub(super) struct Worker {
     removed: HashMap<(AppId, ChannelName, UserId), delay_queue::Key>,
     batches: HashMap<(AppId, String), Batch>,
     permits: Arc<Semaphore>,
+    /// When `subscription_count` was last sent for channels over `BIG_CHANNEL`.
+    count_sent: HashMap<(AppId, ChannelName), Instant>,
 }
 
 impl Worker {
@@ -51,6 +57,7 @@ impl Worker {
             removed: HashMap::new(),
             batches: HashMap::new(),
             permits,
+            count_sent: HashMap::new(),
         }
     }
 
@@ -164,15 +171,37 @@ impl Worker {
                 self.enqueue(&app, json!({"name": name, "channel": ch.as_str()}));
             }
         }
-        if app.wants_webhook("subscription_count", ch.as_str())
-            && (n > 0 || confirm)
-            && presence
-                .announce(&app.id, &ch, "subscription_count", &n.to_string())
-                .await
-                == Ok(true)
+        if !app.wants_webhook("subscription_count", ch.as_str()) || (n == 0 && !confirm) {
+            return;
+        }
+        // Pusher: on every change, but at most every 5 s for channels over 100 subscribers.
+        let key = (app.id.clone(), ch.clone());
+        if n > BIG_CHANNEL {
+            if let Some(wait) = self
+                .count_sent
+                .get(&key)
+                .and_then(|t| BIG_CHANNEL_INTERVAL.checked_sub(t.elapsed()))
+            {
+                if !self.channels.contains_key(&key) {
+                    let k = self.delays.insert(Due::Channel(app, ch, false), wait);
+                    self.channels.insert(key, k);
+                }
+                return;
+            }
+        }
+        let value = n.to_string();
+        if presence
+            .announce(&app.id, &ch, "subscription_count", &value)
+            .await
+            == Ok(true)
         {
             let e = json!({"name": "subscription_count", "channel": ch.as_str(), "subscription_count": n});
             self.enqueue(&app, e);
+            if n > BIG_CHANNEL {
+                self.count_sent.insert(key, Instant::now());
+            } else {
+                self.count_sent.remove(&key);
+            }
         }
     }
 
