@@ -1,6 +1,8 @@
 //! Test support: real servers on 127.0.0.1:0 and real WebSocket/HTTP clients.
 #![allow(dead_code)]
 
+pub mod hooks;
+
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

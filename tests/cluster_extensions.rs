@@ -1,0 +1,154 @@
+//! Cache channels, webhooks, tag filters and delta compression on a two-node cluster.
+//!
+//! Needs `SWITCHBOARD_TEST_REDIS_URL` (scripts/test.sh starts a Redis and exports it).
+
+mod support;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+use support::hooks::receiver;
+use support::*;
+use switchboard::config::{Config, WebhookConfig};
+
+fn redis_url() -> String {
+    std::env::var("SWITCHBOARD_TEST_REDIS_URL")
+        .expect("SWITCHBOARD_TEST_REDIS_URL must point at a Redis (scripts/test.sh starts one)")
+}
+
+/// Two nodes of one fresh cluster, each adjusted by `f`, both with Redis up.
+async fn two_nodes(test: &str, f: impl Fn(&mut Config)) -> (TestServer, TestServer) {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let prefix = format!("sbext-{test}-{}-{nanos}", std::process::id());
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let url = redis_url();
+        let p = prefix.clone();
+        nodes.push(
+            TestServer::start_with(|c| {
+                c.redis.url = Some(url);
+                c.redis.prefix = p;
+                c.redis.lease_secs = 1;
+                f(c);
+            })
+            .await,
+        );
+    }
+    for n in &nodes {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let body: Value = reqwest::get(format!("http://{}/up", n.addr))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if body["redis"] == "up" {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "redis not up: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let b = nodes.pop().unwrap();
+    (nodes.pop().unwrap(), b)
+}
+
+#[tokio::test]
+async fn cache_channels_work_across_nodes() {
+    let (a, b) = two_nodes("cache", |_| {}).await;
+    let (status, _) = b
+        .api()
+        .trigger(json!({"name":"px","channel":"cache-x","data":"{\"v\":1}"}))
+        .await;
+    assert_eq!(status, 200);
+    let mut c = a.pusher().await;
+    c.subscribe("cache-x").await;
+    let cached = c.recv().await;
+    assert_eq!(
+        (cached["event"].as_str(), cached["data"].as_str()),
+        (Some("px"), Some("{\"v\":1}"))
+    );
+    c.subscribe("cache-fresh").await;
+    assert_eq!(c.recv().await["event"], "pusher:cache_miss");
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_channel_is_vacated_once_and_only_when_no_node_has_subscribers() {
+    let mut r = receiver(0).await;
+    let hook = WebhookConfig {
+        url: r.url.clone(),
+        event_types: vec!["channel_occupied".into(), "channel_vacated".into()],
+        channel_prefix: None,
+    };
+    let (a, b) = two_nodes("hooks", |c| {
+        c.app.webhooks = vec![hook.clone()];
+        c.webhooks.leave_delay_ms = 300;
+        c.webhooks.batch_ms = 20;
+    })
+    .await;
+    let mut on_a = a.pusher().await;
+    let mut on_b = b.pusher().await;
+    on_a.subscribe("shared").await;
+    on_b.subscribe("shared").await;
+    let occupied = r.expect("channel_occupied").await;
+    assert_eq!(occupied["channel"], "shared");
+    // A leaves while B still holds the channel: nothing may be announced.
+    on_a.send(json!({"event":"pusher:unsubscribe","data":{"channel":"shared"}}))
+        .await;
+    assert_eq!(
+        r.names_within(Duration::from_millis(1200)).await,
+        Vec::<String>::new()
+    );
+    on_b.send(json!({"event":"pusher:unsubscribe","data":{"channel":"shared"}}))
+        .await;
+    let vacated = r.expect("channel_vacated").await;
+    assert_eq!(vacated["channel"], "shared");
+    // Both nodes evaluated the channel; only one announced it.
+    assert_eq!(
+        r.names_within(Duration::from_millis(1200)).await,
+        Vec::<String>::new()
+    );
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn tags_and_deltas_survive_the_trip_through_redis() {
+    let (a, b) = two_nodes("tags", |_| {}).await;
+    let mut goals = a.pusher().await;
+    goals
+        .send(json!({"event":"pusher:subscribe","data":{"channel":"m","filter":{"kind":{"eq":"goal"}}}}))
+        .await;
+    goals.expect("pusher_internal:subscription_succeeded").await;
+    let mut d = a.pusher().await;
+    d.send(json!({"event":"pusher:enable_delta_compression","data":{}}))
+        .await;
+    d.expect("pusher:delta_compression_enabled").await;
+    d.subscribe("m").await;
+    let api = b.api();
+    let big = "y".repeat(300);
+    for kind in ["card", "goal"] {
+        let data = json!({"kind":kind,"pad":big}).to_string();
+        let (s, _) = api
+            .trigger(json!({"name":"ev","channel":"m","data":data,"tags":{"kind":kind}}))
+            .await;
+        assert_eq!(s, 200);
+    }
+    let got = goals.recv().await;
+    assert_eq!(got["event"], "ev");
+    assert!(got["data"].as_str().unwrap().contains("goal"), "{got}");
+    goals.ping().await;
+    assert_eq!(d.recv().await["sequence"], 1);
+    assert_eq!(d.recv().await["event"], "pusher:delta");
+    a.stop().await;
+    b.stop().await;
+}
