@@ -31,6 +31,30 @@ pub struct Config {
     pub bus: BusConfig,
     /// Webhook delivery.
     pub webhooks: WebhooksConfig,
+    /// Event history for replay (`since`).
+    pub history: HistoryConfig,
+}
+
+/// Event history per stream (a channel, or a user's events), for replay on reconnect.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HistoryConfig {
+    /// Events kept per stream.
+    pub size: usize,
+    /// Seconds an event stays in history.
+    pub ttl_secs: u64,
+    /// Streams kept per node (memory mode); beyond it the least recently used is dropped.
+    pub max_streams: usize,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        Self {
+            size: 100,
+            ttl_secs: 300,
+            max_streams: 100_000,
+        }
+    }
 }
 
 /// Webhook delivery, for every app.

@@ -147,6 +147,65 @@ pub struct Event {
     /// A connection that must not receive it (the sender of a client event, or the
     /// `socket_id` given to the HTTP API).
     pub exclude: Option<SocketId>,
+    /// Envelope: id and time (set by the broker for events kept in history), priority and
+    /// ttl (from the publisher).
+    #[serde(default)]
+    pub meta: Meta,
+}
+
+/// How much an event matters when a connection falls behind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    /// Dropped first when a connection's queue is nearly full (counted).
+    Low,
+    /// The default.
+    #[default]
+    Normal,
+    /// Never dropped silently.
+    High,
+}
+
+/// An event's envelope.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    /// Server-assigned id, ordered within the event's stream (channel, or user for user
+    /// events) and unique within it; set for events kept in history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<Arc<str>>,
+    /// When the broker accepted it (ms since the epoch); 0 when not recorded.
+    #[serde(default)]
+    pub ts_ms: u64,
+    /// Publisher priority.
+    #[serde(default)]
+    pub priority: Priority,
+    /// Seconds the event stays worth delivering (replay skips it afterwards).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<u32>,
+}
+
+impl Meta {
+    /// Whether the event's ttl has passed at `now_ms`.
+    pub fn expired(&self, now_ms: u64) -> bool {
+        self.ttl
+            .is_some_and(|t| self.ts_ms > 0 && self.ts_ms + u64::from(t) * 1000 < now_ms)
+    }
+}
+
+/// The history stream an event belongs to: `c:{channel}` for channel messages, `u:{user}` for
+/// user events. Presence, typing and control events have none (they are never replayed).
+pub fn stream_of(event: &Event) -> Option<String> {
+    match (&event.target, &event.kind) {
+        (Target::Channel(ch), EventKind::Message { .. }) => Some(format!("c:{ch}")),
+        (
+            Target::User(u),
+            EventKind::Message { .. }
+            | EventKind::Notification { .. }
+            | EventKind::DirectMessage { .. }
+            | EventKind::Action { .. },
+        ) => Some(format!("u:{u}")),
+        _ => None,
+    }
 }
 
 impl Event {
@@ -162,6 +221,7 @@ impl Event {
                 tags: None,
             },
             exclude: None,
+            meta: Default::default(),
         }
     }
 

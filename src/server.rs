@@ -32,6 +32,7 @@ pub fn context(config: Config) -> std::io::Result<Arc<Context>> {
             hub.clone(),
             Duration::from_secs(config.server.cache_ttl_secs),
             config.server.cache_max_channels,
+            config.history.clone(),
         ));
         return Ok(Arc::new(Context::new(
             node,
@@ -47,7 +48,11 @@ pub fn context(config: Config) -> std::io::Result<Arc<Context>> {
     let redis = Redis::new(&url, &config.redis.prefix, node.to_string(), lease)
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     let cache_ttl = Duration::from_secs(config.server.cache_ttl_secs);
-    let broker = Arc::new(RedisBroker::new(redis.clone(), cache_ttl));
+    let broker = Arc::new(RedisBroker::new(
+        redis.clone(),
+        cache_ttl,
+        config.history.clone(),
+    ));
     let ctx = Arc::new(Context::new(
         node,
         config,

@@ -6,8 +6,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::{cache_key, Broker, BrokerError};
-use crate::event::Event;
+use super::history::Streams;
+use super::{cache_key, Broker, BrokerError, History};
+use crate::config::HistoryConfig;
+use crate::event::{stream_of, Event};
 use crate::hub::Hub;
 use crate::ids::{AppId, ChannelName};
 
@@ -21,24 +23,29 @@ pub struct MemoryBroker {
     cache: Mutex<Cache>,
     cache_ttl: Duration,
     cache_max: usize,
+    /// History per stream. Appending and delivering happen under this lock, so ids are
+    /// assigned in delivery order.
+    streams: Mutex<Streams>,
 }
 
 impl MemoryBroker {
     /// A broker delivering into `hub`, keeping cache-channel events for `cache_ttl`, for at
     /// most `cache_max` channels (beyond that the entry closest to expiry is replaced).
-    pub fn new(hub: Hub, cache_ttl: Duration, cache_max: usize) -> Self {
+    pub fn new(hub: Hub, cache_ttl: Duration, cache_max: usize, history: HistoryConfig) -> Self {
         Self {
             hub,
             cache: Mutex::default(),
             cache_ttl,
             cache_max: cache_max.max(1),
+            streams: Mutex::new(Streams::new(history)),
         }
     }
 }
 
 #[async_trait]
 impl Broker for MemoryBroker {
-    async fn publish(&self, event: Event) -> Result<(), BrokerError> {
+    async fn publish(&self, mut event: Event) -> Result<(), BrokerError> {
+        event.meta.ts_ms = crate::protocol::bus::now_ms();
         if let Some(ch) = cache_key(&event) {
             let mut cache = self.cache.lock().expect("cache lock poisoned");
             let now = Instant::now();
@@ -57,8 +64,29 @@ impl Broker for MemoryBroker {
             }
             cache.insert(key, (event.clone(), now + self.cache_ttl));
         }
-        self.hub.deliver(&event);
+        match stream_of(&event) {
+            Some(stream) => {
+                let mut streams = self.streams.lock().expect("history lock poisoned");
+                let now = event.meta.ts_ms;
+                streams.append(&event.app.clone(), stream, &mut event, now);
+                // Delivered under the same lock: ids reach every subscriber in order.
+                self.hub.deliver(&event);
+            }
+            None => {
+                self.hub.deliver(&event);
+            }
+        }
         Ok(())
+    }
+
+    async fn history(
+        &self,
+        app: &AppId,
+        stream: &str,
+        since: &str,
+    ) -> Result<History, BrokerError> {
+        let streams = self.streams.lock().expect("history lock poisoned");
+        Ok(streams.read(app, stream, since, crate::protocol::bus::now_ms()))
     }
 
     async fn last_event(

@@ -1,6 +1,7 @@
 //! The broker orders and fans out events. Every publish in the process goes through
 //! [`Broker::publish`], whatever its source, so single-node and cluster share one path.
 
+mod history;
 mod memory;
 mod redis;
 
@@ -33,6 +34,27 @@ pub trait Broker: Send + Sync + 'static {
     /// TTL. Kept by `publish` itself, so the cache and the stream never disagree on order.
     async fn last_event(&self, app: &AppId, ch: &ChannelName)
         -> Result<Option<Event>, BrokerError>;
+
+    /// Events of `stream` (see [`crate::event::stream_of`]) published after the event with id
+    /// `since`. Ids are assigned by `publish`, in stream order, atomically with delivery.
+    async fn history(&self, app: &AppId, stream: &str, since: &str)
+        -> Result<History, BrokerError>;
+}
+
+/// Parses an event id `"{a}-{b}"`.
+pub(crate) fn parse_id(id: &str) -> Option<(u64, u64)> {
+    let (a, b) = id.split_once('-')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+/// Events of a stream after a given id.
+#[derive(Debug, Default)]
+pub struct History {
+    /// In stream order, expired ones (ttl) left out.
+    pub events: Vec<Event>,
+    /// `false` when history no longer reaches back to `since` (trimmed, expired, or the id
+    /// belongs to an earlier server epoch): the client should refetch.
+    pub complete: bool,
 }
 
 /// The cache channel an event must be remembered for, if any.

@@ -9,9 +9,10 @@ use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{cache_key, Broker, BrokerError};
+use super::{cache_key, parse_id, Broker, BrokerError, History};
 use crate::cluster::Redis;
-use crate::event::Event;
+use crate::config::HistoryConfig;
+use crate::event::{stream_of, Event};
 use crate::hub::Hub;
 use crate::ids::{AppId, ChannelName};
 use crate::metrics;
@@ -22,16 +23,64 @@ pub struct RedisBroker {
     redis: Arc<Redis>,
     channel: String,
     cache_ttl: Duration,
+    history: HistoryConfig,
+    publish_script: redis::Script,
+    history_script: redis::Script,
 }
 
+/// Stores (history stream, cache) and publishes in one step, so ids follow the publish
+/// order. The pub/sub payload is `"{id}\n{event json}"` (empty id: no history).
+const PUBLISH: &str = r#"
+local channel, payload, cache, cache_ttl, stream, maxlen, stream_ttl =
+  ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local id = ''
+if stream ~= '' then
+  id = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'e', payload)
+  redis.call('PEXPIRE', stream, stream_ttl)
+end
+if cache ~= '' then redis.call('SET', cache, payload, 'PX', cache_ttl) end
+redis.call('PUBLISH', channel, id .. '\n' .. payload)
+return id
+"#;
+
+/// `{complete, id, json, id, json, ...}` after `since`. Complete when the stream exists and
+/// nothing after `since` was trimmed (`max-deleted-entry-id`, Redis 7).
+const HISTORY: &str = r#"
+local key, since = ARGV[1], ARGV[2]
+local info = redis.pcall('XINFO', 'STREAM', key)
+if type(info) ~= 'table' or info.err then return {'0'} end
+local maxdel = '0-0'
+for i = 1, #info, 2 do
+  if info[i] == 'max-deleted-entry-id' then maxdel = info[i + 1] end
+end
+local function parts(id)
+  local a, b = string.match(id, '(%d+)-(%d+)')
+  return tonumber(a), tonumber(b)
+end
+local s1, s2 = parts(since)
+local m1, m2 = parts(maxdel)
+local complete = '0'
+if s1 > m1 or (s1 == m1 and s2 >= m2) then complete = '1' end
+local out = {complete}
+for _, e in ipairs(redis.call('XRANGE', key, '(' .. since, '+')) do
+  out[#out + 1] = e[1]
+  out[#out + 1] = e[2][2]
+end
+return out
+"#;
+
 impl RedisBroker {
-    /// A broker on `redis`, keeping cache-channel events for `cache_ttl`.
-    pub fn new(redis: Arc<Redis>, cache_ttl: Duration) -> Self {
+    /// A broker on `redis`, keeping cache-channel events for `cache_ttl` and history per
+    /// `history`.
+    pub fn new(redis: Arc<Redis>, cache_ttl: Duration, history: HistoryConfig) -> Self {
         let channel = redis.key(&["events"]);
         Self {
             redis,
             channel,
             cache_ttl,
+            history,
+            publish_script: redis::Script::new(PUBLISH),
+            history_script: redis::Script::new(HISTORY),
         }
     }
 
@@ -81,8 +130,14 @@ async fn subscribe_once(
                 "pub/sub connection closed",
             )));
         };
-        match serde_json::from_slice::<Event>(msg.get_payload_bytes()) {
-            Ok(event) => {
+        let raw = msg.get_payload_bytes();
+        let split = raw.iter().position(|b| *b == b'\n').unwrap_or(0);
+        let (id, json) = (&raw[..split], raw.get(split + 1..).unwrap_or_default());
+        match serde_json::from_slice::<Event>(json) {
+            Ok(mut event) => {
+                if !id.is_empty() {
+                    event.meta.id = std::str::from_utf8(id).ok().map(Into::into);
+                }
                 hub.deliver(&event);
             }
             Err(e) => {
@@ -95,26 +150,76 @@ async fn subscribe_once(
 
 #[async_trait]
 impl Broker for RedisBroker {
-    async fn publish(&self, event: Event) -> Result<(), BrokerError> {
+    async fn publish(&self, mut event: Event) -> Result<(), BrokerError> {
         let unavailable = |e: String| BrokerError::Unavailable(e);
         let mut conn = self.redis.conn().map_err(|e| unavailable(e.to_string()))?;
+        event.meta.ts_ms = crate::protocol::bus::now_ms();
         let payload = serde_json::to_vec(&event).map_err(|e| unavailable(e.to_string()))?;
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        if let Some(ch) = cache_key(&event) {
-            let key = self.redis.key(&["cache", event.app.as_str(), ch.as_str()]);
-            pipe.cmd("SET")
-                .arg(key)
-                .arg(&payload)
-                .arg("PX")
-                .arg(self.cache_ttl.as_millis() as u64)
-                .ignore();
-        }
-        pipe.cmd("PUBLISH").arg(&self.channel).arg(payload).ignore();
-        pipe.query_async::<()>(&mut conn)
+        let cache = cache_key(&event)
+            .map(|ch| self.redis.key(&["cache", event.app.as_str(), ch.as_str()]))
+            .unwrap_or_default();
+        let stream = stream_of(&event)
+            .map(|s| self.redis.key(&["h", event.app.as_str(), &s]))
+            .unwrap_or_default();
+        let _id: String = self
+            .publish_script
+            .arg(&self.channel)
+            .arg(payload)
+            .arg(cache)
+            .arg(self.cache_ttl.as_millis() as u64)
+            .arg(stream)
+            .arg(self.history.size.max(1))
+            .arg(self.history.ttl_secs * 1000 * 2)
+            .invoke_async(&mut conn)
             .await
             .map_err(|e| unavailable(e.to_string()))?;
         Ok(())
+    }
+
+    async fn history(
+        &self,
+        app: &AppId,
+        stream: &str,
+        since: &str,
+    ) -> Result<History, BrokerError> {
+        if parse_id(since).is_none() {
+            return Ok(History::default());
+        }
+        let mut conn = self
+            .redis
+            .conn()
+            .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
+        let key = self.redis.key(&["h", app.as_str(), stream]);
+        let raw: Vec<redis::Value> = self
+            .history_script
+            .arg(key)
+            .arg(since)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
+        let strings: Vec<String> = raw
+            .iter()
+            .map(|v| redis::from_redis_value_ref::<String>(v).unwrap_or_default())
+            .collect();
+        let now = crate::protocol::bus::now_ms();
+        let ttl_ms = self.history.ttl_secs * 1000;
+        let mut h = History {
+            events: Vec::new(),
+            complete: strings.first().is_some_and(|c| c == "1"),
+        };
+        for pair in strings.get(1..).unwrap_or_default().chunks(2) {
+            let [id, json] = pair else { continue };
+            let Ok(mut e) = serde_json::from_str::<Event>(json) else {
+                continue;
+            };
+            if e.meta.ts_ms + ttl_ms < now || e.meta.expired(now) {
+                h.complete = false;
+                continue;
+            }
+            e.meta.id = Some(id.as_str().into());
+            h.events.push(e);
+        }
+        Ok(h)
     }
 
     async fn last_event(

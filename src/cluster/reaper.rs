@@ -174,6 +174,7 @@ async fn reap_all(redis: &Redis, reap: &redis::Script, ctx: &Context) {
                         user_id: UserId::new(user.as_str()),
                     },
                     exclude: None,
+                    meta: Default::default(),
                 };
                 metrics::published("internal");
                 if let Err(e) = ctx.broker.publish(event).await {

@@ -13,7 +13,7 @@ use super::error::ApiError;
 use super::signed::Signed;
 use crate::apps::App;
 use crate::context::Context;
-use crate::event::{json_string, Event, EventKind, Target};
+use crate::event::{json_string, Event, EventKind, Meta, Priority, Target};
 use crate::filter::{parse_tags, Tags};
 use crate::ids::{self, AppId, ChannelKind, ChannelName, SocketId, UserId};
 use crate::metrics;
@@ -33,6 +33,10 @@ struct Trigger<'a> {
     info: Option<String>,
     #[serde(default)]
     tags: Option<Value>,
+    #[serde(default)]
+    priority: Priority,
+    #[serde(default)]
+    ttl: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -44,6 +48,7 @@ struct Batch<'a> {
 /// A validated trigger, ready to publish.
 struct Checked {
     tags: Option<Arc<Tags>>,
+    meta: Meta,
     name: String,
     data: Arc<str>,
     channels: Vec<ChannelName>,
@@ -132,6 +137,11 @@ fn check(app: &App, t: Trigger<'_>) -> Result<Checked, ApiError> {
     };
     Ok(Checked {
         tags,
+        meta: Meta {
+            priority: t.priority,
+            ttl: t.ttl,
+            ..Meta::default()
+        },
         name: t.name,
         data,
         channels,
@@ -156,6 +166,7 @@ async fn publish(ctx: &Context, app: &AppId, c: &Checked) -> Result<(), ApiError
                 tags: c.tags.clone(),
             },
             exclude: c.exclude,
+            meta: c.meta.clone(),
         };
         metrics::published("api");
         ctx.broker
@@ -355,6 +366,7 @@ pub async fn terminate(
         target: Target::User(UserId::new(user)),
         kind: EventKind::Terminate,
         exclude: None,
+        meta: Default::default(),
     };
     metrics::published("api");
     ctx.broker

@@ -20,7 +20,7 @@ use crate::apps::App;
 use crate::auth::{self, BusClaims};
 use crate::contacts::MAX_CONTACTS;
 use crate::context::Context;
-use crate::event::{Event, EventKind, Target};
+use crate::event::{Event, EventKind, Meta, Priority, Target};
 use crate::hub::Refusal;
 use crate::ids::{UserId, MAX_USER_ID_LEN};
 use crate::metrics;
@@ -129,6 +129,7 @@ async fn to_users(
     app: &App,
     users: Vec<UserId>,
     kind: EventKind,
+    (priority, ttl): (Priority, Option<u32>),
 ) -> Result<Json<Value>, ApiError> {
     let max_bytes = app.limits.max_event_bytes;
     let size = serde_json::to_string(&kind).map_or(0, |s| s.len());
@@ -143,6 +144,11 @@ async fn to_users(
             target: Target::User(u.clone()),
             kind: kind.clone(),
             exclude: None,
+            meta: Meta {
+                priority,
+                ttl,
+                ..Meta::default()
+            },
         };
         metrics::published("api");
         ctx.broker
@@ -156,6 +162,10 @@ async fn to_users(
 
 #[derive(Deserialize)]
 struct NotificationReq {
+    #[serde(default)]
+    priority: Priority,
+    #[serde(default)]
+    ttl: Option<u32>,
     to: Vec<String>,
     notification_type: String,
     #[serde(default)]
@@ -171,6 +181,7 @@ pub async fn notifications(
     req: Signed,
 ) -> Result<Json<Value>, ApiError> {
     let n: NotificationReq = parse(&req.body)?;
+    let envelope = (n.priority, n.ttl);
     let users = recipients(&n.to, "to")?;
     let kind = EventKind::Notification {
         notification_type: n.notification_type.into(),
@@ -178,11 +189,15 @@ pub async fn notifications(
         message: n.message.into(),
         action_url: n.action_url.map(Into::into),
     };
-    to_users(&ctx, &req.app, users, kind).await
+    to_users(&ctx, &req.app, users, kind, envelope).await
 }
 
 #[derive(Deserialize)]
 struct MessageReq {
+    #[serde(default)]
+    priority: Priority,
+    #[serde(default)]
+    ttl: Option<u32>,
     message_id: String,
     sender: String,
     participants: Vec<String>,
@@ -198,6 +213,7 @@ pub async fn messages(
     req: Signed,
 ) -> Result<Json<Value>, ApiError> {
     let m: MessageReq = parse(&req.body)?;
+    let envelope = (m.priority, m.ttl);
     let users = recipients(&m.participants, "participants")?;
     let preview: String = m.content.chars().take(PREVIEW_CHARS).collect();
     let kind = EventKind::DirectMessage {
@@ -206,11 +222,15 @@ pub async fn messages(
         preview: preview.into(),
         conversation_id: m.conversation_id.map(Into::into),
     };
-    to_users(&ctx, &req.app, users, kind).await
+    to_users(&ctx, &req.app, users, kind, envelope).await
 }
 
 #[derive(Deserialize)]
 struct ActionReq<'a> {
+    #[serde(default)]
+    priority: Priority,
+    #[serde(default)]
+    ttl: Option<u32>,
     action_type: String,
     action_id: String,
     issuer: String,
@@ -256,6 +276,7 @@ pub async fn actions(
     req: Signed,
 ) -> Result<Json<Value>, ApiError> {
     let a: ActionReq<'_> = parse(&req.body)?;
+    let envelope = (a.priority, a.ttl);
     let source = a.source.clone().unwrap_or_else(|| "local".into());
     let federated = match source.as_str() {
         "local" => false,
@@ -277,7 +298,7 @@ pub async fn actions(
         content: a.content.map_or("null", |c| c.get()).into(),
         source: source.into(),
     };
-    to_users(&ctx, &req.app, users, kind).await
+    to_users(&ctx, &req.app, users, kind, envelope).await
 }
 
 #[derive(Deserialize)]

@@ -128,6 +128,7 @@ pub(super) fn to_event(app: &App, row: &OutboxRow) -> Result<Event, Reject> {
         target,
         kind,
         exclude: None,
+        meta: Default::default(),
     })
 }
 

@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Deserialize;
 
 use super::{push_json_str, CloseReason, Frame};
-use crate::event::{Event, EventKind, Status, Target};
+use crate::event::{Event, EventKind, Priority, Status, Target};
 
 /// Error codes of `error` messages.
 pub mod code {
@@ -359,6 +359,22 @@ pub fn encode_event(event: &Event) -> Option<Frame> {
             return None
         }
     };
+    // Events kept in history carry their id (and a non-default priority): a client resumes
+    // with the last id it saw.
+    if let Some(id) = &event.meta.id {
+        field_str(&mut f, "id", id);
+    }
+    if event.meta.priority != Priority::Normal {
+        field_str(
+            &mut f,
+            "priority",
+            if event.meta.priority == Priority::High {
+                "high"
+            } else {
+                "low"
+            },
+        );
+    }
     Some(message(kind, &f))
 }
 
@@ -423,6 +439,7 @@ mod tests {
                 source: "local".into(),
             },
             exclude: None,
+            meta: Default::default(),
         };
         let v = parse(&encode_event(&e).unwrap());
         assert_eq!(v["type"], "action");
@@ -442,6 +459,7 @@ mod tests {
                 sent_at_ms: now_ms(),
             },
             exclude: None,
+            meta: Default::default(),
         };
         assert!(encode_event(&e).is_some());
         if let EventKind::Typing { sent_at_ms, .. } = &mut e.kind {

@@ -523,6 +523,7 @@ mod tests {
                 tags: None,
             },
             exclude: None,
+            meta: Default::default(),
         };
         assert_eq!(
             encode_event(&e).unwrap().as_str(),
@@ -540,6 +541,7 @@ mod tests {
                 user_info: "null".into(),
             },
             exclude: None,
+            meta: Default::default(),
         };
         assert_eq!(
             encode_event(&added).unwrap().as_str(),
@@ -559,6 +561,7 @@ mod tests {
                 tags: None,
             },
             exclude: None,
+            meta: Default::default(),
         };
         assert_eq!(
             encode_event(&e).unwrap().as_str(),

@@ -369,6 +369,7 @@ impl Session {
                     activity,
                 },
                 exclude: None,
+                meta: Default::default(),
             };
             if let Some(f) = wire::encode_event(&event) {
                 self.send(f);
@@ -420,6 +421,7 @@ impl Session {
                 sent_at_ms: wire::now_ms(),
             },
             exclude: None,
+            meta: Default::default(),
         };
         metrics::published("client");
         if let Err(e) = self.ctx.broker.publish(event).await {

@@ -178,6 +178,7 @@ impl UserStatus {
                 activity,
             },
             exclude: None,
+            meta: Default::default(),
         };
         metrics::published("internal");
         if let Err(e) = self.0.broker.publish(event).await {

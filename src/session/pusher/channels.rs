@@ -226,6 +226,7 @@ impl Session {
                     user_info: member.user_info,
                 },
                 exclude: Some(self.id),
+                meta: Default::default(),
             };
             self.publish("internal", event).await;
         }
@@ -268,6 +269,7 @@ impl Session {
                 target: Target::Channel(ch.clone()),
                 kind: EventKind::MemberRemoved { user_id },
                 exclude: None,
+                meta: Default::default(),
             };
             self.publish("internal", event).await;
         }
@@ -435,6 +437,7 @@ impl Session {
                 tags: None,
             },
             exclude: Some(self.id),
+            meta: Default::default(),
         };
         self.publish("client", event).await;
     }
