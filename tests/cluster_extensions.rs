@@ -152,3 +152,43 @@ async fn tags_and_deltas_survive_the_trip_through_redis() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn replay_comes_from_redis_streams_on_any_node() {
+    let (a, b) = two_nodes("replay", |_| {}).await;
+    let mut claims = bus_claims("u");
+    claims.channels = vec!["room-*".into()];
+    let send = |n: u64| json!({"name":"m","channel":"room-x","data":json!({"n":n}).to_string()});
+    let mut c = a.bus_with(&claims).await;
+    c.send(json!({"type":"subscribe","rooms":["room-x"]})).await;
+    c.recv_type("subscribed").await;
+    assert_eq!(b.api().trigger(send(1)).await.0, 200);
+    let since = c.recv_type("event").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    drop(c);
+    for n in 2..=4 {
+        assert_eq!(b.api().trigger(send(n)).await.0, 200);
+    }
+    // Reconnect to the other node.
+    let mut c = b.bus_with(&claims).await;
+    c.send(json!({"type":"subscribe","rooms":["room-x"],"since":since}))
+        .await;
+    c.recv_type("subscribed").await;
+    let replay = c.recv_type("replay").await;
+    assert_eq!(
+        (replay["count"].as_u64(), replay["complete"].as_bool()),
+        (Some(3), Some(true))
+    );
+    for n in 2..=4 {
+        let e = c.recv_type("event").await;
+        let data: Value = serde_json::from_str(e["data"].as_str().unwrap()).unwrap();
+        assert_eq!(data["n"], n);
+    }
+    assert_eq!(a.api().trigger(send(5)).await.0, 200);
+    let live = c.recv_type("event").await;
+    assert!(live["data"].as_str().unwrap().contains("5"));
+    a.stop().await;
+    b.stop().await;
+}

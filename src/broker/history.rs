@@ -82,7 +82,9 @@ impl Streams {
             };
         };
         let ttl_ms = self.config.ttl_secs * 1000;
-        let live = |e: &Event| e.meta.ts_ms + ttl_ms >= now_ms && !e.meta.expired(now_ms);
+        // Aged out of history: the replay is incomplete. Past its own ttl: left out by design.
+        let kept = |e: &Event| e.meta.ts_ms + ttl_ms >= now_ms;
+        let live = |e: &Event| kept(e) && !e.meta.expired(now_ms);
         match parse_id(since) {
             Some((epoch, seq)) if epoch == self.epoch => {
                 // Anything at or before `seq` that aged out does not matter; anything after it
@@ -90,7 +92,7 @@ impl Streams {
                 let aged_out = s
                     .events
                     .iter()
-                    .filter(|(q, e)| *q > seq && !live(e))
+                    .filter(|(q, e)| *q > seq && !kept(e))
                     .count();
                 History {
                     events: s

@@ -212,8 +212,11 @@ impl Broker for RedisBroker {
             let Ok(mut e) = serde_json::from_str::<Event>(json) else {
                 continue;
             };
-            if e.meta.ts_ms + ttl_ms < now || e.meta.expired(now) {
+            if e.meta.ts_ms + ttl_ms < now {
                 h.complete = false;
+                continue;
+            }
+            if e.meta.expired(now) {
                 continue;
             }
             e.meta.id = Some(id.as_str().into());

@@ -414,7 +414,7 @@ fn fan_out(set: &Members, event: &Event, mut deltas: Option<&mut delta::DeltaFra
             }
         };
         if let Some(f) = frame {
-            if r.outbox.push(f.clone()) {
+            if r.outbox.push_live(f.clone(), event) {
                 n += 1;
             }
         }

@@ -1,7 +1,7 @@
 //! The bounded outbound queue of one connection.
 
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -24,7 +24,14 @@ struct Inner {
     reason: AtomicU8,
     /// Event types the connection asked for (bus interest bits); all for Pusher.
     interests: AtomicU8,
+    /// While a replay is being sent, live frames wait here (with their stream and id, to
+    /// drop the ones the replay already carried). `None` when not holding.
+    held: Mutex<Option<Vec<(Option<(String, Arc<str>)>, Frame)>>>,
+    holding: AtomicBool,
 }
+
+/// Live frames held during a replay before the connection is closed as a slow consumer.
+const MAX_HELD: usize = 1000;
 
 impl Outbox {
     /// A queue of `capacity` items whose end is signalled through `token`.
@@ -35,6 +42,8 @@ impl Outbox {
             token,
             reason: AtomicU8::new(0),
             interests: AtomicU8::new(u8::MAX),
+            held: Mutex::new(None),
+            holding: AtomicBool::new(false),
         };
         (Self(Arc::new(inner)), rx)
     }
@@ -43,6 +52,49 @@ impl Outbox {
     /// being closed as a slow consumer; or the connection is already gone).
     pub fn push(&self, frame: Frame) -> bool {
         self.push_out(Out::Frame(frame))
+    }
+
+    /// Whether live frames are being held for a replay.
+    pub fn is_holding(&self) -> bool {
+        self.0.holding.load(Ordering::Acquire)
+    }
+
+    /// Starts holding live frames (a replay is about to be sent).
+    pub fn hold(&self) {
+        *self.0.held.lock().expect("outbox lock poisoned") = Some(Vec::new());
+        self.0.holding.store(true, Ordering::Release);
+    }
+
+    /// Queues a live frame of `event`: held while a replay is in progress, else queued.
+    pub fn push_live(&self, frame: Frame, event: &crate::event::Event) -> bool {
+        if self.is_holding() {
+            let mut held = self.0.held.lock().expect("outbox lock poisoned");
+            if let Some(list) = held.as_mut() {
+                if list.len() >= MAX_HELD {
+                    drop(held);
+                    if self.kill(CloseReason::SlowConsumer) {
+                        metrics::slow_consumer_closed();
+                    }
+                    return false;
+                }
+                let key = crate::event::stream_of(event).zip(event.meta.id.clone());
+                list.push((key, frame));
+                return true;
+            }
+        }
+        self.push(frame)
+    }
+
+    /// Stops holding: queues the held frames, except those `replayed` says were already sent.
+    pub fn release(&self, replayed: impl Fn(&str, &str) -> bool) {
+        let mut held = self.0.held.lock().expect("outbox lock poisoned");
+        for (key, frame) in held.take().unwrap_or_default() {
+            if key.is_some_and(|(s, id)| replayed(&s, &id)) {
+                continue;
+            }
+            self.push(frame);
+        }
+        self.0.holding.store(false, Ordering::Release);
     }
 
     /// Queues a WebSocket-level ping.
@@ -100,5 +152,51 @@ impl Outbox {
     /// The token cancelled when the connection must end.
     pub fn token(&self) -> &CancellationToken {
         &self.0.token
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Event, Meta};
+    use crate::ids::{AppId, ChannelName};
+
+    fn event(id: &str) -> Event {
+        let mut e = Event::message(AppId::new("a"), ChannelName::new("r"), "e", "1".into());
+        e.meta = Meta {
+            id: Some(id.into()),
+            ..Meta::default()
+        };
+        e
+    }
+
+    fn drain(rx: &mut mpsc::Receiver<Out>) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(Out::Frame(f)) = rx.try_recv() {
+            out.push(f.as_str().to_owned());
+        }
+        out
+    }
+
+    #[test]
+    fn held_frames_follow_the_replay_without_duplicates() {
+        let (outbox, mut rx) = Outbox::new(16, CancellationToken::new());
+        outbox.hold();
+        // Live events arrive while the replay is being read; e2 is also in the replay.
+        assert!(outbox.push_live(Frame::from("live-e2"), &event("1-2")));
+        assert!(outbox.push_live(Frame::from("live-e3"), &event("1-3")));
+        assert!(
+            drain(&mut rx).is_empty(),
+            "nothing live goes out before the replay"
+        );
+        outbox.push(Frame::from("replay-e1"));
+        outbox.push(Frame::from("replay-e2"));
+        outbox.release(|stream, id| stream == "c:r" && (id == "1-1" || id == "1-2"));
+        assert!(!outbox.is_holding());
+        outbox.push_live(Frame::from("live-e4"), &event("1-4"));
+        assert_eq!(
+            drain(&mut rx),
+            ["replay-e1", "replay-e2", "live-e3", "live-e4"]
+        );
     }
 }

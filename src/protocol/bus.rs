@@ -113,6 +113,10 @@ pub enum Command {
         /// Room (channel) names, allowed by the token's `channels` patterns.
         #[serde(default)]
         rooms: Vec<String>,
+        /// Resume after this event id: replay what the named rooms (and, with user event
+        /// types, the user's own stream) received since, then go live.
+        #[serde(default)]
+        since: Option<String>,
     },
     /// Stop receiving event types and/or rooms.
     Unsubscribe {
@@ -245,6 +249,17 @@ pub fn subscribed<'a>(events: &[&str], rooms: impl IntoIterator<Item = &'a str>)
     field_raw(&mut f, "events", &list(&mut events.iter().copied()));
     field_raw(&mut f, "rooms", &list(&mut rooms.into_iter()));
     message("subscribed", &f)
+}
+
+/// `replay`: what follows are the `count` events of `stream` after `since`; `complete` is
+/// `false` when history no longer reaches back that far (the client should refetch).
+pub fn replay(stream: &str, since: &str, count: usize, complete: bool) -> Frame {
+    let mut f = String::new();
+    field_str(&mut f, "stream", stream);
+    field_str(&mut f, "since", since);
+    field_raw(&mut f, "count", &count.to_string());
+    field_raw(&mut f, "complete", if complete { "true" } else { "false" });
+    message("replay", &f)
 }
 
 /// The fields of a user event (notification, message, action), without type and
@@ -407,7 +422,8 @@ mod tests {
             decode(r#"{"type":"subscribe","events":["presence"]}"#),
             Ok(Command::Subscribe {
                 events: vec!["presence".into()],
-                rooms: vec![]
+                rooms: vec![],
+                since: None,
             })
         );
         assert_eq!(

@@ -241,7 +241,11 @@ impl Session {
                 self.send(wire::pong());
                 return false;
             }
-            Command::Subscribe { events, rooms } => self.subscribe(&events, &rooms).await,
+            Command::Subscribe {
+                events,
+                rooms,
+                since,
+            } => self.subscribe(&events, &rooms, since).await,
             Command::Unsubscribe { events, rooms } => self.unsubscribe(&events, &rooms),
             Command::Presence { status, activity } => self.declare(status, activity).await,
             Command::Typing {
@@ -272,10 +276,18 @@ impl Session {
         self.send(wire::subscribed(&interest::names(self.interests), rooms));
     }
 
-    async fn subscribe(&mut self, events: &[String], rooms: &[String]) {
+    async fn subscribe(&mut self, events: &[String], rooms: &[String], since: Option<String>) {
         let Some(bits) = self.event_bits(events) else {
             return;
         };
+        // With `since`, live events wait while the missed ones are sent (see `replay`).
+        let mut streams = Vec::new();
+        if since.is_some() {
+            self.outbox.hold();
+            if bits & (interest::NOTIFICATION | interest::MESSAGE | interest::ACTION) != 0 {
+                streams.push(format!("u:{}", self.user));
+            }
+        }
         let newly_presence =
             bits & interest::PRESENCE != 0 && self.interests & interest::PRESENCE == 0;
         self.interests |= bits;
@@ -303,12 +315,55 @@ impl Session {
                 .subscribe(&self.app.id, &ch, self.id, self.recipient());
             self.ctx.webhooks.channel_changed(&self.app, &ch);
             metrics::subscriptions(1.0);
+            if since.is_some() {
+                streams.push(format!("c:{ch}"));
+            }
             self.rooms.insert(ch);
         }
         self.subscribed();
+        if let Some(since) = since {
+            self.replay(&streams, &since).await;
+        }
         if newly_presence {
             self.presence_snapshot().await;
         }
+    }
+
+    /// Sends, per stream, a `replay` header and the events after `since`, then releases the
+    /// live events held meanwhile, minus those the replay carried: in order, without
+    /// duplicates.
+    async fn replay(&self, streams: &[String], since: &str) {
+        let mut sent: std::collections::HashSet<(String, Arc<str>)> = Default::default();
+        for stream in streams {
+            let history = match self.ctx.broker.history(&self.app.id, stream, since).await {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::warn!(error = %e, "history read failed");
+                    Default::default()
+                }
+            };
+            let frames: Vec<(Arc<str>, Frame)> = history
+                .events
+                .iter()
+                .filter(|e| {
+                    wire::required_interest(&e.kind).is_none_or(|b| self.interests & b != 0)
+                })
+                .filter_map(|e| Some((e.meta.id.clone()?, wire::encode_event(e)?)))
+                .collect();
+            let name = stream.split_once(':').map_or("", |(k, _)| k);
+            let label = if name == "u" {
+                "user".to_owned()
+            } else {
+                format!("room:{}", &stream[2..])
+            };
+            self.send(wire::replay(&label, since, frames.len(), history.complete));
+            for (id, f) in frames {
+                self.send(f);
+                sent.insert((stream.clone(), id));
+            }
+        }
+        self.outbox
+            .release(|s, id| sent.contains(&(s.to_owned(), Arc::from(id))));
     }
 
     fn unsubscribe(&mut self, events: &[String], rooms: &[String]) {
