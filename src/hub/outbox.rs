@@ -26,9 +26,12 @@ struct Inner {
     interests: AtomicU8,
     /// While a replay is being sent, live frames wait here (with their stream and id, to
     /// drop the ones the replay already carried). `None` when not holding.
-    held: Mutex<Option<Vec<(Option<(String, Arc<str>)>, Frame)>>>,
+    held: Mutex<Option<Vec<Held>>>,
     holding: AtomicBool,
 }
+
+/// A frame held during a replay, with its (stream, id) when it has one.
+type Held = (Option<(String, Arc<str>)>, Frame);
 
 /// Live frames held during a replay before the connection is closed as a slow consumer.
 const MAX_HELD: usize = 1000;
