@@ -151,3 +151,8 @@ pub fn ingest_deleted(n: u64) {
 pub fn lease_lost() {
     counter!("switchboard_lease_lost_total").increment(1);
 }
+
+/// A `low` priority frame was dropped because its connection's queue was nearly full.
+pub fn low_priority_dropped() {
+    counter!("switchboard_low_priority_dropped_total").increment(1);
+}

@@ -68,8 +68,18 @@ impl Outbox {
         self.0.holding.store(true, Ordering::Release);
     }
 
-    /// Queues a live frame of `event`: held while a replay is in progress, else queued.
+    /// Queues a live frame of `event`: held while a replay is in progress, else queued. A
+    /// `low` priority event is dropped (and counted) when the queue is more than 80 % full,
+    /// so that room stays for the others; a full queue closes the connection as a slow
+    /// consumer, so `high` events are never dropped silently.
     pub fn push_live(&self, frame: Frame, event: &crate::event::Event) -> bool {
+        if event.meta.priority == crate::event::Priority::Low {
+            let (free, max) = (self.0.tx.capacity(), self.0.tx.max_capacity());
+            if free * 5 < max {
+                metrics::low_priority_dropped();
+                return false;
+            }
+        }
         if self.is_holding() {
             let mut held = self.0.held.lock().expect("outbox lock poisoned");
             if let Some(list) = held.as_mut() {
@@ -179,6 +189,29 @@ mod tests {
             out.push(f.as_str().to_owned());
         }
         out
+    }
+
+    #[test]
+    fn low_priority_gives_way_when_the_queue_is_nearly_full() {
+        let (outbox, mut rx) = Outbox::new(10, CancellationToken::new());
+        let mut low = event("1-1");
+        low.meta.priority = crate::event::Priority::Low;
+        assert!(
+            outbox.push_live(Frame::from("low-1"), &low),
+            "room to spare"
+        );
+        for i in 0..8 {
+            assert!(outbox.push(Frame::from(format!("n{i}"))));
+        }
+        assert!(
+            !outbox.push_live(Frame::from("low-2"), &low),
+            "dropped at 90 % full"
+        );
+        let mut high = event("1-2");
+        high.meta.priority = crate::event::Priority::High;
+        assert!(outbox.push_live(Frame::from("high"), &high));
+        assert_eq!(drain(&mut rx).len(), 10);
+        assert!(outbox.close_reason().is_none());
     }
 
     #[test]
