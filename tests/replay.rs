@@ -185,3 +185,41 @@ async fn user_events_missed_while_offline_are_replayed_and_ttl_is_honoured() {
     assert_eq!(c.recv_type("notification").await["message"], "two");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn since_can_name_a_different_id_per_stream() {
+    let server = TestServer::start().await;
+    let api = server.api();
+    let mut c = server.bus_with(&room_claims("u")).await;
+    c.send(json!({"type":"subscribe","rooms":["room-p","room-q"]}))
+        .await;
+    c.recv_type("subscribed").await;
+    trigger(&api, "room-p", 1).await;
+    trigger(&api, "room-q", 1).await;
+    let p1 = c.recv_type("event").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let q1 = c.recv_type("event").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    drop(c);
+    trigger(&api, "room-p", 2).await;
+    trigger(&api, "room-q", 2).await;
+    let mut c = server.bus_with(&room_claims("u")).await;
+    c.send(json!({"type":"subscribe","rooms":["room-p","room-q"],
+        "since":{"room:room-p":p1,"room:room-q":q1}}))
+        .await;
+    c.recv_type("subscribed").await;
+    for room in ["room-p", "room-q"] {
+        let r = c.recv_type("replay").await;
+        assert_eq!(
+            (r["stream"].as_str(), r["count"].as_u64()),
+            (Some(format!("room:{room}").as_str()), Some(1))
+        );
+        let e = c.recv_type("event").await;
+        assert_eq!((e["room"].as_str(), n_of(&e)), (Some(room), 2));
+    }
+    server.stop().await;
+}

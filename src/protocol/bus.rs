@@ -113,10 +113,10 @@ pub enum Command {
         /// Room (channel) names, allowed by the token's `channels` patterns.
         #[serde(default)]
         rooms: Vec<String>,
-        /// Resume after this event id: replay what the named rooms (and, with user event
+        /// Resume after these event ids: replay what the named rooms (and, with user event
         /// types, the user's own stream) received since, then go live.
         #[serde(default)]
-        since: Option<String>,
+        since: Option<Since>,
     },
     /// Stop receiving event types and/or rooms.
     Unsubscribe {
@@ -144,6 +144,27 @@ pub enum Command {
     },
     /// Heartbeat.
     Ping,
+}
+
+/// Where to resume: one id for every stream of the message, or one per stream label
+/// (`"room:{name}"`, `"user"`), since ids are ordered within a stream only.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum Since {
+    /// The same id for every stream.
+    All(String),
+    /// An id per stream label; streams not named are not replayed.
+    PerStream(std::collections::BTreeMap<String, String>),
+}
+
+impl Since {
+    /// The id to resume `label` from, if any.
+    pub fn for_stream(&self, label: &str) -> Option<&str> {
+        match self {
+            Since::All(id) => Some(id),
+            Since::PerStream(m) => m.get(label).map(String::as_str),
+        }
+    }
 }
 
 /// Decodes a client message; the error text is sent back with `E-WS-INVALID`.

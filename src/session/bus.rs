@@ -21,7 +21,7 @@ use crate::event::{Event, EventKind, Status, Target};
 use crate::hub::{Admission, Outbox, Recipient};
 use crate::ids::{ChannelKind, ChannelName, SocketId, UserId, MAX_USER_ID_LEN};
 use crate::metrics;
-use crate::protocol::bus::{self as wire, close, code, interest, Command};
+use crate::protocol::bus::{self as wire, close, code, interest, Command, Since};
 use crate::protocol::{Frame, Wire};
 use crate::status::Change;
 
@@ -276,7 +276,7 @@ impl Session {
         self.send(wire::subscribed(&interest::names(self.interests), rooms));
     }
 
-    async fn subscribe(&mut self, events: &[String], rooms: &[String], since: Option<String>) {
+    async fn subscribe(&mut self, events: &[String], rooms: &[String], since: Option<Since>) {
         let Some(bits) = self.event_bits(events) else {
             return;
         };
@@ -329,12 +329,19 @@ impl Session {
         }
     }
 
-    /// Sends, per stream, a `replay` header and the events after `since`, then releases the
-    /// live events held meanwhile, minus those the replay carried: in order, without
-    /// duplicates.
-    async fn replay(&self, streams: &[String], since: &str) {
+    /// Sends, per stream, a `replay` header and the events after its `since` id, then
+    /// releases the live events held meanwhile, minus those the replay carried: in order,
+    /// without duplicates.
+    async fn replay(&self, streams: &[String], since: &Since) {
         let mut sent: std::collections::HashSet<(String, Arc<str>)> = Default::default();
         for stream in streams {
+            let label = match stream.split_once(':') {
+                Some(("u", _)) => "user".to_owned(),
+                _ => format!("room:{}", &stream[2..]),
+            };
+            let Some(since) = since.for_stream(&label) else {
+                continue;
+            };
             let history = match self.ctx.broker.history(&self.app.id, stream, since).await {
                 Ok(h) => h,
                 Err(e) => {
@@ -350,12 +357,6 @@ impl Session {
                 })
                 .filter_map(|e| Some((e.meta.id.clone()?, wire::encode_event(e)?)))
                 .collect();
-            let name = stream.split_once(':').map_or("", |(k, _)| k);
-            let label = if name == "u" {
-                "user".to_owned()
-            } else {
-                format!("room:{}", &stream[2..])
-            };
             self.send(wire::replay(&label, since, frames.len(), history.complete));
             for (id, f) in frames {
                 self.send(f);
