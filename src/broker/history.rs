@@ -1,6 +1,8 @@
 //! Single-node history: a bounded ring of events per stream.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use super::{parse_id, History};
 use crate::config::HistoryConfig;
@@ -17,18 +19,20 @@ struct Stream {
 /// Every stream's recent events. Ids are `"{epoch}-{seq}"`: `seq` counts every stored event
 /// of the process, so it orders events within a stream; `epoch` changes with each process,
 /// so an id from before a restart is recognised as out of reach.
+/// One shard of the streams (a stream always lives in the same shard, so its ids are
+/// assigned in delivery order); `epoch` and `next` are shared by all shards.
 pub(super) struct Streams {
     epoch: u64,
-    next: u64,
+    next: Arc<AtomicU64>,
     streams: HashMap<(AppId, String), Stream>,
     config: HistoryConfig,
 }
 
 impl Streams {
-    pub(super) fn new(config: HistoryConfig) -> Self {
+    pub(super) fn new(config: HistoryConfig, epoch: u64, next: Arc<AtomicU64>) -> Self {
         Self {
-            epoch: u64::from(rand::random::<u32>()),
-            next: 0,
+            epoch,
+            next,
             streams: HashMap::new(),
             config,
         }
@@ -36,8 +40,7 @@ impl Streams {
 
     /// Assigns the event's id and stores it.
     pub(super) fn append(&mut self, app: &AppId, stream: String, event: &mut Event, now_ms: u64) {
-        self.next += 1;
-        let seq = self.next;
+        let seq = self.next.fetch_add(1, Ordering::AcqRel) + 1;
         event.meta.id = Some(format!("{}-{seq}", self.epoch).into());
         let key = (app.clone(), stream);
         if !self.streams.contains_key(&key) && self.streams.len() >= self.config.max_streams.max(1)
@@ -75,7 +78,7 @@ impl Streams {
         let Some(s) = self.streams.get(&key) else {
             // Nothing kept: either nothing was published after `since`, or it expired. Say
             // "incomplete" unless the id is the latest this process assigned.
-            let complete = parse_id(since) == Some((self.epoch, self.next));
+            let complete = parse_id(since) == Some((self.epoch, self.next.load(Ordering::Acquire)));
             return History {
                 events: Vec::new(),
                 complete,

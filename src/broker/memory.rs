@@ -23,10 +23,13 @@ pub struct MemoryBroker {
     cache: Mutex<Cache>,
     cache_ttl: Duration,
     cache_max: usize,
-    /// History per stream. Appending and delivering happen under this lock, so ids are
-    /// assigned in delivery order.
-    streams: Mutex<Streams>,
+    /// History per stream, sharded by stream. Appending and delivering happen under the
+    /// stream's shard lock, so ids are assigned in delivery order.
+    streams: Box<[Mutex<Streams>]>,
+    hasher: std::collections::hash_map::RandomState,
 }
+
+const HISTORY_SHARDS: usize = 16;
 
 impl MemoryBroker {
     /// A broker delivering into `hub`, keeping cache-channel events for `cache_ttl`, for at
@@ -37,8 +40,27 @@ impl MemoryBroker {
             cache: Mutex::default(),
             cache_ttl,
             cache_max: cache_max.max(1),
-            streams: Mutex::new(Streams::new(history)),
+            streams: {
+                let epoch = u64::from(rand::random::<u32>());
+                let next = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+                let per_shard = HistoryConfig {
+                    max_streams: (history.max_streams / HISTORY_SHARDS).max(1),
+                    ..history
+                };
+                (0..HISTORY_SHARDS)
+                    .map(|_| Mutex::new(Streams::new(per_shard.clone(), epoch, next.clone())))
+                    .collect()
+            },
+            hasher: Default::default(),
         }
+    }
+}
+
+impl MemoryBroker {
+    fn shard(&self, app: &AppId, stream: &str) -> std::sync::MutexGuard<'_, Streams> {
+        use std::hash::BuildHasher;
+        let i = (self.hasher.hash_one((app, stream)) as usize) % HISTORY_SHARDS;
+        self.streams[i].lock().expect("history lock poisoned")
     }
 }
 
@@ -66,7 +88,7 @@ impl Broker for MemoryBroker {
         }
         match stream_of(&event) {
             Some(stream) => {
-                let mut streams = self.streams.lock().expect("history lock poisoned");
+                let mut streams = self.shard(&event.app, &stream);
                 let now = event.meta.ts_ms;
                 streams.append(&event.app.clone(), stream, &mut event, now);
                 // Delivered under the same lock: ids reach every subscriber in order.
@@ -85,7 +107,7 @@ impl Broker for MemoryBroker {
         stream: &str,
         since: &str,
     ) -> Result<History, BrokerError> {
-        let streams = self.streams.lock().expect("history lock poisoned");
+        let streams = self.shard(app, stream);
         Ok(streams.read(app, stream, since, crate::protocol::bus::now_ms()))
     }
 
