@@ -5,7 +5,9 @@
  * - presence declarations (re-declared after every reconnect) and typing indicators, with a
  *   tracker that clears an indicator 5 s after the last repeat;
  * - an application-level ping every 30 s, and a dead-connection check on its answer;
- * - reconnects with exponential backoff and full jitter, token refresh on close 4001.
+ * - reconnects with exponential backoff and full jitter, token refresh on close 4001;
+ * - automatic resume: the last event id of every stream is sent back as `since` after a
+ *   reconnect, so that the server replays what was missed (each event delivered once).
  *
  * No dependencies and no DOM types: any WebSocket implementation with the standard
  * `onopen`/`onmessage`/`onclose`/`onerror` properties works (browsers, Deno, Bun, Node 22+,
@@ -82,8 +84,25 @@ export interface TypingMessage extends ServerMessageBase {
   conversation_id: string;
 }
 
+/** An event's priority, set by its publisher; frames carry it only when not `normal`. */
+export type EventPriority = 'high' | 'normal' | 'low';
+
+/**
+ * The envelope of an event that is kept in history (room events and the user's own
+ * notifications, messages and actions).
+ */
+export interface EnvelopeFields {
+  /**
+   * Server-assigned, unique and ordered within the event's stream only (see
+   * {@link streamLabel}); opaque otherwise. Absent from servers without history.
+   */
+  id?: string;
+  /** Present when not `normal`. */
+  priority?: EventPriority;
+}
+
 /** A direct-message notification (`preview` = the first 100 characters). */
-export interface DirectMessage extends ServerMessageBase {
+export interface DirectMessage extends ServerMessageBase, EnvelopeFields {
   type: 'message';
   message_id: string;
   sender: string;
@@ -92,7 +111,7 @@ export interface DirectMessage extends ServerMessageBase {
 }
 
 /** A notification published with `POST /apps/{id}/bus/notifications`. */
-export interface NotificationMessage extends ServerMessageBase {
+export interface NotificationMessage extends ServerMessageBase, EnvelopeFields {
   type: 'notification';
   notification_type: string;
   from?: string;
@@ -101,7 +120,7 @@ export interface NotificationMessage extends ServerMessageBase {
 }
 
 /** An action published with `POST /apps/{id}/bus/actions`. */
-export interface ActionMessage extends ServerMessageBase {
+export interface ActionMessage extends ServerMessageBase, EnvelopeFields {
   type: 'action';
   action_type: string;
   action_id: string;
@@ -111,11 +130,27 @@ export interface ActionMessage extends ServerMessageBase {
 }
 
 /** An event triggered on a room (a channel), `data` as the publisher sent it. */
-export interface RoomEventMessage extends ServerMessageBase {
+export interface RoomEventMessage extends ServerMessageBase, EnvelopeFields {
   type: 'event';
   room: string;
   event: string;
   data: unknown;
+}
+
+/**
+ * The header of a replay: the `count` events of `stream` after `since` follow, in order, then
+ * live events. `complete: false`: history no longer reaches back to `since` (trimmed, aged out,
+ * or an id from before a server restart), so events were lost: refetch from the application.
+ */
+export interface ReplayMessage extends ServerMessageBase {
+  type: 'replay';
+  /** `room:<name>` or `user` (see {@link streamLabel}). */
+  stream: string;
+  /** The id the client resumed from. */
+  since: string;
+  /** How many events follow. */
+  count: number;
+  complete: boolean;
 }
 
 /**
@@ -152,7 +187,34 @@ export type ServerMessage =
   | NotificationMessage
   | ActionMessage
   | RoomEventMessage
+  | ReplayMessage
   | ErrorMessage;
+
+/** The stream label of the user's own events (notifications, messages, actions). */
+export const USER_STREAM = 'user';
+
+/** The stream label of a room's events. */
+export function roomStream(room: string): string {
+  return `room:${room}`;
+}
+
+/**
+ * The stream whose ids order `msg`: `room:<name>` for a room event, `user` for a
+ * notification, message or action; undefined for messages outside history (presence, typing,
+ * ...). Ids are comparable only within one stream.
+ */
+export function streamLabel(msg: ServerMessage): string | undefined {
+  switch (msg.type) {
+    case 'event':
+      return roomStream(msg.room);
+    case 'notification':
+    case 'message':
+    case 'action':
+      return USER_STREAM;
+    default:
+      return undefined;
+  }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Client events
@@ -198,6 +260,23 @@ export interface ReconnectingEvent {
   code: number;
 }
 
+/**
+ * A replay could not carry everything missed in a stream (the `replay` header said
+ * `complete: false`): refetch that stream's state from the application. Emitted right after
+ * the `replay` event and before the replayed events (what history still had).
+ */
+export interface GapEvent {
+  type: 'gap';
+  /** `room:<name>` or `user`. */
+  stream: string;
+  /** The room, for a room stream. */
+  room?: string;
+  /** The id the client resumed from. */
+  since: string;
+  /** How many events follow (the part of the gap that history still had). */
+  count: number;
+}
+
 /** The events of {@link BusClient.on}: server messages by type, and lifecycle events. */
 export interface BusClientEventMap {
   welcome: WelcomeMessage;
@@ -210,6 +289,8 @@ export interface BusClientEventMap {
   notification: NotificationMessage;
   action: ActionMessage;
   event: RoomEventMessage;
+  replay: ReplayMessage;
+  gap: GapEvent;
   error: ErrorMessage;
   open: OpenEvent;
   close: CloseEvent;
@@ -457,6 +538,12 @@ export interface BusClientOptions {
   typingTimeoutMs?: number;
   /** A source of numbers in [0, 1) for the jitter. Default `Math.random`. */
   random?: () => number;
+  /**
+   * Resume after reconnects: send the last event id of every stream as `since`, so that the
+   * server replays what was missed. Default true; `false` subscribes without `since` (events
+   * published while disconnected are then lost). Duplicates are dropped either way.
+   */
+  resume?: boolean;
 }
 
 /** Where the client is. */
@@ -479,6 +566,12 @@ export function isTerminalCloseCode(code: number, canRefreshToken: boolean): boo
 
 const NORMAL_CLOSURE = 1000;
 const ABNORMAL_CLOSURE = 1006;
+
+/** Ids remembered per stream to drop duplicates (the last one is the resume point). */
+const DEDUP_WINDOW = 32;
+
+const USER_EVENT_TYPES: readonly BusEventType[] = ['notification', 'message', 'action'];
+const ROOM_PREFIX = 'room:';
 
 interface Deferred<T> {
   promise: Promise<T>;
@@ -530,6 +623,13 @@ export class BusClient {
   private readonly events = new Set<BusEventType>();
   private readonly rooms = new Set<string>();
   private presence: { status: PresenceStatus; activity?: string } | undefined;
+  private readonly resume: boolean;
+  /**
+   * Per stream label (`room:<name>` for a kept room, `user`), the last ids delivered, oldest
+   * first: the last one is where to resume; all of them are recognised as duplicates. One entry
+   * per kept room plus one, each at most DEDUP_WINDOW ids.
+   */
+  private readonly seen = new Map<string, string[]>();
 
   private token: string | undefined;
   private tokenStale = false;
@@ -580,6 +680,7 @@ export class BusClient {
     );
     for (const e of options.events ?? []) this.events.add(checkEventType(e));
     for (const room of options.rooms ?? []) this.rooms.add(checkRoom(room));
+    this.resume = options.resume ?? true;
   }
 
   // ------------------------------------------------------------------ public API
@@ -597,6 +698,16 @@ export class BusClient {
   /** The event types and rooms the client keeps subscribed. */
   get subscriptions(): { events: BusEventType[]; rooms: string[] } {
     return { events: [...this.events], rooms: [...this.rooms] };
+  }
+
+  /**
+   * The id of the last event delivered per stream (`room:<name>`, `user`): where the next
+   * connection resumes from. Only streams still subscribed are kept.
+   */
+  get lastEventIds(): Record<string, string> {
+    const out: Record<string, string> = {};
+    for (const [label, ids] of this.seen) out[label] = ids[ids.length - 1]!;
+    return out;
   }
 
   /**
@@ -621,7 +732,8 @@ export class BusClient {
 
   /**
    * Closes the connection and stops reconnecting. Emits `close` (code 1000) if the client was
-   * started. Subscriptions and the declared presence are kept for a later `connect()`.
+   * started. Subscriptions, the declared presence and the last event ids are kept for a later
+   * `connect()` (which then resumes).
    */
   close(): void {
     const wasStarted = this.currentState !== 'closed';
@@ -677,13 +789,20 @@ export class BusClient {
     this.send({ type: 'subscribe', events: ev, rooms: rm });
   }
 
-  /** Unsubscribes from event types and rooms (now if connected; forgotten for reconnects). */
+  /**
+   * Unsubscribes from event types and rooms (now if connected; forgotten for reconnects, with
+   * their resume points: a room subscribed again later starts from live events).
+   */
   unsubscribe(events: BusEventType[] = [], rooms: string[] = []): void {
     const ev = events.map(checkEventType);
     const rm = rooms.map(checkRoom);
     if (ev.length === 0 && rm.length === 0) return;
     for (const e of ev) this.events.delete(e);
-    for (const r of rm) this.rooms.delete(r);
+    for (const r of rm) {
+      this.rooms.delete(r);
+      this.seen.delete(roomStream(r));
+    }
+    if (!this.hasUserEvents()) this.seen.delete(USER_STREAM);
     this.send({ type: 'unsubscribe', events: ev, rooms: rm });
   }
 
@@ -921,8 +1040,25 @@ export class BusClient {
         this.emit('typing', msg);
         return;
       case 'message':
+        if (!this.firstDelivery(msg)) return;
         if (msg.conversation_id !== undefined) this.tracker.stop(msg.sender, msg.conversation_id, 'message');
         this.emit('message', msg);
+        return;
+      case 'notification':
+      case 'action':
+      case 'event':
+        if (!this.firstDelivery(msg)) return;
+        this.emit(msg.type, msg as never);
+        return;
+      case 'replay':
+        this.emit('replay', msg);
+        if (msg.complete === false) {
+          const gap: GapEvent = { type: 'gap', stream: msg.stream, since: msg.since, count: msg.count };
+          if (typeof msg.stream === 'string' && msg.stream.startsWith(ROOM_PREFIX)) {
+            gap.room = msg.stream.slice(ROOM_PREFIX.length);
+          }
+          this.emit('gap', gap);
+        }
         return;
       case 'error':
         if (msg.code === 'E-WS-AUTH') this.tokenStale = true;
@@ -931,9 +1067,6 @@ export class BusClient {
       case 'subscribed':
       case 'pong':
       case 'presence':
-      case 'notification':
-      case 'action':
-      case 'event':
         this.emit(msg.type, msg as never);
         return;
       default:
@@ -949,7 +1082,12 @@ export class BusClient {
     this.setState('open');
     this.backoff.reset();
     if (this.events.size > 0 || this.rooms.size > 0) {
-      this.send({ type: 'subscribe', events: [...this.events], rooms: [...this.rooms] });
+      const subscribe: Record<string, unknown> = { type: 'subscribe', events: [...this.events], rooms: [...this.rooms] };
+      // Resume every stream with an id, each from its own (ids are ordered within a stream
+      // only): the server replays what was missed, then goes live without duplicates.
+      const since = this.resume ? this.lastEventIds : {};
+      if (Object.keys(since).length > 0) subscribe.since = since;
+      this.send(subscribe);
     }
     if (this.presence) this.send({ type: 'presence', ...this.presence });
     if (this.pingIntervalMs > 0) {
@@ -962,6 +1100,34 @@ export class BusClient {
     this.ready = undefined;
     this.emit('welcome', msg);
     ready?.resolve(msg);
+  }
+
+  private hasUserEvents(): boolean {
+    return USER_EVENT_TYPES.some((e) => this.events.has(e));
+  }
+
+  /**
+   * Whether `msg` is new for its stream (remembering its id as the stream's resume point), or
+   * a duplicate of one already delivered. Events without an id, and events of a stream the
+   * client no longer keeps (in flight after an unsubscribe), are delivered and not remembered.
+   */
+  private firstDelivery(msg: ServerMessage): boolean {
+    const id = (msg as EnvelopeFields).id;
+    if (typeof id !== 'string' || id === '') return true;
+    const label = streamLabel(msg);
+    if (label === undefined) return true;
+    const kept = label === USER_STREAM ? this.hasUserEvents() : this.rooms.has((msg as RoomEventMessage).room);
+    if (!kept) return true;
+    let ids = this.seen.get(label);
+    if (ids === undefined) {
+      ids = [];
+      this.seen.set(label, ids);
+    } else if (ids.includes(id)) {
+      return false;
+    }
+    ids.push(id);
+    if (ids.length > DEDUP_WINDOW) ids.shift();
+    return true;
   }
 
   private armPongTimer(): void {

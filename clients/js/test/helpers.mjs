@@ -225,6 +225,35 @@ export function waitFor(client, type, predicate = () => true, timeoutMs = 5000) 
   });
 }
 
+/**
+ * A `ws` WebSocket class that records its instances (`sockets`, to drop one from the client's
+ * side) and every frame the client sends (`sent`: `{ socket, msg }`, socket = its index).
+ */
+export function socketSpy() {
+  const sockets = [];
+  const sent = [];
+  class SpyWebSocket extends WebSocket {
+    constructor(url, ...rest) {
+      super(url, ...rest);
+      sockets.push(this);
+    }
+    send(data, ...rest) {
+      sent.push({ socket: sockets.indexOf(this), msg: JSON.parse(data) });
+      return super.send(data, ...rest);
+    }
+  }
+  return { WebSocket: SpyWebSocket, sockets, sent };
+}
+
+/** Resolves once `predicate()` is true (polled); rejects after `timeoutMs` with `what`. */
+export async function waitUntil(predicate, what, timeoutMs = 5000) {
+  const deadline = Date.now() + timeoutMs;
+  while (!predicate()) {
+    if (Date.now() > deadline) throw new Error(`not within ${timeoutMs} ms: ${what}`);
+    await sleep(10);
+  }
+}
+
 /** Records every event of the given types, in order. */
 export function record(client, types) {
   const log = [];

@@ -17,3 +17,11 @@ client.on('close', (c) => c.willReconnect);
 client.subscribe(['nope']);
 // @ts-expect-error unknown status
 client.updatePresence('sleeping');
+client.on('replay', (r) => r.complete && r.count >= 0 && r.stream.startsWith('room:'));
+client.on('gap', (g) => g.room?.toUpperCase() ?? g.stream);
+client.on('event', (e) => e.id?.length ?? e.priority === 'high');
+const ids: Record<string, string> = client.lastEventIds;
+void ids;
+new BusClient({ url: 'ws://127.0.0.1:1/ws/bus', token: 't', WebSocket: fromWs, resume: false });
+// @ts-expect-error resume is a boolean
+new BusClient({ url: 'ws://127.0.0.1:1/ws/bus', token: 't', WebSocket: fromWs, resume: 'yes' });
