@@ -74,12 +74,7 @@ pub struct App {
 impl App {
     /// Whether any webhook endpoint wants `event` for `channel`.
     pub fn wants_webhook(&self, event: &str, channel: &str) -> bool {
-        self.webhooks.iter().any(|w| {
-            (w.event_types.is_empty() || w.event_types.iter().any(|e| e == event))
-                && w.channel_prefix
-                    .as_deref()
-                    .is_none_or(|p| channel.starts_with(p))
-        })
+        self.webhooks.iter().any(|w| w.wants(event, channel))
     }
 }
 

@@ -271,6 +271,17 @@ pub struct WebhookConfig {
     pub channel_prefix: Option<String>,
 }
 
+impl WebhookConfig {
+    /// Whether this endpoint wants `event` for `channel`.
+    pub fn wants(&self, event: &str, channel: &str) -> bool {
+        (self.event_types.is_empty() || self.event_types.iter().any(|e| e == event))
+            && self
+                .channel_prefix
+                .as_deref()
+                .is_none_or(|p| channel.starts_with(p))
+    }
+}
+
 impl Default for AppConfig {
     fn default() -> Self {
         Self {

@@ -224,12 +224,6 @@ impl Event {
             meta: Default::default(),
         }
     }
-
-    /// Excludes one connection.
-    pub fn excluding(mut self, socket: Option<SocketId>) -> Self {
-        self.exclude = socket;
-        self
-    }
 }
 
 /// Serializes a string as a JSON string literal: how a Pusher `data` string travels.

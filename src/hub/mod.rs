@@ -199,11 +199,6 @@ impl Hub {
         *self.0.remote.lock().expect("hub lock poisoned") = remote;
     }
 
-    /// Connections on this node.
-    pub fn connection_count(&self) -> usize {
-        self.0.connections.load(Ordering::Acquire)
-    }
-
     /// Adds a subscriber; returns the channel's local subscriber count afterwards.
     pub fn subscribe(&self, app: &AppId, ch: &ChannelName, id: SocketId, r: Recipient) -> usize {
         let key = (app.clone(), ch.clone());
@@ -299,12 +294,6 @@ impl Hub {
     /// Unregisters a user's connection; returns the remaining count, `None` if absent.
     pub fn remove_user(&self, app: &AppId, user: &UserId, id: SocketId) -> Option<usize> {
         remove(&mut self.shard(&(app, user)).users, (app, user), id)
-    }
-
-    /// Local connections of a user.
-    pub fn user_connection_count(&self, app: &AppId, user: &UserId) -> usize {
-        let key = (app.clone(), user.clone());
-        self.shard(&key).users.get(&key).map_or(0, |s| s.len())
     }
 
     /// Makes connection `id` a watcher of `user`.

@@ -210,10 +210,7 @@ impl Worker {
         let name = event["name"].as_str().unwrap_or_default().to_owned();
         let channel = event["channel"].as_str().unwrap_or_default().to_owned();
         for w in &app.webhooks {
-            let wants = (w.event_types.is_empty() || w.event_types.contains(&name))
-                && w.channel_prefix
-                    .as_deref()
-                    .is_none_or(|p| channel.starts_with(p));
+            let wants = w.wants(&name, &channel);
             if wants {
                 self.batches
                     .entry((app.id.clone(), w.url.clone()))
