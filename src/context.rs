@@ -7,12 +7,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::apps::AppStore;
-use crate::broker::Broker;
+use crate::broker::{Broker, BrokerError, Receipt};
 use crate::config::Config;
 use crate::contacts::Contacts;
+use crate::event::Event;
 use crate::hub::Hub;
 use crate::presence::PresenceStore;
 use crate::status::{StatusStore, UserStatus};
+use crate::store::Store;
 use crate::webhooks::{Input as WebhookInput, Webhooks};
 
 /// Shared state of one server process.
@@ -35,6 +37,8 @@ pub struct Context {
     pub webhooks: Webhooks,
     /// The webhook worker's queue, taken by `server::run` when it starts the worker.
     pub webhook_queue: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<WebhookInput>>>,
+    /// The embedded store (`data.dir`): durable state of a single node.
+    pub store: Store,
     /// This node's number: the first half of every socket id it hands out.
     pub node: u32,
     /// Cancelled on shutdown; every connection's token is a child of it.
@@ -57,6 +61,7 @@ impl Context {
         presence: Arc<dyn PresenceStore>,
         status_store: Arc<dyn StatusStore>,
         apps: Arc<dyn AppStore>,
+        store: Store,
     ) -> Self {
         let tracker = TaskTracker::new();
         let throttle = std::time::Duration::from_millis(config.bus.presence_throttle_ms);
@@ -73,11 +78,19 @@ impl Context {
             webhooks,
             webhook_queue: std::sync::Mutex::new(Some(webhook_rx)),
             node,
+            store,
             shutdown: CancellationToken::new(),
             tracker,
             draining: AtomicBool::new(false),
             redis: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Publishes an event through the broker: the entry point for application events (HTTP
+    /// API, bus API, ingest), where what follows a publish (push notifications for users
+    /// who were offline) hangs.
+    pub async fn publish(&self, event: Event) -> Result<Receipt, BrokerError> {
+        self.broker.publish(event).await
     }
 
     /// Whether the node is shutting down (health check answers 503).

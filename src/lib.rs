@@ -21,6 +21,7 @@
 //!   Redis implementations of the seams.
 //! - [`ingest`]: PostgreSQL outbox ingest (`database.url`): rows of `switchboard.outbox`
 //!   become events through the broker, on one node at a time.
+//! - [`store`]: the embedded store (redb under `data.dir`) for durable single-node state.
 //! - [`config`], [`metrics`], [`context`], [`server`]: settings, metrics, shared handles,
 //!   and the wiring with `server::run(listener, metrics_listener, config, shutdown)`.
 //!
@@ -46,4 +47,5 @@ pub mod protocol;
 pub mod server;
 pub mod session;
 pub mod status;
+pub mod store;
 pub mod webhooks;

@@ -156,3 +156,8 @@ pub fn lease_lost() {
 pub fn low_priority_dropped() {
     counter!("switchboard_low_priority_dropped_total").increment(1);
 }
+
+/// A write to the embedded store was refused because its queue was full.
+pub fn store_busy() {
+    counter!("switchboard_store_busy_total").increment(1);
+}

@@ -18,6 +18,7 @@ use crate::context::Context;
 use crate::hub::Hub;
 use crate::presence::{MemoryPresence, RedisPresence};
 use crate::status::{MemoryStatus, RedisStatus};
+use crate::store::Store;
 use crate::webhooks::Webhooks;
 use crate::{http, ingest, metrics};
 
@@ -27,6 +28,7 @@ pub fn context(config: Config) -> std::io::Result<Arc<Context>> {
     let node = rand::random::<u32>() % 1_000_000_000;
     let hub = Hub::new();
     let apps = Arc::new(StaticAppStore::new(config.all_apps().map(App::from_config)));
+    let store = Store::open(&config.data.dir)?;
     let Some(url) = config.redis.url.clone() else {
         let broker = Arc::new(MemoryBroker::new(
             hub.clone(),
@@ -42,6 +44,7 @@ pub fn context(config: Config) -> std::io::Result<Arc<Context>> {
             Arc::new(MemoryPresence::new(hub)),
             Arc::new(MemoryStatus::default()),
             apps,
+            store,
         )));
     };
     let lease = Duration::from_secs(config.redis.lease_secs);
@@ -61,6 +64,7 @@ pub fn context(config: Config) -> std::io::Result<Arc<Context>> {
         Arc::new(RedisPresence::new(redis.clone(), hub.clone())),
         Arc::new(RedisStatus::new(redis.clone())),
         apps,
+        store,
     ));
     redis.spawn_connector(&ctx.tracker, ctx.shutdown.clone());
     broker.spawn_subscriber(hub, &ctx.tracker, ctx.shutdown.clone());

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use super::history::Streams;
-use super::{cache_key, Broker, BrokerError, History};
+use super::{cache_key, Broker, BrokerError, History, Receipt};
 use crate::config::HistoryConfig;
 use crate::event::{stream_of, Event};
 use crate::hub::Hub;
@@ -66,7 +66,7 @@ impl MemoryBroker {
 
 #[async_trait]
 impl Broker for MemoryBroker {
-    async fn publish(&self, mut event: Event) -> Result<(), BrokerError> {
+    async fn publish(&self, mut event: Event) -> Result<Receipt, BrokerError> {
         event.meta.ts_ms = crate::protocol::bus::now_ms();
         if let Some(ch) = cache_key(&event) {
             let mut cache = self.cache.lock().expect("cache lock poisoned");
@@ -98,7 +98,11 @@ impl Broker for MemoryBroker {
                 self.hub.deliver(&event);
             }
         }
-        Ok(())
+        Ok(Receipt {
+            id: event.meta.id,
+            ts_ms: event.meta.ts_ms,
+            offline: false,
+        })
     }
 
     async fn history(

@@ -5,6 +5,8 @@ mod history;
 mod memory;
 mod redis;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 pub use self::redis::RedisBroker;
@@ -28,7 +30,7 @@ pub trait Broker: Send + Sync + 'static {
     /// Hands the event to every node's hub. Events published by one caller reach each
     /// channel's subscribers in the order of the calls. Returns once the event is delivered
     /// locally (memory) or accepted by the transport (cluster).
-    async fn publish(&self, event: Event) -> Result<(), BrokerError>;
+    async fn publish(&self, event: Event) -> Result<Receipt, BrokerError>;
 
     /// The last event published on a cache channel, if one was published within the cache
     /// TTL. Kept by `publish` itself, so the cache and the stream never disagree on order.
@@ -39,6 +41,18 @@ pub trait Broker: Send + Sync + 'static {
     /// `since`. Ids are assigned by `publish`, in stream order, atomically with delivery.
     async fn history(&self, app: &AppId, stream: &str, since: &str)
         -> Result<History, BrokerError>;
+}
+
+/// What [`Broker::publish`] did with an event.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Receipt {
+    /// The id assigned (events kept in history).
+    pub id: Option<Arc<str>>,
+    /// When the broker accepted it (ms since the epoch).
+    pub ts_ms: u64,
+    /// A user event whose user had no connection anywhere: it was kept in their offline
+    /// queue (and is a candidate for a push notification).
+    pub offline: bool,
 }
 
 /// Parses an event id `"{a}-{b}"`.

@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{cache_key, parse_id, Broker, BrokerError, History};
+use super::{cache_key, parse_id, Broker, BrokerError, History, Receipt};
 use crate::cluster::Redis;
 use crate::config::HistoryConfig;
 use crate::event::{stream_of, Event};
@@ -150,7 +150,7 @@ async fn subscribe_once(
 
 #[async_trait]
 impl Broker for RedisBroker {
-    async fn publish(&self, mut event: Event) -> Result<(), BrokerError> {
+    async fn publish(&self, mut event: Event) -> Result<Receipt, BrokerError> {
         let unavailable = |e: String| BrokerError::Unavailable(e);
         let mut conn = self.redis.conn().map_err(|e| unavailable(e.to_string()))?;
         event.meta.ts_ms = crate::protocol::bus::now_ms();
@@ -161,7 +161,7 @@ impl Broker for RedisBroker {
         let stream = stream_of(&event)
             .map(|s| self.redis.key(&["h", event.app.as_str(), &s]))
             .unwrap_or_default();
-        let _id: String = self
+        let id: String = self
             .publish_script
             .arg(&self.channel)
             .arg(payload)
@@ -173,7 +173,11 @@ impl Broker for RedisBroker {
             .invoke_async(&mut conn)
             .await
             .map_err(|e| unavailable(e.to_string()))?;
-        Ok(())
+        Ok(Receipt {
+            id: (!id.is_empty()).then(|| id.into()),
+            ts_ms: event.meta.ts_ms,
+            offline: false,
+        })
     }
 
     async fn history(

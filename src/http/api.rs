@@ -169,8 +169,7 @@ async fn publish(ctx: &Context, app: &AppId, c: &Checked) -> Result<(), ApiError
             meta: c.meta.clone(),
         };
         metrics::published("api");
-        ctx.broker
-            .publish(event)
+        ctx.publish(event)
             .await
             .map_err(|e| ApiError::Unavailable(e.to_string()))?;
     }
@@ -369,8 +368,7 @@ pub async fn terminate(
         meta: Default::default(),
     };
     metrics::published("api");
-    ctx.broker
-        .publish(event)
+    ctx.publish(event)
         .await
         .map_err(|e| ApiError::Unavailable(e.to_string()))?;
     Ok(Json(json!({})))

@@ -151,8 +151,7 @@ async fn to_users(
             },
         };
         metrics::published("api");
-        ctx.broker
-            .publish(event)
+        ctx.publish(event)
             .await
             .map_err(|e| ApiError::Unavailable(e.to_string()))?;
     }

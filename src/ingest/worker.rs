@@ -195,7 +195,7 @@ impl Worker {
             match event {
                 Ok(event) => {
                     metrics::published("ingest");
-                    if let Err(e) = self.ctx.broker.publish(event).await {
+                    if let Err(e) = self.ctx.publish(event).await {
                         tracing::warn!(error = %e, id = row.id, "ingest: publish failed; retrying");
                         next = Next::Retry;
                         break;

@@ -51,6 +51,7 @@ impl TestServer {
     pub async fn start_full(f: impl FnOnce(&mut Config), metrics: bool) -> Self {
         let mut config = Config::load(None, Vec::<(String, String)>::new()).unwrap();
         config.server.shutdown_grace = 2;
+        config.data.dir = temp_dir("data");
         f(&mut config);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -467,4 +468,16 @@ impl Api {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// A fresh directory under the system temp dir, unique to this process and call.
+pub fn temp_dir(what: &str) -> std::path::PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!(
+        "switchboard-test-{}-{what}-{n}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
 }

@@ -1,0 +1,163 @@
+//! The embedded store: one [redb](https://docs.rs/redb) file under `data.dir` for the state
+//! that must survive a restart on a single node (offline queues, push registrations).
+//!
+//! Writes go through one writer thread, in the order they were submitted: a component that
+//! submits a write and later a read-modify-write of the same keys sees its own write. The
+//! thread groups what is waiting into one transaction (one fsync per group), so a burst of
+//! small writes costs one commit. Reads run on tokio's blocking pool against a snapshot.
+
+use std::path::Path;
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
+
+use crate::metrics;
+
+/// Writes waiting for the writer thread; beyond this, [`Store::submit`] refuses.
+const WRITE_QUEUE: usize = 10_000;
+/// Most writes committed in one transaction.
+const GROUP: usize = 256;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// redb reported an error (I/O, corruption).
+    #[error("store: {0}")]
+    Db(String),
+    /// The write queue is full (the disk does not keep up).
+    #[error("store write queue is full")]
+    Busy,
+    /// The store is closed (shutting down).
+    #[error("store is closed")]
+    Closed,
+}
+
+impl<E: Into<redb::Error>> From<E> for StoreError {
+    fn from(e: E) -> Self {
+        Self::Db(e.into().to_string())
+    }
+}
+
+/// A write job: runs inside the group's transaction (or learns that none could be begun) and
+/// returns what to do once the commit succeeded or failed.
+type Job = Box<dyn FnOnce(Result<&WriteTransaction, &StoreError>) -> Option<Done> + Send>;
+type Done = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
+
+/// The embedded store. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+    writes: mpsc::SyncSender<Job>,
+}
+
+impl Store {
+    /// Opens (or creates) `dir/switchboard.redb` and starts the writer thread, which ends
+    /// when the last handle is dropped. Fails if another process has the file open.
+    pub fn open(dir: &Path) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join("switchboard.redb");
+        let db = Database::create(&path).map_err(|e| {
+            std::io::Error::other(format!(
+                "cannot open the embedded store {}: {e} (is another switchboard using this \
+                 data directory? set SWITCHBOARD_DATA_DIR)",
+                path.display()
+            ))
+        })?;
+        let db = Arc::new(db);
+        let (writes, rx) = mpsc::sync_channel::<Job>(WRITE_QUEUE);
+        let writer_db = db.clone();
+        std::thread::Builder::new()
+            .name("switchboard-store".into())
+            .spawn(move || write_loop(&writer_db, &rx))?;
+        Ok(Self { db, writes })
+    }
+
+    /// Queues `f` to run in a write transaction, without waiting; `done` learns whether it
+    /// was committed. Never blocks: a full queue answers [`StoreError::Busy`].
+    pub fn submit<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+        done: impl FnOnce(Result<T, StoreError>) + Send + 'static,
+    ) -> Result<(), StoreError> {
+        let job: Job = Box::new(move |txn| {
+            let txn = match txn {
+                Ok(t) => t,
+                Err(e) => {
+                    done(Err(StoreError::Db(e.to_string())));
+                    return None;
+                }
+            };
+            let out = f(txn);
+            Some(Box::new(move |commit: Result<(), &StoreError>| {
+                done(match (out, commit) {
+                    (Ok(v), Ok(())) => Ok(v),
+                    (Err(e), _) => Err(e),
+                    (Ok(_), Err(e)) => Err(StoreError::Db(e.to_string())),
+                })
+            }))
+        });
+        self.writes.try_send(job).map_err(|e| match e {
+            mpsc::TrySendError::Full(_) => {
+                metrics::store_busy();
+                StoreError::Busy
+            }
+            mpsc::TrySendError::Disconnected(_) => StoreError::Closed,
+        })
+    }
+
+    /// Runs `f` in a write transaction and waits until it is committed.
+    pub async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.submit(f, move |r| {
+            let _ = tx.send(r);
+        })?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs `f` against a snapshot of everything committed so far.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&ReadTransaction) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || f(&db.begin_read()?))
+            .await
+            .map_err(|_| StoreError::Closed)?
+    }
+}
+
+/// The writer thread: one transaction per group of queued jobs.
+fn write_loop(db: &Database, rx: &mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < GROUP {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let txn = match db.begin_write() {
+            Ok(t) => t,
+            Err(e) => {
+                let err = StoreError::from(e);
+                tracing::error!(error = %err, "embedded store: cannot begin a write");
+                for job in jobs {
+                    job(Err(&err));
+                }
+                continue;
+            }
+        };
+        let done: Vec<Done> = jobs.into_iter().filter_map(|job| job(Ok(&txn))).collect();
+        let result = txn.commit().map_err(StoreError::from);
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "embedded store: commit failed");
+        }
+        for d in done {
+            d(result.as_ref().map(|_| ()));
+        }
+    }
+}
