@@ -13,6 +13,7 @@ use crate::contacts::Contacts;
 use crate::event::Event;
 use crate::hub::Hub;
 use crate::presence::PresenceStore;
+use crate::push::Push;
 use crate::status::{StatusStore, UserStatus};
 use crate::store::Store;
 use crate::webhooks::{Input as WebhookInput, Webhooks};
@@ -39,6 +40,8 @@ pub struct Context {
     pub webhook_queue: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<WebhookInput>>>,
     /// The embedded store (`data.dir`): durable state of a single node.
     pub store: Store,
+    /// Push notifications for users who are offline.
+    pub push: Push,
     /// This node's number: the first half of every socket id it hands out.
     pub node: u32,
     /// Cancelled on shutdown; every connection's token is a child of it.
@@ -62,6 +65,7 @@ impl Context {
         status_store: Arc<dyn StatusStore>,
         apps: Arc<dyn AppStore>,
         store: Store,
+        push: Push,
     ) -> Self {
         let tracker = TaskTracker::new();
         let throttle = std::time::Duration::from_millis(config.bus.presence_throttle_ms);
@@ -79,6 +83,7 @@ impl Context {
             webhook_queue: std::sync::Mutex::new(Some(webhook_rx)),
             node,
             store,
+            push,
             shutdown: CancellationToken::new(),
             tracker,
             draining: AtomicBool::new(false),
@@ -90,7 +95,15 @@ impl Context {
     /// API, bus API, ingest), where what follows a publish (push notifications for users
     /// who were offline) hangs.
     pub async fn publish(&self, event: Event) -> Result<Receipt, BrokerError> {
-        self.broker.publish(event).await
+        // A copy only for events that could become a push (cheap: the fields are `Arc`s).
+        let push = self.push.wants(&event).then(|| event.clone());
+        let receipt = self.broker.publish(event).await?;
+        if let Some(mut event) = push {
+            event.meta.id = receipt.id.clone();
+            event.meta.ts_ms = receipt.ts_ms;
+            self.push.offer(event, receipt.offline);
+        }
+        Ok(receipt)
     }
 
     /// Whether the node is shutting down (health check answers 503).

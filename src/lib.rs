@@ -21,6 +21,7 @@
 //!   Redis implementations of the seams.
 //! - [`ingest`]: PostgreSQL outbox ingest (`database.url`): rows of `switchboard.outbox`
 //!   become events through the broker, on one node at a time.
+//! - [`push`]: push notifications for offline users (decision tree, providers, store).
 //! - [`store`]: the embedded store (redb under `data.dir`) for durable single-node state.
 //! - [`config`], [`metrics`], [`context`], [`server`]: settings, metrics, shared handles,
 //!   and the wiring with `server::run(listener, metrics_listener, config, shutdown)`.
@@ -44,6 +45,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod presence;
 pub mod protocol;
+pub mod push;
 pub mod server;
 pub mod session;
 pub mod status;

@@ -161,3 +161,37 @@ pub fn low_priority_dropped() {
 pub fn store_busy() {
     counter!("switchboard_store_busy_total").increment(1);
 }
+
+/// A push decision for an offered user event (`outcome`: `online`, `ineligible`,
+/// `expired`, `preference_off`, `grouped`, `no_device`, `throttled`, `scheduled`,
+/// `store_error`).
+pub fn push_decision(outcome: &'static str) {
+    counter!("switchboard_push_decisions_total", "outcome" => outcome).increment(1);
+}
+
+/// Events dropped before a push decision (`reason`: `queue_full`, `groups_full`).
+pub fn push_dropped(reason: &'static str) {
+    push_dropped_n(reason, 1);
+}
+
+/// `n` events dropped before a push decision (`reason`: also `shutdown`).
+pub fn push_dropped_n(reason: &'static str, n: u64) {
+    counter!("switchboard_push_dropped_total", "reason" => reason).increment(n);
+}
+
+/// A device was registered for push (`platform`: `web`, `android`, `ios`).
+pub fn push_registered(platform: &'static str) {
+    counter!("switchboard_push_registrations_total", "platform" => platform).increment(1);
+}
+
+/// A push to one device ended (`provider`: `webpush`, `fcm`, `apns`, `webhook`; `outcome`:
+/// `ok`, `gone`, `rejected`, `failed`, `expired`, `duplicate`).
+pub fn push_sent(provider: &'static str, outcome: &'static str) {
+    counter!("switchboard_push_sends_total", "provider" => provider, "outcome" => outcome)
+        .increment(1);
+}
+
+/// A push is retried after a transient failure.
+pub fn push_retry(provider: &'static str) {
+    counter!("switchboard_push_retries_total", "provider" => provider).increment(1);
+}

@@ -17,6 +17,8 @@ use crate::config::Config;
 use crate::context::Context;
 use crate::hub::Hub;
 use crate::presence::{MemoryPresence, RedisPresence};
+use crate::push::store::{EmbeddedPushStore, RedisPushStore};
+use crate::push::Push;
 use crate::status::{MemoryStatus, RedisStatus};
 use crate::store::Store;
 use crate::webhooks::Webhooks;
@@ -29,6 +31,7 @@ pub fn context(config: Config) -> std::io::Result<Arc<Context>> {
     let hub = Hub::new();
     let apps = Arc::new(StaticAppStore::new(config.all_apps().map(App::from_config)));
     let store = Store::open(&config.data.dir)?;
+    let config_push = config.push.clone();
     let Some(url) = config.redis.url.clone() else {
         let broker = Arc::new(MemoryBroker::new(
             hub.clone(),
@@ -44,7 +47,8 @@ pub fn context(config: Config) -> std::io::Result<Arc<Context>> {
             Arc::new(MemoryPresence::new(hub)),
             Arc::new(MemoryStatus::default()),
             apps,
-            store,
+            store.clone(),
+            push(&config_push, Arc::new(EmbeddedPushStore::new(store)))?,
         )));
     };
     let lease = Duration::from_secs(config.redis.lease_secs);
@@ -65,6 +69,7 @@ pub fn context(config: Config) -> std::io::Result<Arc<Context>> {
         Arc::new(RedisStatus::new(redis.clone())),
         apps,
         store,
+        push(&config_push, Arc::new(RedisPushStore::new(redis.clone())))?,
     ));
     redis.spawn_connector(&ctx.tracker, ctx.shutdown.clone());
     broker.spawn_subscriber(hub, &ctx.tracker, ctx.shutdown.clone());
@@ -72,6 +77,14 @@ pub fn context(config: Config) -> std::io::Result<Arc<Context>> {
     cluster::spawn_sync(redis.clone(), ctx.clone());
     *ctx.redis.lock().expect("redis slot") = Some(redis);
     Ok(ctx)
+}
+
+/// The push component over `store`; a bad provider key is fatal at start-up.
+fn push(
+    config: &crate::config::PushConfig,
+    store: Arc<dyn crate::push::store::PushStore>,
+) -> std::io::Result<Push> {
+    Push::new(config, store).map_err(std::io::Error::other)
 }
 
 /// Serves until `shutdown` completes, then drains: `/up` answers 503, new connections are
@@ -90,6 +103,7 @@ pub async fn run(
     if let Some(rx) = ctx.webhook_queue.lock().expect("webhook slot").take() {
         Webhooks::start(&ctx, rx);
     }
+    Push::start(&ctx);
     if let Some(ml) = metrics_listener {
         let handle = metrics::install();
         let routes =
