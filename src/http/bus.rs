@@ -95,12 +95,12 @@ pub async fn upgrade(
     )
 }
 
-fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
+pub(super) fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body)
         .map_err(|e| ApiError::BadRequest(format!("Invalid JSON body: {e}")))
 }
 
-fn user_id(s: &str, what: &str) -> Result<UserId, ApiError> {
+pub(super) fn user_id(s: &str, what: &str) -> Result<UserId, ApiError> {
     if s.is_empty() || s.len() > MAX_USER_ID_LEN {
         return Err(ApiError::BadRequest(format!("Invalid {what} {s:?}")));
     }

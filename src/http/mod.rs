@@ -3,6 +3,7 @@
 mod api;
 mod bus;
 mod error;
+mod push;
 mod signed;
 mod ws;
 
@@ -43,6 +44,15 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route(
             "/apps/{app_id}/users/{user_id}/contacts",
             axum::routing::put(bus::set_contacts).get(bus::get_contacts),
+        )
+        .route("/apps/{app_id}/users/{user_id}/push", get(push::list))
+        .route(
+            "/apps/{app_id}/users/{user_id}/push/preferences",
+            get(push::get_prefs).put(push::set_prefs),
+        )
+        .route(
+            "/apps/{app_id}/users/{user_id}/push/{registration_id}",
+            axum::routing::delete(push::delete),
         )
         .route("/up", get(health))
         .fallback(not_found)

@@ -1,7 +1,9 @@
 //! The native bus protocol: JSON messages `{"type": ..., ..., "timestamp": <unix seconds>}`.
 //!
-//! Client → server: `subscribe`, `unsubscribe`, `presence`, `typing`, `ping`.
+//! Client → server: `subscribe`, `unsubscribe`, `presence`, `typing`, `ping`,
+//! `register_push`.
 //! Server → client: `welcome`, `subscribed`, `pong`, `error`, `presence`, `typing`,
+//! `push_registered`,
 //! `message`, `notification`, `action`, and `event` for room events.
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -144,6 +146,45 @@ pub enum Command {
     },
     /// Heartbeat.
     Ping,
+    /// Register this device for push notifications while the user is offline.
+    RegisterPush {
+        /// `web`, `android` or `ios`.
+        platform: String,
+        /// The FCM/APNs token; for `web`, the browser's subscription object (or its JSON).
+        #[serde(default)]
+        token: Option<PushToken>,
+        /// The browser's subscription object (`PushSubscription.toJSON()`), for `web`.
+        #[serde(default)]
+        subscription: Option<PushSubscription>,
+    },
+}
+
+/// A push token as clients send it: a string, or a Web Push subscription object.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum PushToken {
+    /// An FCM or APNs token (or the JSON text of a subscription).
+    Text(String),
+    /// A browser's subscription.
+    Subscription(PushSubscription),
+}
+
+/// A browser's `PushSubscription.toJSON()`: `{endpoint, expirationTime, keys: {p256dh, auth}}`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct PushSubscription {
+    /// The push service URL.
+    pub endpoint: String,
+    /// The browser's keys (base64url).
+    pub keys: PushKeys,
+}
+
+/// The keys of a [`PushSubscription`].
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct PushKeys {
+    /// P-256 public key.
+    pub p256dh: String,
+    /// Authentication secret.
+    pub auth: String,
 }
 
 /// Where to resume: one id for every stream of the message, or one per stream label
@@ -270,6 +311,14 @@ pub fn subscribed<'a>(events: &[&str], rooms: impl IntoIterator<Item = &'a str>)
     field_raw(&mut f, "events", &list(&mut events.iter().copied()));
     field_raw(&mut f, "rooms", &list(&mut rooms.into_iter()));
     message("subscribed", &f)
+}
+
+/// `push_registered`: the device's registration id (for `DELETE .../push/{id}`).
+pub fn push_registered(id: &str, platform: &str) -> Frame {
+    let mut f = String::new();
+    field_str(&mut f, "id", id);
+    field_str(&mut f, "platform", platform);
+    message("push_registered", &f)
 }
 
 /// `replay`: what follows are the `count` events of `stream` after `since`; `complete` is
@@ -461,6 +510,18 @@ mod tests {
         assert!(decode(r#"{"type":"presence","status":"sleeping"}"#).is_err());
         assert!(decode(r#"{"type":"typing","recipient":1}"#).is_err());
         assert!(decode("not json").is_err());
+        let web = decode(
+            r#"{"type":"register_push","platform":"web","token":{"endpoint":"https://p/x","expirationTime":null,"keys":{"p256dh":"k","auth":"a"}}}"#,
+        );
+        assert!(matches!(
+            web,
+            Ok(Command::RegisterPush {
+                token: Some(PushToken::Subscription(_)),
+                ..
+            })
+        ));
+        assert!(decode(r#"{"type":"register_push","platform":"ios","token":"ab12"}"#).is_ok());
+        assert!(decode(r#"{"type":"register_push","token":"ab12"}"#).is_err());
     }
 
     #[test]

@@ -30,6 +30,7 @@ use crate::context::Context;
 use crate::event::{Event, EventKind, Target};
 use crate::ids::{AppId, UserId};
 use crate::metrics;
+use crate::protocol::bus::{PushSubscription, PushToken};
 use providers::Providers;
 use store::PushStore;
 
@@ -269,6 +270,39 @@ impl Push {
             metrics::push_dropped("queue_full");
             tracing::warn!("push queue full: an event was not considered for a push");
         }
+    }
+
+    /// Registers the device of a bus `register_push` message: `token` is a string (FCM,
+    /// APNs, or the JSON text of a subscription) or a subscription object.
+    pub async fn register_wire(
+        &self,
+        app: &AppId,
+        user: &UserId,
+        platform: &str,
+        token: Option<PushToken>,
+        subscription: Option<PushSubscription>,
+    ) -> Result<(RegistrationId, Platform), RegisterError> {
+        let invalid = |m: &str| RegisterError::Invalid(m.to_owned());
+        let p = Platform::parse(platform)
+            .ok_or_else(|| invalid("platform must be web, android or ios"))?;
+        let sub = match (token, subscription) {
+            (_, Some(s)) | (Some(PushToken::Subscription(s)), None) => Some(s),
+            (Some(PushToken::Text(t)), None) if p == Platform::Web => Some(
+                serde_json::from_str::<PushSubscription>(&t)
+                    .map_err(|_| invalid("token must be the browser's subscription object"))?,
+            ),
+            (Some(PushToken::Text(t)), None) => {
+                return Ok((self.register(app, user, p, Device::Token(t)).await?, p))
+            }
+            (None, None) => return Err(invalid("token is required")),
+        };
+        let s = sub.expect("set above");
+        let device = Device::WebPush {
+            endpoint: s.endpoint,
+            p256dh: s.keys.p256dh,
+            auth: s.keys.auth,
+        };
+        Ok((self.register(app, user, p, device).await?, p))
     }
 
     /// Registers a device for `user` (replacing the same device, and the oldest beyond

@@ -252,6 +252,20 @@ impl Session {
                 recipient,
                 conversation_id,
             } => self.typing(recipient, conversation_id).await,
+            Command::RegisterPush {
+                platform,
+                token,
+                subscription,
+            } => {
+                let (app, push) = (&self.app.id, &self.ctx.push);
+                match push
+                    .register_wire(app, &self.user, &platform, token, subscription)
+                    .await
+                {
+                    Ok((id, p)) => self.send(wire::push_registered(id.as_str(), p.as_str())),
+                    Err(e) => self.invalid(&e.to_string()),
+                }
+            }
         }
         true
     }
