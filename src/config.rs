@@ -7,7 +7,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 mod database;
+mod offline;
 pub use database::DatabaseConfig;
+pub use offline::OfflineConfig;
 
 /// Everything the server can be told. Loaded and validated once at start-up.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -33,6 +35,8 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     /// Event history for replay (`since`).
     pub history: HistoryConfig,
+    /// Offline queues of user events.
+    pub offline: OfflineConfig,
 }
 
 /// Event history per stream (a channel, or a user's events), for replay on reconnect.
@@ -449,6 +453,7 @@ impl Config {
             return bad("server.outbox_capacity must be > 0".into());
         }
         self.database.validate().map_err(ConfigError::Invalid)?;
+        self.offline.validate().map_err(ConfigError::Invalid)?;
         let mut ids = std::collections::HashSet::new();
         let mut keys = std::collections::HashSet::new();
         for a in self.all_apps() {

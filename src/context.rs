@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::contacts::Contacts;
 use crate::event::Event;
 use crate::hub::Hub;
+use crate::offline::Inbox;
 use crate::presence::PresenceStore;
 use crate::status::{StatusStore, UserStatus};
 use crate::store::Store;
@@ -37,6 +38,8 @@ pub struct Context {
     pub webhooks: Webhooks,
     /// The webhook worker's queue, taken by `server::run` when it starts the worker.
     pub webhook_queue: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<WebhookInput>>>,
+    /// Offline queues: what sessions drain and acknowledge.
+    pub inbox: Arc<dyn Inbox>,
     /// The embedded store (`data.dir`): durable state of a single node.
     pub store: Store,
     /// This node's number: the first half of every socket id it hands out.
@@ -62,6 +65,7 @@ impl Context {
         status_store: Arc<dyn StatusStore>,
         apps: Arc<dyn AppStore>,
         store: Store,
+        inbox: Arc<dyn Inbox>,
     ) -> Self {
         let tracker = TaskTracker::new();
         let throttle = std::time::Duration::from_millis(config.bus.presence_throttle_ms);
@@ -79,6 +83,7 @@ impl Context {
             webhook_queue: std::sync::Mutex::new(Some(webhook_rx)),
             node,
             store,
+            inbox,
             shutdown: CancellationToken::new(),
             tracker,
             draining: AtomicBool::new(false),

@@ -68,7 +68,7 @@ pub fn spawn_sync(redis: Arc<Redis>, ctx: Arc<Context>) {
             // Unchanged counts are still rewritten now and then, for other nodes' quotas;
             // the other nodes' connections are read every round, so a quota sees them
             // within a round of their sync.
-            let write = generation != last_generation || rounds % 8 == 0;
+            let write = generation != last_generation || rounds.is_multiple_of(8);
             let Ok(mut conn) = redis.conn() else { continue };
             let mut inv = script.prepare_invoke();
             inv.arg(&redis.prefix).arg(&redis.node);
