@@ -7,8 +7,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 mod database;
+mod offline;
 mod push;
 pub use database::DatabaseConfig;
+pub use offline::OfflineConfig;
 pub use push::PushConfig;
 
 /// Everything the server can be told. Loaded and validated once at start-up.
@@ -35,6 +37,8 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     /// Event history for replay (`since`).
     pub history: HistoryConfig,
+    /// Offline queues of user events.
+    pub offline: OfflineConfig,
     /// Push notifications for offline users.
     pub push: PushConfig,
 }
@@ -453,6 +457,7 @@ impl Config {
             return bad("server.outbox_capacity must be > 0".into());
         }
         self.database.validate().map_err(ConfigError::Invalid)?;
+        self.offline.validate().map_err(ConfigError::Invalid)?;
         self.push.validate().map_err(ConfigError::Invalid)?;
         let mut ids = std::collections::HashSet::new();
         let mut keys = std::collections::HashSet::new();

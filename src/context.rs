@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::contacts::Contacts;
 use crate::event::Event;
 use crate::hub::Hub;
+use crate::offline::Inbox;
 use crate::presence::PresenceStore;
 use crate::push::Push;
 use crate::status::{StatusStore, UserStatus};
@@ -38,6 +39,8 @@ pub struct Context {
     pub webhooks: Webhooks,
     /// The webhook worker's queue, taken by `server::run` when it starts the worker.
     pub webhook_queue: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<WebhookInput>>>,
+    /// Offline queues: what sessions drain and acknowledge.
+    pub inbox: Arc<dyn Inbox>,
     /// The embedded store (`data.dir`): durable state of a single node.
     pub store: Store,
     /// Push notifications for users who are offline.
@@ -65,6 +68,7 @@ impl Context {
         status_store: Arc<dyn StatusStore>,
         apps: Arc<dyn AppStore>,
         store: Store,
+        inbox: Arc<dyn Inbox>,
         push: Push,
     ) -> Self {
         let tracker = TaskTracker::new();
@@ -83,6 +87,7 @@ impl Context {
             webhook_queue: std::sync::Mutex::new(Some(webhook_rx)),
             node,
             store,
+            inbox,
             push,
             shutdown: CancellationToken::new(),
             tracker,

@@ -43,6 +43,7 @@ pub mod hub;
 pub mod ids;
 pub mod ingest;
 pub mod metrics;
+pub mod offline;
 pub mod presence;
 pub mod protocol;
 pub mod push;

@@ -162,6 +162,21 @@ pub fn store_busy() {
     counter!("switchboard_store_busy_total").increment(1);
 }
 
+/// Offline queue activity: `what` is `queued`, `refused`, `delivered` or `expired`.
+pub fn offline(what: &'static str, n: u64) {
+    counter!("switchboard_offline_events_total", "what" => what).increment(n);
+}
+
+/// An event was dropped from a full offline queue (`rank`: 0 low, 1 normal, 2 high).
+pub fn offline_dropped(rank: u8) {
+    let priority = match rank {
+        0 => "low",
+        1 => "normal",
+        _ => "high",
+    };
+    counter!("switchboard_offline_dropped_total", "priority" => priority).increment(1);
+}
+
 /// A push decision for an offered user event (`outcome`: `online`, `ineligible`,
 /// `expired`, `preference_off`, `grouped`, `no_device`, `throttled`, `scheduled`,
 /// `store_error`).

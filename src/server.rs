@@ -16,6 +16,7 @@ use crate::cluster::{self, Redis};
 use crate::config::Config;
 use crate::context::Context;
 use crate::hub::Hub;
+use crate::offline::{EmbeddedInbox, RedisInbox};
 use crate::presence::{MemoryPresence, RedisPresence};
 use crate::push::store::{EmbeddedPushStore, RedisPushStore};
 use crate::push::Push;
@@ -33,23 +34,32 @@ pub fn context(config: Config) -> std::io::Result<Arc<Context>> {
     let store = Store::open(&config.data.dir)?;
     let config_push = config.push.clone();
     let Some(url) = config.redis.url.clone() else {
+        let status = Arc::new(MemoryStatus::default());
+        let inbox = Arc::new(EmbeddedInbox::new(store.clone(), config.offline.clone()));
         let broker = Arc::new(MemoryBroker::new(
             hub.clone(),
-            Duration::from_secs(config.server.cache_ttl_secs),
-            config.server.cache_max_channels,
+            status.clone(),
+            config.offline.enabled.then(|| inbox.clone()),
+            (
+                Duration::from_secs(config.server.cache_ttl_secs),
+                config.server.cache_max_channels,
+            ),
             config.history.clone(),
         ));
-        return Ok(Arc::new(Context::new(
+        let ctx = Arc::new(Context::new(
             node,
             config,
             hub.clone(),
             broker,
             Arc::new(MemoryPresence::new(hub)),
-            Arc::new(MemoryStatus::default()),
+            status,
             apps,
             store.clone(),
+            inbox.clone(),
             push(&config_push, Arc::new(EmbeddedPushStore::new(store)))?,
-        )));
+        ));
+        inbox.spawn_sweeper(&ctx.tracker, ctx.shutdown.clone());
+        return Ok(ctx);
     };
     let lease = Duration::from_secs(config.redis.lease_secs);
     let redis = Redis::new(&url, &config.redis.prefix, node.to_string(), lease)
@@ -59,6 +69,7 @@ pub fn context(config: Config) -> std::io::Result<Arc<Context>> {
         redis.clone(),
         cache_ttl,
         config.history.clone(),
+        config.offline.clone(),
     ));
     let ctx = Arc::new(Context::new(
         node,
@@ -69,6 +80,7 @@ pub fn context(config: Config) -> std::io::Result<Arc<Context>> {
         Arc::new(RedisStatus::new(redis.clone())),
         apps,
         store,
+        Arc::new(RedisInbox::new(redis.clone())),
         push(&config_push, Arc::new(RedisPushStore::new(redis.clone())))?,
     ));
     redis.spawn_connector(&ctx.tracker, ctx.shutdown.clone());
@@ -146,6 +158,7 @@ pub async fn run(
     if let Some(redis) = redis {
         cluster::resign(&redis).await;
     }
+    ctx.store.close().await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -8,7 +8,7 @@
 
 use std::path::Path;
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
 
@@ -44,11 +44,21 @@ impl<E: Into<redb::Error>> From<E> for StoreError {
 type Job = Box<dyn FnOnce(Result<&WriteTransaction, &StoreError>) -> Option<Done> + Send>;
 type Done = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
 
+/// What the writer thread is asked to do.
+enum Msg {
+    Write(Job),
+    /// Commit what is queued, close the file, acknowledge.
+    Close(mpsc::Sender<()>),
+}
+
+/// The database, until [`Store::close`].
+type Slot = Arc<RwLock<Option<Arc<Database>>>>;
+
 /// The embedded store. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<Database>,
-    writes: mpsc::SyncSender<Job>,
+    db: Slot,
+    writes: mpsc::SyncSender<Msg>,
 }
 
 impl Store {
@@ -64,13 +74,26 @@ impl Store {
                 path.display()
             ))
         })?;
-        let db = Arc::new(db);
-        let (writes, rx) = mpsc::sync_channel::<Job>(WRITE_QUEUE);
+        let db: Slot = Arc::new(RwLock::new(Some(Arc::new(db))));
+        let (writes, rx) = mpsc::sync_channel::<Msg>(WRITE_QUEUE);
         let writer_db = db.clone();
         std::thread::Builder::new()
             .name("switchboard-store".into())
             .spawn(move || write_loop(&writer_db, &rx))?;
         Ok(Self { db, writes })
+    }
+
+    /// Commits every write queued so far and closes the file (the next `open` of the same
+    /// directory, in this process or another, succeeds). Later calls fail with `Closed`.
+    pub async fn close(&self) {
+        let (tx, rx) = mpsc::channel();
+        let writes = self.writes.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if writes.send(Msg::Close(tx)).is_ok() {
+                let _ = rx.recv();
+            }
+        })
+        .await;
     }
 
     /// Queues `f` to run in a write transaction, without waiting; `done` learns whether it
@@ -97,7 +120,7 @@ impl Store {
                 })
             }))
         });
-        self.writes.try_send(job).map_err(|e| match e {
+        self.writes.try_send(Msg::Write(job)).map_err(|e| match e {
             mpsc::TrySendError::Full(_) => {
                 metrics::store_busy();
                 StoreError::Busy
@@ -123,41 +146,71 @@ impl Store {
         &self,
         f: impl FnOnce(&ReadTransaction) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let db = self.db.clone();
+        let db = current(&self.db).ok_or(StoreError::Closed)?;
         tokio::task::spawn_blocking(move || f(&db.begin_read()?))
             .await
             .map_err(|_| StoreError::Closed)?
     }
 }
 
-/// The writer thread: one transaction per group of queued jobs.
-fn write_loop(db: &Database, rx: &mpsc::Receiver<Job>) {
+fn current(slot: &Slot) -> Option<Arc<Database>> {
+    slot.read().expect("store slot poisoned").clone()
+}
+
+/// The writer thread: one transaction per group of queued jobs, until closed.
+fn write_loop(slot: &Slot, rx: &mpsc::Receiver<Msg>) {
+    let mut closing = None;
     while let Ok(first) = rx.recv() {
-        let mut jobs = vec![first];
-        while jobs.len() < GROUP {
-            match rx.try_recv() {
-                Ok(j) => jobs.push(j),
-                Err(_) => break,
-            }
-        }
-        let txn = match db.begin_write() {
-            Ok(t) => t,
-            Err(e) => {
-                let err = StoreError::from(e);
-                tracing::error!(error = %err, "embedded store: cannot begin a write");
-                for job in jobs {
-                    job(Err(&err));
+        let mut jobs = Vec::new();
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            match msg {
+                Msg::Write(j) => jobs.push(j),
+                Msg::Close(ack) => {
+                    closing = Some(ack);
+                    break;
                 }
-                continue;
             }
-        };
-        let done: Vec<Done> = jobs.into_iter().filter_map(|job| job(Ok(&txn))).collect();
-        let result = txn.commit().map_err(StoreError::from);
-        if let Err(e) = &result {
-            tracing::error!(error = %e, "embedded store: commit failed");
+            if jobs.len() < GROUP {
+                next = rx.try_recv().ok();
+            }
         }
-        for d in done {
-            d(result.as_ref().map(|_| ()));
+        if !jobs.is_empty() {
+            commit_group(slot, jobs);
         }
+        if let Some(ack) = closing.take() {
+            slot.write().expect("store slot poisoned").take();
+            let _ = ack.send(());
+            // Anything submitted later fails: its completion is dropped with the channel.
+            return;
+        }
+    }
+}
+
+fn commit_group(slot: &Slot, jobs: Vec<Job>) {
+    let Some(db) = current(slot) else {
+        for job in jobs {
+            job(Err(&StoreError::Closed));
+        }
+        return;
+    };
+    let txn = match db.begin_write() {
+        Ok(t) => t,
+        Err(e) => {
+            let err = StoreError::from(e);
+            tracing::error!(error = %err, "embedded store: cannot begin a write");
+            for job in jobs {
+                job(Err(&err));
+            }
+            return;
+        }
+    };
+    let done: Vec<Done> = jobs.into_iter().filter_map(|job| job(Ok(&txn))).collect();
+    let result = txn.commit().map_err(StoreError::from);
+    if let Err(e) = &result {
+        tracing::error!(error = %e, "embedded store: commit failed");
+    }
+    for d in done {
+        d(result.as_ref().map(|_| ()));
     }
 }

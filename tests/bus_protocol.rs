@@ -339,12 +339,17 @@ async fn only_subscribed_event_types_are_delivered() {
     let api = server.api();
     let mut c = server.bus("alice").await;
 
-    // Nothing is subscribed at first.
+    // Before the first subscribe, user events wait for it (a client never loses what
+    // arrives between its welcome and its subscribe); a type it does not subscribe to is
+    // then dropped.
     notify(&api, &["alice"], "before").await;
+    direct_message(&api, &["alice"], "m0", "not wanted").await;
     c.ping().await;
 
     let ack = c.subscribe(&["notification"], &[]).await;
     assert_eq!(names(&ack["events"]), set(&["notification"]));
+    let v = c.recv_type("notification").await;
+    assert_eq!(v["message"], "before", "{v}");
     notify(&api, &["alice"], "during").await;
     let v = c.recv_type("notification").await;
     assert_eq!(v["message"], "during", "{v}");

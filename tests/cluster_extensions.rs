@@ -192,3 +192,57 @@ async fn replay_comes_from_redis_streams_on_any_node() {
     a.stop().await;
     b.stop().await;
 }
+
+async fn notify(api: &Api, user: &str, msg: &str, extra: Value) {
+    let mut body = json!({"to":[user],"notification_type":"t","message":msg});
+    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+        b.extend(e.clone());
+    }
+    let (status, v) = api.bus_call("POST", "/bus/notifications", &body).await;
+    assert_eq!(status, 200, "{v}");
+}
+
+#[tokio::test]
+async fn the_offline_queue_is_cluster_wide() {
+    let (a, b) = two_nodes("offline", |c| c.offline.max_events = 3).await;
+    let api = a.api();
+    // Queued through node A while the user is nowhere; one too many: the oldest low goes.
+    notify(&api, "olga", "low", json!({"priority":"low"})).await;
+    for i in 1..=3 {
+        let p = if i == 2 { "high" } else { "normal" };
+        notify(&api, "olga", &format!("m{i}"), json!({"priority": p})).await;
+    }
+    // Connecting to node B drains it.
+    let mut c = b.bus("olga").await;
+    c.subscribe(&["notification"], &[]).await;
+    let replay = c.recv_type("replay").await;
+    assert_eq!(
+        (&replay["count"], &replay["dropped"], &replay["complete"]),
+        (&json!(3), &json!(1), &json!(false)),
+        "{replay}"
+    );
+    let mut ids = Vec::new();
+    for i in 1..=3 {
+        let v = c.recv_type("notification").await;
+        assert_eq!(v["message"], format!("m{i}"));
+        ids.push(v["id"].as_str().unwrap().to_owned());
+    }
+    // While she is connected on B, a publish on A is live, not queued (unless high).
+    notify(&api, "olga", "live", json!({})).await;
+    assert_eq!(c.recv_type("notification").await["message"], "live");
+    c.close().await;
+    // The high one (m2) was not acknowledged: it comes back, on node A this time.
+    let mut c = a.bus("olga").await;
+    c.subscribe(&["notification"], &[]).await;
+    assert_eq!(c.recv_type("replay").await["count"], 1);
+    let again = c.recv_type("notification").await;
+    assert_eq!(again["id"].as_str(), Some(ids[1].as_str()));
+    c.send(json!({"type":"ack","ids":[ids[1]]})).await;
+    assert_eq!(c.recv_type("acked").await["count"], 1);
+    c.close().await;
+    let mut c = b.bus("olga").await;
+    c.subscribe(&["notification"], &[]).await;
+    c.ping().await;
+    a.stop().await;
+    b.stop().await;
+}

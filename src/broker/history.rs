@@ -73,6 +73,12 @@ impl Streams {
         }
     }
 
+    /// The id of the stream's latest event.
+    pub(super) fn head(&self, app: &AppId, stream: &str) -> Option<Arc<str>> {
+        let s = self.streams.get(&(app.clone(), stream.to_owned()))?;
+        s.events.back().and_then(|(_, e)| e.meta.id.clone())
+    }
+
     pub(super) fn read(&self, app: &AppId, stream: &str, since: &str, now_ms: u64) -> History {
         let key = (app.clone(), stream.to_owned());
         let Some(s) = self.streams.get(&key) else {

@@ -1,7 +1,7 @@
 //! Single-node broker: delivery straight into the local hub.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -9,9 +9,11 @@ use async_trait::async_trait;
 use super::history::Streams;
 use super::{cache_key, Broker, BrokerError, History, Receipt};
 use crate::config::HistoryConfig;
-use crate::event::{stream_of, Event};
+use crate::event::{stream_of, Event, Priority};
 use crate::hub::Hub;
 use crate::ids::{AppId, ChannelName};
+use crate::offline::{queue_user, EmbeddedInbox};
+use crate::status::MemoryStatus;
 
 type Cache = HashMap<(AppId, ChannelName), (Event, Instant)>;
 
@@ -19,6 +21,10 @@ type Cache = HashMap<(AppId, ChannelName), (Event, Instant)>;
 /// of `publish` calls is the delivery order.
 pub struct MemoryBroker {
     hub: Hub,
+    /// Who is connected: decides, under its lock, whether a user event is queued.
+    status: Arc<MemoryStatus>,
+    /// Offline queues (`None`: disabled).
+    inbox: Option<Arc<EmbeddedInbox>>,
     /// Last event per cache channel, with its expiry. Bounded by `cache_max`.
     cache: Mutex<Cache>,
     cache_ttl: Duration,
@@ -34,9 +40,19 @@ const HISTORY_SHARDS: usize = 16;
 impl MemoryBroker {
     /// A broker delivering into `hub`, keeping cache-channel events for `cache_ttl`, for at
     /// most `cache_max` channels (beyond that the entry closest to expiry is replaced).
-    pub fn new(hub: Hub, cache_ttl: Duration, cache_max: usize, history: HistoryConfig) -> Self {
+    /// User events are queued in `inbox` for users `status` does not count as connected.
+    pub fn new(
+        hub: Hub,
+        status: Arc<MemoryStatus>,
+        inbox: Option<Arc<EmbeddedInbox>>,
+        cache: (Duration, usize),
+        history: HistoryConfig,
+    ) -> Self {
+        let (cache_ttl, cache_max) = cache;
         Self {
             hub,
+            status,
+            inbox,
             cache: Mutex::default(),
             cache_ttl,
             cache_max: cache_max.max(1),
@@ -57,6 +73,22 @@ impl MemoryBroker {
 }
 
 impl MemoryBroker {
+    /// Queues a user event when its user has no connection (or it is `high`, kept until
+    /// acked); returns whether the user had no connection.
+    fn queue_if_absent(&self, event: &Event) -> bool {
+        let Some(user) = queue_user(event) else {
+            return false;
+        };
+        self.status.while_counted(&event.app, user, |connected| {
+            if let Some(inbox) = &self.inbox {
+                if !connected || event.meta.priority == Priority::High {
+                    inbox.submit(user, event, connected);
+                }
+            }
+            !connected
+        })
+    }
+
     fn shard(&self, app: &AppId, stream: &str) -> std::sync::MutexGuard<'_, Streams> {
         use std::hash::BuildHasher;
         let i = (self.hasher.hash_one((app, stream)) as usize) % HISTORY_SHARDS;
@@ -86,11 +118,15 @@ impl Broker for MemoryBroker {
             }
             cache.insert(key, (event.clone(), now + self.cache_ttl));
         }
+        let mut offline = false;
         match stream_of(&event) {
             Some(stream) => {
                 let mut streams = self.shard(&event.app, &stream);
                 let now = event.meta.ts_ms;
                 streams.append(&event.app.clone(), stream, &mut event, now);
+                // Queue before delivering: a session registers in the hub before it counts
+                // as connected, so the event is either queued or reaches it live.
+                offline = self.queue_if_absent(&event);
                 // Delivered under the same lock: ids reach every subscriber in order.
                 self.hub.deliver(&event);
             }
@@ -101,8 +137,12 @@ impl Broker for MemoryBroker {
         Ok(Receipt {
             id: event.meta.id,
             ts_ms: event.meta.ts_ms,
-            offline: false,
+            offline,
         })
+    }
+
+    async fn head(&self, app: &AppId, stream: &str) -> Result<Option<Arc<str>>, BrokerError> {
+        Ok(self.shard(app, stream).head(app, stream))
     }
 
     async fn history(

@@ -41,6 +41,9 @@ pub trait Broker: Send + Sync + 'static {
     /// `since`. Ids are assigned by `publish`, in stream order, atomically with delivery.
     async fn history(&self, app: &AppId, stream: &str, since: &str)
         -> Result<History, BrokerError>;
+
+    /// The id of the latest event of `stream` still in history, if any.
+    async fn head(&self, app: &AppId, stream: &str) -> Result<Option<Arc<str>>, BrokerError>;
 }
 
 /// What [`Broker::publish`] did with an event.

@@ -11,11 +11,12 @@ use tokio_util::task::TaskTracker;
 
 use super::{cache_key, parse_id, Broker, BrokerError, History, Receipt};
 use crate::cluster::Redis;
-use crate::config::HistoryConfig;
+use crate::config::{HistoryConfig, OfflineConfig};
 use crate::event::{stream_of, Event};
 use crate::hub::Hub;
 use crate::ids::{AppId, ChannelName};
 use crate::metrics;
+use crate::offline::{expires_at, priority_rank, queue_user, ENQUEUE_LUA};
 
 /// Publishes to one cluster-wide Redis channel (`{prefix}:events`); cache-channel events are
 /// also stored (`{prefix}:cache:{app}:{channel}`, expiring) in the same transaction.
@@ -24,24 +25,43 @@ pub struct RedisBroker {
     channel: String,
     cache_ttl: Duration,
     history: HistoryConfig,
+    offline: OfflineConfig,
     publish_script: redis::Script,
     history_script: redis::Script,
 }
 
-/// Stores (history stream, cache) and publishes in one step, so ids follow the publish
-/// order. The pub/sub payload is `"{id}\n{event json}"` (empty id: no history).
-const PUBLISH: &str = r#"
+/// Stores (history stream, cache), queues a user event for an absent user, and publishes,
+/// in one step, so ids follow the publish order and an event is queued or delivered live.
+/// The pub/sub payload is `"{id}\n{event json}"` (empty id: no history). Returns
+/// `{id, offline}`.
+fn publish_script() -> String {
+    let body = r#"
 local channel, payload, cache, cache_ttl, stream, maxlen, stream_ttl =
-  ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+  ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local app, user, prio, expires = ARGV[9], ARGV[10], ARGV[11], ARGV[12]
+local max_events, max_bytes, keep_ms, queueing =
+  tonumber(ARGV[13]), tonumber(ARGV[14]), tonumber(ARGV[15]), ARGV[16] == '1'
 local id = ''
 if stream ~= '' then
   id = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'e', payload)
   redis.call('PEXPIRE', stream, stream_ttl)
 end
 if cache ~= '' then redis.call('SET', cache, payload, 'PX', cache_ttl) end
+local offline = 0
+if user ~= '' and id ~= '' then
+  local on = connected(app, user)
+  if not on then offline = 1 end
+  if queueing and (not on or prio == '2') then
+    local live = '0'
+    if on then live = '1' end
+    enqueue(app, user, id, payload, prio, live, expires, max_events, max_bytes, keep_ms)
+  end
+end
 redis.call('PUBLISH', channel, id .. '\n' .. payload)
-return id
+return {id, offline}
 "#;
+    format!("{}{ENQUEUE_LUA}{body}", crate::lua!(""))
+}
 
 /// `{complete, id, json, id, json, ...}` after `since`. Complete when the stream exists and
 /// nothing after `since` was trimmed (`max-deleted-entry-id`, Redis 7).
@@ -72,14 +92,20 @@ return out
 impl RedisBroker {
     /// A broker on `redis`, keeping cache-channel events for `cache_ttl` and history per
     /// `history`.
-    pub fn new(redis: Arc<Redis>, cache_ttl: Duration, history: HistoryConfig) -> Self {
+    pub fn new(
+        redis: Arc<Redis>,
+        cache_ttl: Duration,
+        history: HistoryConfig,
+        offline: OfflineConfig,
+    ) -> Self {
         let channel = redis.key(&["events"]);
         Self {
             redis,
             channel,
             cache_ttl,
             history,
-            publish_script: redis::Script::new(PUBLISH),
+            offline,
+            publish_script: redis::Script::new(&publish_script()),
             history_script: redis::Script::new(HISTORY),
         }
     }
@@ -161,8 +187,10 @@ impl Broker for RedisBroker {
         let stream = stream_of(&event)
             .map(|s| self.redis.key(&["h", event.app.as_str(), &s]))
             .unwrap_or_default();
-        let id: String = self
+        let user = queue_user(&event).map_or("", |u| u.as_str());
+        let (id, offline): (String, u8) = self
             .publish_script
+            .arg(&self.redis.prefix)
             .arg(&self.channel)
             .arg(payload)
             .arg(cache)
@@ -170,14 +198,40 @@ impl Broker for RedisBroker {
             .arg(stream)
             .arg(self.history.size.max(1))
             .arg(self.history.ttl_secs * 1000 * 2)
+            .arg(event.app.as_str())
+            .arg(user)
+            .arg(priority_rank(event.meta.priority))
+            .arg(expires_at(&event, self.offline.ttl_secs))
+            .arg(self.offline.max_events)
+            .arg(self.offline.max_bytes)
+            .arg(self.offline.ttl_secs * 1000)
+            .arg(if self.offline.enabled { "1" } else { "0" })
             .invoke_async(&mut conn)
             .await
             .map_err(|e| unavailable(e.to_string()))?;
         Ok(Receipt {
             id: (!id.is_empty()).then(|| id.into()),
             ts_ms: event.meta.ts_ms,
-            offline: false,
+            offline: offline == 1,
         })
+    }
+
+    async fn head(&self, app: &AppId, stream: &str) -> Result<Option<Arc<str>>, BrokerError> {
+        let mut conn = self
+            .redis
+            .conn()
+            .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
+        let key = self.redis.key(&["h", app.as_str(), stream]);
+        let last: Vec<(String, Vec<String>)> = redis::cmd("XREVRANGE")
+            .arg(key)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
+        Ok(last.first().map(|(id, _)| Arc::from(id.as_str())))
     }
 
     async fn history(

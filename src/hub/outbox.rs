@@ -30,8 +30,9 @@ struct Inner {
     holding: AtomicBool,
 }
 
-/// A frame held during a replay, with its (stream, id) when it has one.
-type Held = (Option<(String, Arc<str>)>, Frame);
+/// A frame held during a replay, with its (stream, id) when it has one, and the interest
+/// bit it needs (checked again at release: a connection may hold before it subscribes).
+type Held = (Option<(String, Arc<str>)>, Option<u8>, Frame);
 
 /// Live frames held during a replay before the connection is closed as a slow consumer.
 const MAX_HELD: usize = 1000;
@@ -91,18 +92,20 @@ impl Outbox {
                     return false;
                 }
                 let key = crate::event::stream_of(event).zip(event.meta.id.clone());
-                list.push((key, frame));
+                let bit = crate::protocol::bus::required_interest(&event.kind);
+                list.push((key, bit, frame));
                 return true;
             }
         }
         self.push(frame)
     }
 
-    /// Stops holding: queues the held frames, except those `replayed` says were already sent.
+    /// Stops holding: queues the held frames, except those `replayed` says were already sent
+    /// and those of event types the connection does not want (any more).
     pub fn release(&self, replayed: impl Fn(&str, &str) -> bool) {
         let mut held = self.0.held.lock().expect("outbox lock poisoned");
-        for (key, frame) in held.take().unwrap_or_default() {
-            if key.is_some_and(|(s, id)| replayed(&s, &id)) {
+        for (key, bit, frame) in held.take().unwrap_or_default() {
+            if key.is_some_and(|(s, id)| replayed(&s, &id)) || bit.is_some_and(|b| !self.wants(b)) {
                 continue;
             }
             self.push(frame);

@@ -23,6 +23,8 @@ pub mod code {
     pub const RATE: &str = "E-WS-RATE";
     /// Not allowed: a room outside the token's `channels`, too many connections.
     pub const PERMISSION: &str = "E-WS-PERMISSION";
+    /// A backing store is down (an extension: the request may be retried).
+    pub const UNAVAILABLE: &str = "E-WS-UNAVAILABLE";
 }
 
 /// Close codes of the bus. Same ranges as Pusher: 40xx do not reconnect unchanged, 41xx
@@ -65,6 +67,8 @@ pub mod interest {
     pub const MESSAGE: u8 = 16;
     /// Every type.
     pub const ALL: u8 = 31;
+    /// The user's own events (kept in the user's stream and offline queue).
+    pub const USER: u8 = ACTION | NOTIFICATION | MESSAGE;
 
     /// The bit of an event type name.
     pub fn of(name: &str) -> Option<u8> {
@@ -146,6 +150,16 @@ pub enum Command {
     },
     /// Heartbeat.
     Ping,
+    /// Acknowledge user events by id (`id`, or several in `ids`): queued `high` events are
+    /// then not delivered again.
+    Ack {
+        /// One id.
+        #[serde(default)]
+        id: Option<String>,
+        /// Several ids.
+        #[serde(default)]
+        ids: Vec<String>,
+    },
     /// Register this device for push notifications while the user is offline.
     RegisterPush {
         /// `web`, `android` or `ios`.
@@ -294,8 +308,14 @@ pub fn error(code: &str, msg: &str) -> Frame {
     message("error", &f)
 }
 
-/// `subscribed`: the connection's event types and rooms after a (un)subscribe.
-pub fn subscribed<'a>(events: &[&str], rooms: impl IntoIterator<Item = &'a str>) -> Frame {
+/// `subscribed`: the connection's event types and rooms after a (un)subscribe, and the id
+/// of the latest event of each stream just subscribed (`"room:{name}"`, `"user"`), so a
+/// client can resume from there even before it receives an event.
+pub fn subscribed<'a>(
+    events: &[&str],
+    rooms: impl IntoIterator<Item = &'a str>,
+    heads: &[(String, std::sync::Arc<str>)],
+) -> Frame {
     let list = |items: &mut dyn Iterator<Item = &str>| {
         let mut s = String::from("[");
         for (i, it) in items.enumerate() {
@@ -310,6 +330,11 @@ pub fn subscribed<'a>(events: &[&str], rooms: impl IntoIterator<Item = &'a str>)
     let mut f = String::new();
     field_raw(&mut f, "events", &list(&mut events.iter().copied()));
     field_raw(&mut f, "rooms", &list(&mut rooms.into_iter()));
+    let mut h = String::new();
+    for (label, id) in heads {
+        field_str(&mut h, label, id);
+    }
+    field_raw(&mut f, "heads", &format!("{{{h}}}"));
     message("subscribed", &f)
 }
 
@@ -321,14 +346,31 @@ pub fn push_registered(id: &str, platform: &str) -> Frame {
     message("push_registered", &f)
 }
 
-/// `replay`: what follows are the `count` events of `stream` after `since`; `complete` is
-/// `false` when history no longer reaches back that far (the client should refetch).
-pub fn replay(stream: &str, since: &str, count: usize, complete: bool) -> Frame {
+/// `acked`: how many of the acknowledged ids were still queued.
+pub fn acked(count: usize) -> Frame {
+    message("acked", &format!(r#""count":{count}"#))
+}
+
+/// `replay`: what follows are the `count` events of `stream` after `since` (`null`: the
+/// user's offline queue only); `complete` is `false` when history no longer reaches back
+/// that far or `dropped` events were lost to the offline queue's limits (the client should
+/// refetch).
+pub fn replay(
+    stream: &str,
+    since: Option<&str>,
+    count: usize,
+    complete: bool,
+    dropped: u64,
+) -> Frame {
     let mut f = String::new();
     field_str(&mut f, "stream", stream);
-    field_str(&mut f, "since", since);
+    match since {
+        Some(s) => field_str(&mut f, "since", s),
+        None => field_raw(&mut f, "since", "null"),
+    }
     field_raw(&mut f, "count", &count.to_string());
     field_raw(&mut f, "complete", if complete { "true" } else { "false" });
+    field_raw(&mut f, "dropped", &dropped.to_string());
     message("replay", &f)
 }
 

@@ -27,6 +27,8 @@ use crate::status::Change;
 
 /// Longest `activity` and `conversation_id` accepted.
 const MAX_FIELD_LEN: usize = 200;
+/// Most ids in one `ack`.
+const MAX_ACK_IDS: usize = 100;
 /// Typing throttle entries kept per connection (oldest evicted).
 const MAX_TYPING_TARGETS: usize = 64;
 
@@ -51,6 +53,10 @@ struct Session {
     allowed_rooms: Vec<WildMatch>,
     watching: Vec<UserId>,
     idle: bool,
+    /// A subscribe was handled (until then live user events are held).
+    started: bool,
+    /// The offline queue was drained on this connection.
+    drained: bool,
     limiter: DefaultDirectRateLimiter,
     typing: HashMap<(UserId, Arc<str>), Instant>,
 }
@@ -59,7 +65,6 @@ struct Session {
 pub async fn run(socket: WebSocket, ctx: Arc<Context>, hs: Handshake) {
     let token = ctx.shutdown.child_token();
     let (outbox, rx) = Outbox::new(ctx.config.server.outbox_capacity, token.clone());
-    outbox.set_interests(0);
     let (sink, mut stream) = socket.split();
     let writer = ctx
         .tracker
@@ -68,11 +73,23 @@ pub async fn run(socket: WebSocket, ctx: Arc<Context>, hs: Handshake) {
     let id = SocketId::next(ctx.node);
     let user = UserId::new(hs.claims.sub.as_str());
     let limit = ctx.config.bus.max_connections_per_user;
+    // Registered (holding user events until the first subscribe) before counted as
+    // connected: a user event published meanwhile is then queued, or held here, or both.
+    outbox.set_interests(interest::USER);
+    outbox.hold();
+    let recipient = Recipient {
+        wire: Wire::Bus,
+        outbox: outbox.clone(),
+        filter: None,
+        delta: None,
+    };
+    ctx.hub.add_user(&hs.app.id, &user, id, recipient);
     let admitted = ctx
         .status
         .apply(&hs.app.id, &user, Change::Connected { bus: true, limit })
         .await;
     if !admitted {
+        ctx.hub.remove_user(&hs.app.id, &user, id);
         metrics::connection_refused("user");
         outbox.push(wire::error(
             code::PERMISSION,
@@ -82,13 +99,6 @@ pub async fn run(socket: WebSocket, ctx: Arc<Context>, hs: Handshake) {
         let _ = writer.await;
         return;
     }
-    let recipient = Recipient {
-        wire: Wire::Bus,
-        outbox: outbox.clone(),
-        filter: None,
-        delta: None,
-    };
-    ctx.hub.add_user(&hs.app.id, &user, id, recipient);
     metrics::connection_opened("bus");
     outbox.push(wire::welcome(&id.to_string(), user.as_str()));
     let bus = &ctx.config.bus;
@@ -110,6 +120,8 @@ pub async fn run(socket: WebSocket, ctx: Arc<Context>, hs: Handshake) {
             .collect(),
         watching: Vec::new(),
         idle: false,
+        started: false,
+        drained: false,
         limiter: RateLimiter::direct(quota),
         typing: HashMap::new(),
         app: hs.app,
@@ -266,6 +278,7 @@ impl Session {
                     Err(e) => self.invalid(&e.to_string()),
                 }
             }
+            Command::Ack { id, ids } => self.ack(id.into_iter().chain(ids).collect()).await,
         }
         true
     }
@@ -284,22 +297,39 @@ impl Session {
         Some(bits)
     }
 
-    fn subscribed(&self) {
+    fn subscribed(&self, heads: &[(String, Arc<str>)]) {
         let mut rooms: Vec<&str> = self.rooms.iter().map(|r| r.as_str()).collect();
         rooms.sort_unstable();
-        self.send(wire::subscribed(&interest::names(self.interests), rooms));
+        self.send(wire::subscribed(
+            &interest::names(self.interests),
+            rooms,
+            heads,
+        ));
     }
 
     async fn subscribe(&mut self, events: &[String], rooms: &[String], since: Option<Since>) {
         let Some(bits) = self.event_bits(events) else {
             return;
         };
-        // With `since`, live events wait while the missed ones are sent (see `replay`).
-        let mut streams = Vec::new();
-        if since.is_some() {
+        let first = !self.started;
+        self.started = true;
+        let user_bits = bits & interest::USER != 0;
+        let drain = user_bits && !self.drained && self.ctx.config.offline.enabled;
+        // Live events wait while missed or queued ones are sent (see `catch_up`); before
+        // the first subscribe they are already held.
+        let catch_up = first || since.is_some() || drain;
+        if catch_up && !first {
             self.outbox.hold();
-            if bits & (interest::NOTIFICATION | interest::MESSAGE | interest::ACTION) != 0 {
-                streams.push(format!("u:{}", self.user));
+        }
+        let user_stream = format!("u:{}", self.user);
+        let mut streams = Vec::new();
+        let mut fresh = Vec::new();
+        if user_bits {
+            if since.is_some() || drain {
+                streams.push(user_stream.clone());
+            }
+            if self.interests & interest::USER == 0 {
+                fresh.push(user_stream);
             }
         }
         let newly_presence =
@@ -332,53 +362,141 @@ impl Session {
             if since.is_some() {
                 streams.push(format!("c:{ch}"));
             }
+            fresh.push(format!("c:{ch}"));
             self.rooms.insert(ch);
         }
-        self.subscribed();
-        if let Some(since) = since {
-            self.replay(&streams, &since).await;
-        }
+        let heads = self.heads(&fresh).await;
+        self.subscribed(&heads);
         if newly_presence {
             self.presence_snapshot().await;
         }
+        if catch_up {
+            self.catch_up(&streams, since.as_ref(), drain).await;
+        }
     }
 
-    /// Sends, per stream, a `replay` header and the events after its `since` id, then
-    /// releases the live events held meanwhile, minus those the replay carried: in order,
-    /// without duplicates.
-    async fn replay(&self, streams: &[String], since: &Since) {
-        let mut sent: std::collections::HashSet<(String, Arc<str>)> = Default::default();
+    /// The latest id of each stream (read after the subscription, so nothing after it is
+    /// missed), labelled as in `since`.
+    async fn heads(&self, streams: &[String]) -> Vec<(String, Arc<str>)> {
+        let mut out = Vec::new();
         for stream in streams {
-            let label = match stream.split_once(':') {
-                Some(("u", _)) => "user".to_owned(),
-                _ => format!("room:{}", &stream[2..]),
-            };
-            let Some(since) = since.for_stream(&label) else {
+            match self.ctx.broker.head(&self.app.id, stream).await {
+                Ok(Some(id)) => out.push((label_of(stream), id)),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "stream head read failed"),
+            }
+        }
+        out
+    }
+
+    /// Sends, per stream, a `replay` header and the events after its `since` id (and, for
+    /// the user's stream when `drain`, the offline queue), then releases the live events
+    /// held meanwhile, minus those already sent: in order, without duplicates.
+    async fn catch_up(&mut self, streams: &[String], since: Option<&Since>, drain: bool) {
+        let mut sent: HashSet<(String, Arc<str>)> = HashSet::new();
+        for stream in streams {
+            let label = label_of(stream);
+            let since = since.and_then(|s| s.for_stream(&label));
+            let queue = drain && stream.starts_with("u:");
+            if since.is_none() && !queue {
                 continue;
+            }
+            let (mut events, mut complete) = match since {
+                Some(id) => match self.ctx.broker.history(&self.app.id, stream, id).await {
+                    Ok(h) => (h.events, h.complete),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "history read failed");
+                        (Vec::new(), false)
+                    }
+                },
+                None => (Vec::new(), true),
             };
-            let history = match self.ctx.broker.history(&self.app.id, stream, since).await {
-                Ok(h) => h,
-                Err(e) => {
-                    tracing::warn!(error = %e, "history read failed");
-                    Default::default()
+            let mut dropped = 0;
+            let mut queued: Vec<(Arc<str>, bool)> = Vec::new();
+            if queue {
+                match self.ctx.inbox.pending(&self.app.id, &self.user).await {
+                    Ok(p) => {
+                        dropped = p.dropped;
+                        events = merge_queue(p.events, events, &mut queued);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "offline queue read failed");
+                        complete = false;
+                    }
                 }
-            };
-            let frames: Vec<(Arc<str>, Frame)> = history
-                .events
+            }
+            let frames: Vec<(Arc<str>, Frame)> = events
                 .iter()
                 .filter(|e| {
                     wire::required_interest(&e.kind).is_none_or(|b| self.interests & b != 0)
                 })
                 .filter_map(|e| Some((e.meta.id.clone()?, wire::encode_event(e)?)))
                 .collect();
-            self.send(wire::replay(&label, since, frames.len(), history.complete));
+            // A drain with nothing to say stays silent: no header without `since`.
+            if since.is_some() || !frames.is_empty() || dropped > 0 || !complete {
+                self.send(wire::replay(
+                    &label,
+                    since,
+                    frames.len(),
+                    complete && dropped == 0,
+                    dropped,
+                ));
+            }
             for (id, f) in frames {
                 self.send(f);
                 sent.insert((stream.clone(), id));
             }
+            if queue {
+                self.drained = true;
+                self.settle(stream, &sent, queued).await;
+            }
         }
         self.outbox
             .release(|s, id| sent.contains(&(s.to_owned(), Arc::from(id))));
+    }
+
+    /// Removes what a drain sent from the offline queue; `high` events stay until acked.
+    async fn settle(
+        &self,
+        stream: &str,
+        sent: &HashSet<(String, Arc<str>)>,
+        queued: Vec<(Arc<str>, bool)>,
+    ) {
+        let (mut done, mut kept) = (Vec::new(), Vec::new());
+        for (id, high) in queued {
+            if sent.contains(&(stream.to_owned(), id.clone())) {
+                if high {
+                    kept.push(id);
+                } else {
+                    done.push(id);
+                }
+            }
+        }
+        let r = self
+            .ctx
+            .inbox
+            .settle(&self.app.id, &self.user, done, kept)
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "offline queue update failed");
+        }
+    }
+
+    async fn ack(&mut self, ids: Vec<String>) {
+        if ids.is_empty() || ids.len() > MAX_ACK_IDS || ids.iter().any(|i| i.len() > MAX_FIELD_LEN)
+        {
+            return self.invalid("ack needs 1 to 100 ids");
+        }
+        match self.ctx.inbox.ack(&self.app.id, &self.user, ids).await {
+            Ok(n) => self.send(wire::acked(n)),
+            Err(e) => {
+                tracing::warn!(error = %e, "offline queue ack failed");
+                self.send(wire::error(
+                    code::UNAVAILABLE,
+                    "acknowledgement not recorded",
+                ));
+            }
+        }
     }
 
     fn unsubscribe(&mut self, events: &[String], rooms: &[String]) {
@@ -396,7 +514,7 @@ impl Session {
                 }
             }
         }
-        self.subscribed();
+        self.subscribed(&[]);
     }
 
     /// Watches the token's watchlist and the user's contacts.
@@ -516,4 +634,38 @@ impl Session {
         };
         self.ctx.status.apply(&app, &self.user, change).await;
     }
+}
+
+/// The `since` label of a stream: `"room:{name}"` or `"user"`.
+fn label_of(stream: &str) -> String {
+    match stream.split_once(':') {
+        Some(("u", _)) => "user".to_owned(),
+        _ => format!("room:{}", &stream[2..]),
+    }
+}
+
+/// The user stream's events to send: the queued ones history does not carry (older than
+/// `since`, or trimmed from history, so they come first, in queue order), then history.
+/// `queued` receives every queued id with whether it is `high` (kept until acked).
+fn merge_queue(
+    queue: Vec<crate::offline::Queued>,
+    history: Vec<Event>,
+    queued: &mut Vec<(Arc<str>, bool)>,
+) -> Vec<Event> {
+    let in_history: HashSet<Arc<str>> = history.iter().filter_map(|e| e.meta.id.clone()).collect();
+    let mut out = Vec::with_capacity(queue.len() + history.len());
+    for q in queue {
+        let Some(id) = q.event.meta.id.clone() else {
+            continue;
+        };
+        queued.push((
+            id.clone(),
+            q.event.meta.priority == crate::event::Priority::High,
+        ));
+        if !in_history.contains(&id) {
+            out.push(q.event);
+        }
+    }
+    out.extend(history);
+    out
 }

@@ -28,6 +28,18 @@ pub struct MemoryStatus {
     users: Mutex<HashMap<(AppId, UserId), Entry>>,
 }
 
+impl MemoryStatus {
+    /// Runs `f` with whether `user` has a connection, under the state's lock: no connection
+    /// is counted or uncounted meanwhile.
+    pub fn while_counted<R>(&self, app: &AppId, user: &UserId, f: impl FnOnce(bool) -> R) -> R {
+        let users = self.users.lock().expect("status lock poisoned");
+        let connected = users
+            .get(&(app.clone(), user.clone()))
+            .is_some_and(|e| e.counts.connections > 0);
+        f(connected)
+    }
+}
+
 #[async_trait]
 impl StatusStore for MemoryStatus {
     async fn apply(

@@ -1,5 +1,6 @@
 //! Subscriptions, sign-in and client events of a Pusher connection.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -326,6 +327,9 @@ impl Session {
         }
         let app = self.app.id.clone();
         let hub = &self.ctx.hub;
+        // Held until the offline queue is sent (registered before counted as connected: a
+        // user event is then queued, or held here, or both).
+        self.outbox.hold();
         hub.add_user(&app, &id, self.id, self.recipient());
         for w in &watchlist {
             hub.watch(&app, w, self.id, self.recipient());
@@ -354,6 +358,42 @@ impl Session {
                 },
             )
             .await;
+        let sent = self.drain_offline(&id).await;
+        self.outbox.release(|_, event_id| sent.contains(event_id));
+    }
+
+    /// Sends the user's offline queue on sign-in. Pusher clients cannot acknowledge, so
+    /// everything seen is removed, and events already delivered live are not sent again.
+    async fn drain_offline(&self, user: &UserId) -> HashSet<Arc<str>> {
+        let mut sent = HashSet::new();
+        if !self.ctx.config.offline.enabled {
+            return sent;
+        }
+        let pending = match self.ctx.inbox.pending(&self.app.id, user).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "offline queue read failed");
+                return sent;
+            }
+        };
+        let mut done = Vec::new();
+        for q in pending.events {
+            let Some(id) = q.event.meta.id.clone() else {
+                continue;
+            };
+            if !q.live {
+                if let Some(f) = wire::encode_event(&q.event) {
+                    self.send(f);
+                }
+            }
+            sent.insert(id.clone());
+            done.push(id);
+        }
+        let r = self.ctx.inbox.settle(&self.app.id, user, done, Vec::new());
+        if let Err(e) = r.await {
+            tracing::warn!(error = %e, "offline queue update failed");
+        }
+        sent
     }
 
     pub(super) async fn signout(&mut self) {
