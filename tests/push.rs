@@ -598,8 +598,12 @@ async fn no_push_while_the_user_is_online_on_another_node() {
         .await;
     online.recv_type("push_registered").await;
     wait_status(&mut w, "alice", "online").await;
-    // Registrations are cluster-wide (Redis): node B lists alice's.
+    // Registrations and preferences are cluster-wide (Redis): node B sees what A stored.
     assert_eq!(registrations(&b.api(), "alice").await.len(), 1);
+    let prefs = json!({"enabled":true,"types":{"REACT":false}});
+    let path = "/users/alice/push/preferences";
+    assert_eq!(call(&a.api(), "PUT", path, &prefs.to_string()).await.0, 200);
+    assert_eq!(call(&b.api(), "GET", path, "").await, (200, prefs));
 
     dm(&b.api(), "bob", "alice", 600).await; // online on A: no push
     dm(&b.api(), "bob", "zed", 600).await; // marker

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 #[serde(default, deny_unknown_fields)]
 pub struct PushConfig {
     /// Pushes per user per hour; beyond it, pushes are skipped (throttled) until the oldest
-    /// one is an hour old.
+    /// one is an hour old. 0: no limit.
     pub max_per_hour: u32,
     /// Registrations kept per user; registering one more replaces the oldest.
     pub max_registrations: usize,

@@ -241,3 +241,73 @@ impl PushStore for EmbeddedPushStore {
         Ok(fresh)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::push::{Device, Platform};
+
+    fn store() -> EmbeddedPushStore {
+        let dir = std::env::temp_dir().join(format!(
+            "switchboard-push-store-{}-{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        EmbeddedPushStore::new(Store::open(&dir).unwrap())
+    }
+
+    fn reg(token: &str, created_ms: u64) -> Registration {
+        Registration {
+            id: RegistrationId::random(),
+            platform: Platform::Android,
+            device: Device::Token(token.into()),
+            created_ms,
+        }
+    }
+
+    #[tokio::test]
+    async fn registrations_replace_the_same_device_and_keep_the_newest() {
+        let s = store();
+        let (app, user) = (AppId::new("a"), UserId::new("u"));
+        for (i, t) in ["t1", "t2", "t1", "t3"].iter().enumerate() {
+            s.register(&app, &user, reg(t, i as u64), 2).await.unwrap();
+        }
+        let list = s.registrations(&app, &user).await.unwrap();
+        let tokens: Vec<_> = list.iter().map(|r| r.device.identity()).collect();
+        assert_eq!(tokens, ["t1", "t3"], "t1 replaced, t2 the oldest beyond 2");
+        assert!(s.remove(&app, &user, &list[0].id).await.unwrap());
+        assert!(!s.remove(&app, &user, &list[0].id).await.unwrap());
+        assert_eq!(s.registrations(&app, &user).await.unwrap().len(), 1);
+        let other = UserId::new("v");
+        assert!(s.registrations(&app, &other).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn quota_counts_an_hour_and_claims_hold_once() {
+        let s = store();
+        let (app, user) = (AppId::new("a"), UserId::new("u"));
+        let t0 = 10 * HOUR_MS;
+        assert!(s.take_quota(&app, &user, 2, t0).await.unwrap());
+        assert!(s.take_quota(&app, &user, 2, t0 + 1).await.unwrap());
+        assert!(!s.take_quota(&app, &user, 2, t0 + 2).await.unwrap());
+        assert!(s.take_quota(&app, &user, 2, t0 + HOUR_MS).await.unwrap());
+        let id = RegistrationId::random();
+        let later = crate::protocol::bus::now_ms() + 60_000;
+        assert!(s.claim(&app, "u/1-1", &id, later).await.unwrap());
+        assert!(!s.claim(&app, "u/1-1", &id, later).await.unwrap());
+        assert!(s.claim(&app, "u/1-2", &id, later).await.unwrap());
+        // An expired claim is free again (and pruned).
+        assert!(s.claim(&app, "u/old", &id, 1).await.unwrap());
+        assert!(s.claim(&app, "u/old", &id, later).await.unwrap());
+        let prefs = Prefs {
+            enabled: false,
+            ..Prefs::default()
+        };
+        s.set_prefs(&app, &user, &prefs).await.unwrap();
+        assert_eq!(s.prefs(&app, &user).await.unwrap(), prefs);
+        assert_eq!(
+            s.prefs(&app, &UserId::new("v")).await.unwrap(),
+            Prefs::default()
+        );
+    }
+}
