@@ -83,13 +83,15 @@ impl Worker {
                 }
             }
         }
-        if !self.groups.is_empty() {
-            // Grouped reactions are not worth holding shutdown for: a restart loses them.
-            tracing::info!(
-                groups = self.groups.len(),
-                "push: reaction groups dropped at shutdown"
-            );
-            metrics::push_dropped_n("shutdown", self.groups.len() as u64);
+        // Undecided offers and grouped reactions are not worth holding shutdown for: a
+        // restart loses them, visibly.
+        let mut lost = self.groups.len();
+        while self.rx.try_recv().is_ok() {
+            lost += 1;
+        }
+        if lost > 0 {
+            tracing::info!(events = lost, "push: undecided events dropped at shutdown");
+            metrics::push_dropped_n("shutdown", lost as u64);
         }
     }
 
@@ -189,15 +191,18 @@ impl Worker {
             Err(e) => return store_failed(&e),
         };
         let max = self.config.max_per_hour;
-        match self
-            .store
-            .take_quota(&msg.app, &msg.user, max, now_ms())
-            .await
-        {
-            Ok(true) => metrics::push_decision("scheduled"),
-            Ok(false) => return metrics::push_decision("throttled"),
-            Err(e) => return store_failed(&e),
+        if max > 0 {
+            match self
+                .store
+                .take_quota(&msg.app, &msg.user, max, now_ms())
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => return metrics::push_decision("throttled"),
+                Err(e) => return store_failed(&e),
+            }
         }
+        metrics::push_decision("scheduled");
         let msg = Arc::new(msg);
         let key = format!("{}/{}", msg.user, msg.id);
         for reg in regs {
