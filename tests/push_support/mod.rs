@@ -5,6 +5,8 @@
 //! server's crates.
 #![allow(dead_code)]
 
+pub mod flow;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

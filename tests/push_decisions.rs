@@ -1,0 +1,247 @@
+//! The push decision tree end to end: online elsewhere in a two-node cluster, ineligible
+//! types, preferences, throttling, reaction grouping, and what happens to devices that are
+//! gone, refused or failing for a while.
+
+#[path = "push_support/mod.rs"]
+mod push_support;
+mod support;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use push_support::flow::*;
+use push_support::*;
+use serde_json::{json, Value};
+use support::*;
+
+#[tokio::test]
+async fn the_decision_tree_skips_ineligible_refused_and_throttled_events() {
+    let mut svc = Services::start(Vec::new()).await;
+    let vapid = Vapid::new();
+    let server = TestServer::start_with(|c| {
+        web(c, &vapid);
+        c.push.max_per_hour = 2;
+    })
+    .await;
+    let api = server.api();
+    let mut w = watcher(&server, &["alice", "yan", "zed"]).await;
+    let alice = Browser::new(format!("{}/push/alice", svc.base));
+    let yan = Browser::new(format!("{}/push/yan", svc.base));
+    let zed = Browser::new(format!("{}/push/zed", svc.base));
+    register(&server, &mut w, "alice", "web", alice.subscription()).await;
+    register(&server, &mut w, "yan", "web", yan.subscription()).await;
+    register(&server, &mut w, "zed", "web", zed.subscription()).await;
+
+    // Preferences: alice turns off messages, yan turns off everything.
+    let put = |user: &str, body: Value| {
+        let api = &api;
+        let path = format!("/users/{user}/push/preferences");
+        async move { call(api, "PUT", &path, &body.to_string()).await }
+    };
+    assert_eq!(put("alice", json!({"types":{"MSG":false}})).await.0, 200);
+    assert_eq!(put("yan", json!({"enabled":false})).await.0, 200);
+    assert_eq!(put("yan", json!({"types":{"POST":true}})).await.0, 400);
+    assert_eq!(put("yan", json!({"enabled":"no"})).await.0, 400);
+    let (status, prefs) = call(&api, "GET", "/users/alice/push/preferences", "").await;
+    assert_eq!(
+        (status, prefs),
+        (200, json!({"enabled":true,"types":{"MSG":false}}))
+    );
+    let (_, prefs) = call(&api, "GET", "/users/nobody/push/preferences", "").await;
+    assert_eq!(prefs, json!({"enabled":true,"types":{}}));
+
+    action(&api, "POST", "alice", "alice").await; // ineligible type (to the issuer)
+    let body = json!({"to":["alice"],"notification_type":"order_status","message":"shipped"});
+    assert_eq!(
+        api.bus_call("POST", "/bus/notifications", &body).await.0,
+        200
+    ); // ineligible
+    dm(&api, "bob", "alice", 600).await; // alice: MSG off
+    dm(&api, "bob", "yan", 600).await; // yan: push off
+    action(&api, "CONN", "bob", "alice").await; // pushed (1 of 2 this hour)
+    let body = json!({"to":["alice"],"notification_type":"follow","message":"m","from":"carol"});
+    assert_eq!(
+        api.bus_call("POST", "/bus/notifications", &body).await.0,
+        200
+    ); // pushed (2)
+    action(&api, "FSHR", "dave", "alice").await; // throttled
+    dm(&api, "bob", "zed", 600).await; // the marker
+
+    let p = payload(&alice, &svc.next().await);
+    assert_eq!(
+        (p["type"].as_str(), p["body"].as_str()),
+        (Some("CONN"), Some("bob wants to connect"))
+    );
+    assert_eq!(p["url"], "/users/bob");
+    let p = payload(&alice, &svc.next().await);
+    assert_eq!(p["body"], "carol started following you");
+    let p = payload(&zed, &svc.next().await);
+    assert_eq!(p["body"], "bob sent you a message");
+    assert!(svc.pending().is_none());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn reactions_are_grouped_into_one_push() {
+    let mut svc = Services::start(Vec::new()).await;
+    let vapid = Vapid::new();
+    let server = TestServer::start_with(|c| {
+        web(c, &vapid);
+        c.push.react_group_secs = 1;
+    })
+    .await;
+    let api = server.api();
+    let mut w = watcher(&server, &["alice"]).await;
+    let alice = Browser::new(format!("{}/push/alice", svc.base));
+    register(&server, &mut w, "alice", "web", alice.subscription()).await;
+    for who in ["bob", "carol", "bob", "dave"] {
+        action(&api, "REACT", who, "alice").await;
+    }
+    let p = payload(&alice, &svc.next().await);
+    assert_eq!(p["type"], "REACT");
+    assert_eq!(p["body"], "bob and 2 others reacted to your post");
+    dm(&api, "erin", "alice", 600).await;
+    let p = payload(&alice, &svc.next().await);
+    assert_eq!(
+        p["body"], "erin sent you a message",
+        "one push for the whole group"
+    );
+    assert!(svc.pending().is_none());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn gone_devices_are_removed_refused_ones_not_retried_transient_ones_retried() {
+    let mut svc = Services::start(Vec::new()).await;
+    let vapid = Vapid::new();
+    let server = TestServer::start_with(|c| web(c, &vapid)).await;
+    let api = server.api();
+    let mut w = watcher(&server, &["alice", "bob", "carol", "zed"]).await;
+    let devices = [
+        ("alice", Browser::new(format!("{}/push/gone-a", svc.base))),
+        ("bob", Browser::new(format!("{}/push/bad-b", svc.base))),
+        ("carol", Browser::new(format!("{}/push/flaky-c", svc.base))),
+        ("zed", Browser::new(format!("{}/push/zed", svc.base))),
+    ];
+    for (user, b) in &devices {
+        register(&server, &mut w, user, "web", b.subscription()).await;
+    }
+    svc.fail("/push/flaky-c", 2);
+    for (user, _) in &devices {
+        dm(&api, "x", user, 600).await;
+    }
+    let mut bodies = Vec::new();
+    for _ in 0..6 {
+        bodies.push(svc.next().await);
+    }
+    let paths: Vec<&str> = bodies.iter().map(|s| s.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/push/gone-a",
+            "/push/bad-b",
+            "/push/flaky-c",
+            "/push/flaky-c",
+            "/push/flaky-c",
+            "/push/zed"
+        ]
+    );
+    // The third attempt carried the same push, freshly encrypted.
+    let p = payload(&devices[2].1, &bodies[4]);
+    assert_eq!(p["body"], "x sent you a message");
+    assert_eq!(payload(&devices[2].1, &bodies[2])["id"], p["id"]);
+    assert!(
+        registrations(&api, "alice").await.is_empty(),
+        "410: registration removed"
+    );
+    assert_eq!(
+        registrations(&api, "bob").await.len(),
+        1,
+        "400: kept, not retried"
+    );
+    assert!(svc.pending().is_none());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn no_push_while_the_user_is_online_on_another_node() {
+    let mut svc = Services::start(Vec::new()).await;
+    let vapid = Vapid::new();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let prefix = format!("sbpush-{}-{nanos}", std::process::id());
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let (url, p) = (redis_url(), prefix.clone());
+        let vapid = &vapid;
+        nodes.push(
+            TestServer::start_with(move |c| {
+                web(c, vapid);
+                c.redis.url = Some(url);
+                c.redis.prefix = p;
+                c.redis.lease_secs = 1;
+            })
+            .await,
+        );
+    }
+    let (a, b) = (&nodes[0], &nodes[1]);
+    for n in [a, b] {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let up = |n: &TestServer| reqwest::get(format!("http://{}/up", n.addr));
+        while up(n).await.unwrap().json::<Value>().await.unwrap()["redis"] != "up" {
+            assert!(tokio::time::Instant::now() < deadline, "redis not up");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // A node's connections count cluster-wide once its lease is in Redis.
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let n: usize = redis::AsyncCommands::zcard(&mut conn, format!("{prefix}:nodes"))
+            .await
+            .unwrap();
+        if n == 2 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "leases not written");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut w = watcher(a, &["alice", "zed"]).await;
+    let alice = Browser::new(format!("{}/push/alice", svc.base));
+    let zed = Browser::new(format!("{}/push/zed", svc.base));
+    register(b, &mut w, "zed", "web", zed.subscription()).await;
+    // Alice registers on node A and stays connected there.
+    let mut online = a.bus("alice").await;
+    online
+        .send(json!({"type":"register_push","platform":"web","token":alice.subscription()}))
+        .await;
+    online.recv_type("push_registered").await;
+    wait_status(&mut w, "alice", "online").await;
+    // Registrations and preferences are cluster-wide (Redis): node B sees what A stored.
+    assert_eq!(registrations(&b.api(), "alice").await.len(), 1);
+    let prefs = json!({"enabled":true,"types":{"REACT":false}});
+    let path = "/users/alice/push/preferences";
+    assert_eq!(call(&a.api(), "PUT", path, &prefs.to_string()).await.0, 200);
+    assert_eq!(call(&b.api(), "GET", path, "").await, (200, prefs));
+
+    dm(&b.api(), "bob", "alice", 600).await; // online on A: no push
+    dm(&b.api(), "bob", "zed", 600).await; // marker
+    let p = payload(&zed, &svc.next().await);
+    assert_eq!(p["body"], "bob sent you a message");
+    assert!(
+        svc.pending().is_none(),
+        "nothing for alice while she is online"
+    );
+
+    // Once she is gone everywhere, node B pushes to her device.
+    online.close().await;
+    wait_status(&mut w, "alice", "offline").await;
+    dm(&b.api(), "carol", "alice", 600).await;
+    let p = payload(&alice, &svc.next().await);
+    assert_eq!(p["body"], "carol sent you a message");
+    for n in nodes {
+        n.stop().await;
+    }
+}
