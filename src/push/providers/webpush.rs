@@ -23,6 +23,8 @@ const B64: GeneralPurpose = GeneralPurpose::new(
         .with_encode_padding(false)
         .with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
+/// Longest endpoint accepted (push services' URLs are a few hundred bytes).
+const MAX_ENDPOINT: usize = 2048;
 /// Lifetime of a VAPID token (RFC 8292: at most 24 hours).
 const VAPID_SECS: u64 = 12 * 3600;
 
@@ -74,6 +76,9 @@ fn parts(device: &Device) -> Result<(http::Uri, p256::PublicKey, Auth), String> 
     else {
         return Err("not a Web Push subscription".into());
     };
+    if endpoint.len() > MAX_ENDPOINT {
+        return Err("endpoint is too long".into());
+    }
     let uri: http::Uri = endpoint.parse().map_err(|_| "invalid endpoint")?;
     if !matches!(uri.scheme_str(), Some("https" | "http")) || uri.authority().is_none() {
         return Err("endpoint must be an http(s) URL".into());
