@@ -73,6 +73,35 @@ impl Streams {
         }
     }
 
+    /// Every stream, for a snapshot.
+    pub(super) fn dump(&self) -> Vec<super::snapshot::StreamDump> {
+        self.streams
+            .iter()
+            .map(|(k, s)| {
+                (
+                    k.clone(),
+                    s.trimmed_upto,
+                    s.events.iter().cloned().collect(),
+                )
+            })
+            .collect()
+    }
+
+    /// Puts back a stream from a snapshot.
+    pub(super) fn restore(&mut self, stream: super::snapshot::StreamDump) {
+        let (key, trimmed_upto, events) = stream;
+        let last_used = events.last().map_or(trimmed_upto, |(q, _)| *q);
+        let events = events.into_iter().collect();
+        self.streams.insert(
+            key,
+            Stream {
+                events,
+                trimmed_upto,
+                last_used,
+            },
+        );
+    }
+
     /// The id of the stream's latest event.
     pub(super) fn head(&self, app: &AppId, stream: &str) -> Option<Arc<str>> {
         let s = self.streams.get(&(app.clone(), stream.to_owned()))?;
