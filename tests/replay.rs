@@ -275,3 +275,52 @@ async fn history_survives_a_graceful_restart() {
     assert_eq!(replay["count"], 2, "{replay}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn history_bounds_can_differ_by_channel_prefix() {
+    let server = TestServer::start_with(|c| {
+        c.history.rules = vec![switchboard::config::HistoryRule {
+            app: None,
+            prefix: "room-short".into(),
+            users: false,
+            size: 2,
+            ttl_secs: 300,
+        }]
+    })
+    .await;
+    let api = server.api();
+    let mut c = server.bus_with(&room_claims("u")).await;
+    for room in ["room-short", "room-long"] {
+        join(&mut c, room, None).await;
+    }
+    let mut first = std::collections::HashMap::new();
+    for n in 1..=4 {
+        for room in ["room-short", "room-long"] {
+            trigger(&api, room, n).await;
+            let e = c.recv_type("event").await;
+            first
+                .entry(room)
+                .or_insert_with(|| e["id"].as_str().unwrap().to_owned());
+        }
+    }
+    drop(c);
+    let mut c = server.bus_with(&room_claims("u")).await;
+    let short = join(&mut c, "room-short", Some(&first["room-short"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        (&short["count"], &short["complete"]),
+        (&json!(2), &json!(false)),
+        "{short}"
+    );
+    let mut c = server.bus_with(&room_claims("u")).await;
+    let long = join(&mut c, "room-long", Some(&first["room-long"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        (&long["count"], &long["complete"]),
+        (&json!(3), &json!(true)),
+        "{long}"
+    );
+    server.stop().await;
+}
