@@ -53,6 +53,54 @@ pub struct HistoryConfig {
     pub ttl_secs: u64,
     /// Streams kept per node (memory mode); beyond it the least recently used is dropped.
     pub max_streams: usize,
+    /// Other bounds for some streams, by app and channel prefix; the first match wins.
+    pub rules: Vec<HistoryRule>,
+}
+
+/// History bounds for the streams of matching channels (or of users' events).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryRule {
+    /// Only this app (any when unset).
+    #[serde(default)]
+    pub app: Option<String>,
+    /// Channels whose name starts with this (`""`: every channel).
+    #[serde(default)]
+    pub prefix: String,
+    /// Match users' own event streams instead of channels.
+    #[serde(default)]
+    pub users: bool,
+    /// Events kept per stream.
+    pub size: usize,
+    /// Seconds an event stays.
+    pub ttl_secs: u64,
+}
+
+impl HistoryConfig {
+    /// `(size, ttl_secs)` for `stream` (`c:{channel}` or `u:{user}`) of `app`.
+    pub fn limits(&self, app: &str, stream: &str) -> (usize, u64) {
+        let (users, name) = match stream.split_once(':') {
+            Some(("u", rest)) => (true, rest),
+            Some((_, rest)) => (false, rest),
+            None => (false, stream),
+        };
+        self.rules
+            .iter()
+            .find(|r| {
+                r.app.as_deref().is_none_or(|a| a == app)
+                    && r.users == users
+                    && (users || name.starts_with(&r.prefix))
+            })
+            .map_or((self.size, self.ttl_secs), |r| (r.size, r.ttl_secs))
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let ok = |size: usize, ttl: u64| (1..=100_000).contains(&size) && ttl > 0;
+        if !ok(self.size, self.ttl_secs) || self.rules.iter().any(|r| !ok(r.size, r.ttl_secs)) {
+            return Err("history size must be 1 to 100000 and ttl_secs > 0".into());
+        }
+        Ok(())
+    }
 }
 
 impl Default for HistoryConfig {
@@ -61,6 +109,7 @@ impl Default for HistoryConfig {
             size: 100,
             ttl_secs: 300,
             max_streams: 100_000,
+            rules: Vec::new(),
         }
     }
 }
@@ -458,6 +507,7 @@ impl Config {
         }
         self.database.validate().map_err(ConfigError::Invalid)?;
         self.offline.validate().map_err(ConfigError::Invalid)?;
+        self.history.validate().map_err(ConfigError::Invalid)?;
         self.push.validate().map_err(ConfigError::Invalid)?;
         let mut ids = std::collections::HashSet::new();
         let mut keys = std::collections::HashSet::new();

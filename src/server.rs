@@ -45,6 +45,7 @@ pub fn context(config: Config) -> std::io::Result<Arc<Context>> {
                 config.server.cache_max_channels,
             ),
             config.history.clone(),
+            store.clone(),
         ));
         let ctx = Arc::new(Context::new(
             node,
@@ -158,6 +159,7 @@ pub async fn run(
     if let Some(redis) = redis {
         cluster::resign(&redis).await;
     }
+    ctx.broker.close().await;
     ctx.store.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -141,6 +141,19 @@ impl Store {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// [`Store::write`] for start-up code outside the runtime's async context: blocks the
+    /// calling thread until the write is committed.
+    pub fn write_blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = mpsc::channel();
+        self.submit(f, move |r| {
+            let _ = tx.send(r);
+        })?;
+        rx.recv().map_err(|_| StoreError::Closed)?
+    }
+
     /// Runs `f` against a snapshot of everything committed so far.
     pub async fn read<T: Send + 'static>(
         &self,

@@ -131,6 +131,48 @@ async fn channel_and_user_rows_reach_both_protocols() {
 }
 
 #[tokio::test]
+async fn user_rows_for_an_absent_user_wait_in_the_offline_queue() {
+    let _pg = PG.read().await;
+    let db = Db::fresh().await;
+    let s = server(&db, |_| {}).await;
+    db.wait_schema().await;
+    for i in 1..=3 {
+        let n = json!({"notification_type":"t","message":format!("row-{i}")});
+        db.user_row("zoe", "notification", n).await;
+    }
+    // The envelope columns: a high-priority row, and one that refuses a bad priority.
+    db.exec(
+        r#"INSERT INTO switchboard.outbox (app_id, user_id, event, data, priority, ttl) VALUES
+           ('app-id', 'zoe', 'notification', '{"notification_type":"t","message":"urgent"}', 'high', 60),
+           ('app-id', 'zoe', 'notification', '{"notification_type":"t","message":"bad"}', 'urgent', NULL)"#,
+    )
+    .await;
+    let deadline = Instant::now() + LONG;
+    let processed = "SELECT count(*) FROM switchboard.outbox WHERE processed_at IS NOT NULL";
+    while db.count(processed).await < 5 {
+        assert!(Instant::now() < deadline, "rows not processed in time");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut b = s.bus("zoe").await;
+    b.subscribe(&["notification"], &[]).await;
+    assert_eq!(b.recv_type("replay").await["count"], 4);
+    for i in 1..=3 {
+        assert_eq!(
+            b.recv_type("notification").await["message"],
+            format!("row-{i}")
+        );
+    }
+    let urgent = b.recv_type("notification").await;
+    assert_eq!(
+        (&urgent["message"], &urgent["priority"]),
+        (&json!("urgent"), &json!("high"))
+    );
+    let refused = "SELECT count(*) FROM switchboard.outbox WHERE error LIKE 'invalid_envelope:%'";
+    assert_eq!(db.count(refused).await, 1);
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn rows_inserted_while_the_listener_is_down_are_delivered_once_in_order() {
     let _pg = PG.read().await;
     let db = Db::fresh().await;

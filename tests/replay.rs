@@ -223,3 +223,104 @@ async fn since_can_name_a_different_id_per_stream() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn history_survives_a_graceful_restart() {
+    let dir = temp_dir("history");
+    let d = dir.clone();
+    let server = TestServer::start_with(move |c| c.data.dir = d).await;
+    let api = server.api();
+    let mut c = server.bus_with(&room_claims("u")).await;
+    join(&mut c, "room-r", None).await;
+    trigger(&api, "room-r", 1).await;
+    trigger(&api, "room-r", 2).await;
+    let first = c.recv_type("event").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let second = c.recv_type("event").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    drop(c);
+    server.stop().await;
+
+    let d = dir.clone();
+    let server = TestServer::start_with(move |c| c.data.dir = d).await;
+    let api = server.api();
+    trigger(&api, "room-r", 3).await;
+    let mut c = server.bus_with(&room_claims("u")).await;
+    let replay = join(&mut c, "room-r", Some(&first)).await.unwrap();
+    assert_eq!(
+        (&replay["count"], &replay["complete"]),
+        (&json!(2), &json!(true)),
+        "{replay}"
+    );
+    let e2 = c.recv_type("event").await;
+    assert_eq!((n_of(&e2), e2["id"].as_str()), (2, Some(second.as_str())));
+    let e3 = c.recv_type("event").await;
+    assert_eq!(n_of(&e3), 3);
+    assert_ne!(
+        e3["id"],
+        json!(second),
+        "ids are not reused after a restart"
+    );
+    server.stop().await;
+
+    // Each graceful stop saves what the process had, restored history included.
+    let d = dir.clone();
+    let server = TestServer::start_with(move |c| c.data.dir = d).await;
+    let mut c = server.bus_with(&room_claims("u")).await;
+    let replay = join(&mut c, "room-r", Some(&first)).await.unwrap();
+    assert_eq!(replay["count"], 2, "{replay}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn history_bounds_can_differ_by_channel_prefix() {
+    let server = TestServer::start_with(|c| {
+        c.history.rules = vec![switchboard::config::HistoryRule {
+            app: None,
+            prefix: "room-short".into(),
+            users: false,
+            size: 2,
+            ttl_secs: 300,
+        }]
+    })
+    .await;
+    let api = server.api();
+    let mut c = server.bus_with(&room_claims("u")).await;
+    for room in ["room-short", "room-long"] {
+        join(&mut c, room, None).await;
+    }
+    let mut first = std::collections::HashMap::new();
+    for n in 1..=4 {
+        for room in ["room-short", "room-long"] {
+            trigger(&api, room, n).await;
+            let e = c.recv_type("event").await;
+            first
+                .entry(room)
+                .or_insert_with(|| e["id"].as_str().unwrap().to_owned());
+        }
+    }
+    drop(c);
+    let mut c = server.bus_with(&room_claims("u")).await;
+    let short = join(&mut c, "room-short", Some(&first["room-short"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        (&short["count"], &short["complete"]),
+        (&json!(2), &json!(false)),
+        "{short}"
+    );
+    let mut c = server.bus_with(&room_claims("u")).await;
+    let long = join(&mut c, "room-long", Some(&first["room-long"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        (&long["count"], &long["complete"]),
+        (&json!(3), &json!(true)),
+        "{long}"
+    );
+    server.stop().await;
+}

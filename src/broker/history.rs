@@ -42,6 +42,7 @@ impl Streams {
     pub(super) fn append(&mut self, app: &AppId, stream: String, event: &mut Event, now_ms: u64) {
         let seq = self.next.fetch_add(1, Ordering::AcqRel) + 1;
         event.meta.id = Some(format!("{}-{seq}", self.epoch).into());
+        let (size, ttl_secs) = self.config.limits(app.as_str(), &stream);
         let key = (app.clone(), stream);
         if !self.streams.contains_key(&key) && self.streams.len() >= self.config.max_streams.max(1)
         {
@@ -61,8 +62,8 @@ impl Streams {
         });
         s.last_used = seq;
         s.events.push_back((seq, event.clone()));
-        let ttl_ms = self.config.ttl_secs * 1000;
-        while s.events.len() > self.config.size.max(1)
+        let ttl_ms = ttl_secs * 1000;
+        while s.events.len() > size.max(1)
             || s.events
                 .front()
                 .is_some_and(|(_, e)| e.meta.ts_ms + ttl_ms < now_ms)
@@ -71,6 +72,35 @@ impl Streams {
                 s.trimmed_upto = dropped;
             }
         }
+    }
+
+    /// Every stream, for a snapshot.
+    pub(super) fn dump(&self) -> Vec<super::snapshot::StreamDump> {
+        self.streams
+            .iter()
+            .map(|(k, s)| {
+                (
+                    k.clone(),
+                    s.trimmed_upto,
+                    s.events.iter().cloned().collect(),
+                )
+            })
+            .collect()
+    }
+
+    /// Puts back a stream from a snapshot.
+    pub(super) fn restore(&mut self, stream: super::snapshot::StreamDump) {
+        let (key, trimmed_upto, events) = stream;
+        let last_used = events.last().map_or(trimmed_upto, |(q, _)| *q);
+        let events = events.into_iter().collect();
+        self.streams.insert(
+            key,
+            Stream {
+                events,
+                trimmed_upto,
+                last_used,
+            },
+        );
     }
 
     /// The id of the stream's latest event.
@@ -90,7 +120,7 @@ impl Streams {
                 complete,
             };
         };
-        let ttl_ms = self.config.ttl_secs * 1000;
+        let ttl_ms = self.config.limits(app.as_str(), stream).1 * 1000;
         // Aged out of history: the replay is incomplete. Past its own ttl: left out by design.
         let kept = |e: &Event| e.meta.ts_ms + ttl_ms >= now_ms;
         let live = |e: &Event| kept(e) && !e.meta.expired(now_ms);

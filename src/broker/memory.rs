@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use super::history::Streams;
+use super::snapshot::{self, Snapshot};
 use super::{cache_key, Broker, BrokerError, History, Receipt};
 use crate::config::HistoryConfig;
 use crate::event::{stream_of, Event, Priority};
@@ -14,6 +15,7 @@ use crate::hub::Hub;
 use crate::ids::{AppId, ChannelName};
 use crate::offline::{queue_user, EmbeddedInbox};
 use crate::status::MemoryStatus;
+use crate::store::Store;
 
 type Cache = HashMap<(AppId, ChannelName), (Event, Instant)>;
 
@@ -32,6 +34,11 @@ pub struct MemoryBroker {
     /// History per stream, sharded by stream. Appending and delivering happen under the
     /// stream's shard lock, so ids are assigned in delivery order.
     streams: Box<[Mutex<Streams>]>,
+    /// Id parts shared by the shards, saved with the history at shutdown.
+    epoch: u64,
+    next: Arc<std::sync::atomic::AtomicU64>,
+    /// Where the history goes at shutdown.
+    store: Store,
     hasher: std::collections::hash_map::RandomState,
 }
 
@@ -41,34 +48,53 @@ impl MemoryBroker {
     /// A broker delivering into `hub`, keeping cache-channel events for `cache_ttl`, for at
     /// most `cache_max` channels (beyond that the entry closest to expiry is replaced).
     /// User events are queued in `inbox` for users `status` does not count as connected.
+    /// History is restored from `store` if the previous process saved it at shutdown.
     pub fn new(
         hub: Hub,
         status: Arc<MemoryStatus>,
         inbox: Option<Arc<EmbeddedInbox>>,
         cache: (Duration, usize),
         history: HistoryConfig,
+        store: Store,
     ) -> Self {
         let (cache_ttl, cache_max) = cache;
-        Self {
+        let snap = snapshot::take(&store).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "saved history unreadable; starting without it");
+            None
+        });
+        let restored = snap.is_some();
+        let snap = snap.unwrap_or_else(|| Snapshot {
+            epoch: u64::from(rand::random::<u32>()),
+            ..Snapshot::default()
+        });
+        let next = Arc::new(std::sync::atomic::AtomicU64::new(snap.next));
+        let per_shard = HistoryConfig {
+            max_streams: (history.max_streams / HISTORY_SHARDS).max(1),
+            ..history
+        };
+        let this = Self {
             hub,
             status,
             inbox,
+            store,
             cache: Mutex::default(),
             cache_ttl,
             cache_max: cache_max.max(1),
-            streams: {
-                let epoch = u64::from(rand::random::<u32>());
-                let next = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-                let per_shard = HistoryConfig {
-                    max_streams: (history.max_streams / HISTORY_SHARDS).max(1),
-                    ..history
-                };
-                (0..HISTORY_SHARDS)
-                    .map(|_| Mutex::new(Streams::new(per_shard.clone(), epoch, next.clone())))
-                    .collect()
-            },
+            streams: (0..HISTORY_SHARDS)
+                .map(|_| Mutex::new(Streams::new(per_shard.clone(), snap.epoch, next.clone())))
+                .collect(),
+            epoch: snap.epoch,
+            next,
             hasher: Default::default(),
+        };
+        let n = snap.streams.len();
+        for stream in snap.streams {
+            this.shard(&stream.0 .0, &stream.0 .1).restore(stream);
         }
+        if restored {
+            tracing::info!(streams = n, "history restored from the last shutdown");
+        }
+        this
     }
 }
 
@@ -139,6 +165,23 @@ impl Broker for MemoryBroker {
             ts_ms: event.meta.ts_ms,
             offline,
         })
+    }
+
+    async fn close(&self) {
+        // Every shard is read under its lock; publishing has stopped by now.
+        let mut streams = Vec::new();
+        for shard in self.streams.iter() {
+            streams.extend(shard.lock().expect("history lock poisoned").dump());
+        }
+        let snap = Snapshot {
+            epoch: self.epoch,
+            next: self.next.load(std::sync::atomic::Ordering::Acquire),
+            streams,
+        };
+        match snapshot::save(&self.store, snap).await {
+            Ok(n) => tracing::info!(events = n, "history saved for the next start"),
+            Err(e) => tracing::warn!(error = %e, "history not saved"),
+        }
     }
 
     async fn head(&self, app: &AppId, stream: &str) -> Result<Option<Arc<str>>, BrokerError> {

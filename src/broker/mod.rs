@@ -4,6 +4,7 @@
 mod history;
 mod memory;
 mod redis;
+mod snapshot;
 
 use std::sync::Arc;
 
@@ -41,6 +42,10 @@ pub trait Broker: Send + Sync + 'static {
     /// `since`. Ids are assigned by `publish`, in stream order, atomically with delivery.
     async fn history(&self, app: &AppId, stream: &str, since: &str)
         -> Result<History, BrokerError>;
+
+    /// Called once at shutdown, after the connections closed: keeps what must outlive the
+    /// process (the single-node history).
+    async fn close(&self) {}
 
     /// The id of the latest event of `stream` still in history, if any.
     async fn head(&self, app: &AppId, stream: &str) -> Result<Option<Arc<str>>, BrokerError>;

@@ -184,7 +184,11 @@ impl Broker for RedisBroker {
         let cache = cache_key(&event)
             .map(|ch| self.redis.key(&["cache", event.app.as_str(), ch.as_str()]))
             .unwrap_or_default();
-        let stream = stream_of(&event)
+        let stream_name = stream_of(&event);
+        let (size, ttl_secs) = stream_name
+            .as_deref()
+            .map_or((1, 1), |s| self.history.limits(event.app.as_str(), s));
+        let stream = stream_name
             .map(|s| self.redis.key(&["h", event.app.as_str(), &s]))
             .unwrap_or_default();
         let user = queue_user(&event).map_or("", |u| u.as_str());
@@ -196,8 +200,8 @@ impl Broker for RedisBroker {
             .arg(cache)
             .arg(self.cache_ttl.as_millis() as u64)
             .arg(stream)
-            .arg(self.history.size.max(1))
-            .arg(self.history.ttl_secs * 1000 * 2)
+            .arg(size.max(1))
+            .arg(ttl_secs * 1000 * 2)
             .arg(event.app.as_str())
             .arg(user)
             .arg(priority_rank(event.meta.priority))
@@ -260,7 +264,7 @@ impl Broker for RedisBroker {
             .map(|v| redis::from_redis_value_ref::<String>(v).unwrap_or_default())
             .collect();
         let now = crate::protocol::bus::now_ms();
-        let ttl_ms = self.history.ttl_secs * 1000;
+        let ttl_ms = self.history.limits(app.as_str(), stream).1 * 1000;
         let mut h = History {
             events: Vec::new(),
             complete: strings.first().is_some_and(|c| c == "1"),

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::apps::App;
-use crate::event::{json_string, Event, EventKind, Target};
+use crate::event::{json_string, Event, EventKind, Meta, Priority, Target};
 use crate::ids::{self, ChannelName, UserId, MAX_USER_ID_LEN};
 
 /// Characters of a message's content kept in its preview (as `POST .../bus/messages`).
@@ -26,6 +26,10 @@ pub(super) struct OutboxRow {
     pub data: Option<String>,
     /// Bytes of `data`'s JSON text.
     pub data_len: i64,
+    /// Envelope: `low`, `normal` or `high` (`None`: normal).
+    pub priority: Option<String>,
+    /// Envelope: seconds (`None`: the defaults).
+    pub ttl: Option<i32>,
 }
 
 /// Why a row is refused. The `Display` text is what the row's `error` column gets; it
@@ -61,6 +65,9 @@ pub(super) enum Reject {
     /// `data` lacks a field the event type needs, or has the wrong type.
     #[error("invalid_data: {0}")]
     Data(String),
+    /// `priority` or `ttl` is not valid.
+    #[error("invalid_envelope: {0}")]
+    Envelope(&'static str),
 }
 
 impl Reject {
@@ -75,6 +82,7 @@ impl Reject {
             Self::Event(_) => "invalid_event",
             Self::TooLarge { .. } => "too_large",
             Self::Data(_) => "invalid_data",
+            Self::Envelope(_) => "invalid_envelope",
         }
     }
 }
@@ -128,7 +136,26 @@ pub(super) fn to_event(app: &App, row: &OutboxRow) -> Result<Event, Reject> {
         target,
         kind,
         exclude: None,
-        meta: Default::default(),
+        meta: envelope(row)?,
+    })
+}
+
+fn envelope(row: &OutboxRow) -> Result<Meta, Reject> {
+    let priority = match row.priority.as_deref() {
+        None | Some("normal") => Priority::Normal,
+        Some("low") => Priority::Low,
+        Some("high") => Priority::High,
+        Some(_) => return Err(Reject::Envelope("priority must be low, normal or high")),
+    };
+    let ttl = match row.ttl {
+        None => None,
+        Some(t) if t > 0 => Some(t as u32),
+        Some(_) => return Err(Reject::Envelope("ttl must be a positive number of seconds")),
+    };
+    Ok(Meta {
+        priority,
+        ttl,
+        ..Meta::default()
     })
 }
 
@@ -265,7 +292,27 @@ mod tests {
             event: event.into(),
             data: Some(data.into()),
             data_len: data.len() as i64,
+            priority: None,
+            ttl: None,
         }
+    }
+
+    #[test]
+    fn priority_and_ttl_columns_make_the_envelope() {
+        let mut r = row(Some("orders"), None, "shipped", "{}");
+        (r.priority, r.ttl) = (Some("high".into()), Some(60));
+        let e = to_event(&app(), &r).unwrap();
+        assert_eq!((e.meta.priority, e.meta.ttl), (Priority::High, Some(60)));
+        (r.priority, r.ttl) = (Some("urgent".into()), None);
+        assert_eq!(
+            to_event(&app(), &r).unwrap_err().reason(),
+            "invalid_envelope"
+        );
+        (r.priority, r.ttl) = (None, Some(0));
+        assert_eq!(
+            to_event(&app(), &r).unwrap_err().reason(),
+            "invalid_envelope"
+        );
     }
 
     #[test]

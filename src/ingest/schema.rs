@@ -10,9 +10,10 @@ use tokio_postgres::Client;
 const MIGRATION_LOCK: i64 = i64::from_be_bytes(*b"sbmigrat");
 
 /// `(version, SQL)`, applied in order. Never edit one that has shipped: add another.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    r#"
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE switchboard.outbox (
     id           bigserial   PRIMARY KEY,
     app_id       text        NOT NULL,
@@ -38,7 +39,20 @@ $$;
 CREATE TRIGGER outbox_notify AFTER INSERT ON switchboard.outbox
     FOR EACH STATEMENT EXECUTE FUNCTION switchboard.outbox_notify();
 "#,
-)];
+    ),
+    (
+        2,
+        r#"
+ALTER TABLE switchboard.outbox
+    ADD COLUMN priority text,
+    ADD COLUMN ttl integer;
+COMMENT ON COLUMN switchboard.outbox.priority IS
+    'Envelope priority: low, normal (NULL) or high.';
+COMMENT ON COLUMN switchboard.outbox.ttl IS
+    'Seconds the event stays worth delivering (history replay, offline queue); NULL = the defaults.';
+"#,
+    ),
+];
 
 /// Creates the schema and applies the migrations this database has not seen.
 pub(super) async fn migrate(client: &mut Client) -> Result<(), tokio_postgres::Error> {
@@ -82,7 +96,7 @@ SELECT id, left(app_id, 256), left(channel, 256), left(user_id, 256), left(event
        CASE WHEN octet_length(data::text) <= $2 THEN data::text END,
        octet_length(data::text),
        EXTRACT(EPOCH FROM clock_timestamp() - created_at)::float8,
-       pg_backend_pid()
+       pg_backend_pid(), left(priority, 16), ttl
   FROM switchboard.outbox
  WHERE processed_at IS NULL
  ORDER BY id

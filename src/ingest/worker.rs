@@ -276,5 +276,7 @@ fn outbox_row(r: &Row) -> OutboxRow {
         event: r.get(4),
         data: r.get(5),
         data_len: r.get::<_, Option<i32>>(6).map_or(0, i64::from),
+        priority: r.get(9),
+        ttl: r.get(10),
     }
 }

@@ -127,6 +127,11 @@ impl Db {
             .unwrap();
     }
 
+    /// Runs a statement (no parameters).
+    pub async fn exec(&self, sql: &str) {
+        self.sql.batch_execute(sql).await.unwrap();
+    }
+
     /// Inserts `seq` events `{"n": i}` for every i of `range`, in one statement.
     pub async fn seq_rows(&self, channel: &str, range: std::ops::RangeInclusive<i32>) {
         let sql = "INSERT INTO switchboard.outbox (app_id, channel, event, data) \

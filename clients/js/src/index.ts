@@ -62,6 +62,17 @@ export interface SubscribedMessage extends ServerMessageBase {
   type: 'subscribed';
   events: BusEventType[];
   rooms: string[];
+  /**
+   * The latest event id of each stream this subscribe added (`room:<name>`, `user`), when it
+   * has one: where to resume from before any event of the stream arrived.
+   */
+  heads?: Record<string, string>;
+}
+
+/** The answer to an `ack`: how many of the ids were still queued. */
+export interface AckedMessage extends ServerMessageBase {
+  type: 'acked';
+  count: number;
 }
 
 /** The answer to a `ping`. */
@@ -146,11 +157,13 @@ export interface ReplayMessage extends ServerMessageBase {
   type: 'replay';
   /** `room:<name>` or `user` (see {@link streamLabel}). */
   stream: string;
-  /** The id the client resumed from. */
-  since: string;
+  /** The id the client resumed from; `null` for the user's offline queue alone. */
+  since: string | null;
   /** How many events follow. */
   count: number;
   complete: boolean;
+  /** Events the offline queue dropped (its per-user limits) since the last connection. */
+  dropped?: number;
 }
 
 /**
@@ -188,6 +201,7 @@ export type ServerMessage =
   | ActionMessage
   | RoomEventMessage
   | ReplayMessage
+  | AckedMessage
   | ErrorMessage;
 
 /** The stream label of the user's own events (notifications, messages, actions). */
@@ -271,10 +285,12 @@ export interface GapEvent {
   stream: string;
   /** The room, for a room stream. */
   room?: string;
-  /** The id the client resumed from. */
-  since: string;
+  /** The id the client resumed from; `null` for the user's offline queue alone. */
+  since: string | null;
   /** How many events follow (the part of the gap that history still had). */
   count: number;
+  /** Events the offline queue dropped, when that caused the gap. */
+  dropped?: number;
 }
 
 /** The events of {@link BusClient.on}: server messages by type, and lifecycle events. */
@@ -291,6 +307,7 @@ export interface BusClientEventMap {
   event: RoomEventMessage;
   replay: ReplayMessage;
   gap: GapEvent;
+  acked: AckedMessage;
   error: ErrorMessage;
   open: OpenEvent;
   close: CloseEvent;
@@ -544,6 +561,12 @@ export interface BusClientOptions {
    * published while disconnected are then lost). Duplicates are dropped either way.
    */
   resume?: boolean;
+  /**
+   * Acknowledge `high` priority user events (notifications, messages, actions) as they are
+   * delivered, so that the server does not deliver them again after a reconnect. Default
+   * true; with `false`, call {@link BusClient.ack} once the app has handled them.
+   */
+  autoAck?: boolean;
 }
 
 /** Where the client is. */
@@ -569,6 +592,10 @@ const ABNORMAL_CLOSURE = 1006;
 
 /** Ids remembered per stream to drop duplicates (the last one is the resume point). */
 const DEDUP_WINDOW = 32;
+/** Most ids in one `ack` (the server's limit). */
+const ACK_BATCH = 100;
+/** How long acks wait to be sent together. */
+const ACK_DELAY_MS = 50;
 
 const USER_EVENT_TYPES: readonly BusEventType[] = ['notification', 'message', 'action'];
 const ROOM_PREFIX = 'room:';
@@ -624,12 +651,22 @@ export class BusClient {
   private readonly rooms = new Set<string>();
   private presence: { status: PresenceStatus; activity?: string } | undefined;
   private readonly resume: boolean;
+  private readonly autoAck: boolean;
+  /** Ids waiting to be acknowledged (sent together, soon). */
+  private pendingAcks: string[] = [];
+  private ackTimer: ReturnType<typeof setTimeout> | undefined;
   /**
    * Per stream label (`room:<name>` for a kept room, `user`), the last ids delivered, oldest
    * first: the last one is where to resume; all of them are recognised as duplicates. One entry
    * per kept room plus one, each at most DEDUP_WINDOW ids.
    */
   private readonly seen = new Map<string, string[]>();
+  /**
+   * Per stream label with no delivered id yet, the head the server reported at subscribe: a
+   * resume point only (events up to it may still arrive, e.g. from the offline queue, and are
+   * not duplicates).
+   */
+  private readonly heads = new Map<string, string>();
 
   private token: string | undefined;
   private tokenStale = false;
@@ -681,6 +718,7 @@ export class BusClient {
     for (const e of options.events ?? []) this.events.add(checkEventType(e));
     for (const room of options.rooms ?? []) this.rooms.add(checkRoom(room));
     this.resume = options.resume ?? true;
+    this.autoAck = options.autoAck ?? true;
   }
 
   // ------------------------------------------------------------------ public API
@@ -706,6 +744,7 @@ export class BusClient {
    */
   get lastEventIds(): Record<string, string> {
     const out: Record<string, string> = {};
+    for (const [label, id] of this.heads) out[label] = id;
     for (const [label, ids] of this.seen) out[label] = ids[ids.length - 1]!;
     return out;
   }
@@ -801,8 +840,12 @@ export class BusClient {
     for (const r of rm) {
       this.rooms.delete(r);
       this.seen.delete(roomStream(r));
+      this.heads.delete(roomStream(r));
     }
-    if (!this.hasUserEvents()) this.seen.delete(USER_STREAM);
+    if (!this.hasUserEvents()) {
+      this.seen.delete(USER_STREAM);
+      this.heads.delete(USER_STREAM);
+    }
     this.send({ type: 'unsubscribe', events: ev, rooms: rm });
   }
 
@@ -832,6 +875,35 @@ export class BusClient {
       throw new TypeError('conversationId is required');
     }
     return this.send({ type: 'typing', recipient, conversation_id: conversationId });
+  }
+
+  /**
+   * Acknowledges user events by id: the server stops keeping them for redelivery (only
+   * `high` priority events are kept). Sent together with other pending acks, within 50 ms.
+   * Unsent acks are dropped on disconnect: the events are then delivered again, which the
+   * client recognises as duplicates and acknowledges once more.
+   */
+  ack(...ids: string[]): void {
+    for (const id of ids) {
+      if (typeof id === 'string' && id !== '' && !this.pendingAcks.includes(id)) this.pendingAcks.push(id);
+    }
+    if (this.pendingAcks.length >= ACK_BATCH) this.flushAcks();
+    else if (this.pendingAcks.length > 0 && this.ackTimer === undefined) {
+      this.ackTimer = setTimeout(() => this.flushAcks(), ACK_DELAY_MS);
+    }
+  }
+
+  private flushAcks(): void {
+    clearTimeout(this.ackTimer);
+    this.ackTimer = undefined;
+    while (this.pendingAcks.length > 0) {
+      const ids = this.pendingAcks.slice(0, ACK_BATCH);
+      if (!this.send({ type: 'ack', ids })) {
+        this.pendingAcks = [];
+        return;
+      }
+      this.pendingAcks = this.pendingAcks.slice(ids.length);
+    }
   }
 
   /** Sends a `ping` now; false when not connected. The client pings by itself as well. */
@@ -994,7 +1066,10 @@ export class BusClient {
     clearTimeout(this.connectTimer);
     clearInterval(this.pingTimer);
     clearTimeout(this.pongTimer);
-    this.reconnectTimer = this.connectTimer = this.pingTimer = this.pongTimer = undefined;
+    clearTimeout(this.ackTimer);
+    this.reconnectTimer = this.connectTimer = this.pingTimer = this.pongTimer = this.ackTimer = undefined;
+    // Unsent acks go: those events are delivered again and acknowledged then.
+    this.pendingAcks = [];
   }
 
   // ------------------------------------------------------------------ messages
@@ -1040,6 +1115,7 @@ export class BusClient {
         this.emit('typing', msg);
         return;
       case 'message':
+        this.autoAcknowledge(msg);
         if (!this.firstDelivery(msg)) return;
         if (msg.conversation_id !== undefined) this.tracker.stop(msg.sender, msg.conversation_id, 'message');
         this.emit('message', msg);
@@ -1047,13 +1123,15 @@ export class BusClient {
       case 'notification':
       case 'action':
       case 'event':
+        if (msg.type !== 'event') this.autoAcknowledge(msg);
         if (!this.firstDelivery(msg)) return;
         this.emit(msg.type, msg as never);
         return;
       case 'replay':
         this.emit('replay', msg);
         if (msg.complete === false) {
-          const gap: GapEvent = { type: 'gap', stream: msg.stream, since: msg.since, count: msg.count };
+          const gap: GapEvent = { type: 'gap', stream: msg.stream, since: msg.since ?? null, count: msg.count };
+          if (typeof msg.dropped === 'number' && msg.dropped > 0) gap.dropped = msg.dropped;
           if (typeof msg.stream === 'string' && msg.stream.startsWith(ROOM_PREFIX)) {
             gap.room = msg.stream.slice(ROOM_PREFIX.length);
           }
@@ -1065,6 +1143,10 @@ export class BusClient {
         this.emit('error', msg);
         return;
       case 'subscribed':
+        this.adoptHeads(msg.heads);
+        this.emit('subscribed', msg);
+        return;
+      case 'acked':
       case 'pong':
       case 'presence':
         this.emit(msg.type, msg as never);
@@ -1100,6 +1182,22 @@ export class BusClient {
     this.ready = undefined;
     this.emit('welcome', msg);
     ready?.resolve(msg);
+  }
+
+  /** Acknowledges a `high` user event (a duplicate too: the server kept it for a reason). */
+  private autoAcknowledge(msg: ServerMessage): void {
+    const env = msg as EnvelopeFields;
+    if (this.autoAck && env.priority === 'high' && typeof env.id === 'string') this.ack(env.id);
+  }
+
+  /** Streams with no id yet resume from the head the server reported. */
+  private adoptHeads(heads: Record<string, string> | undefined): void {
+    if (heads === null || typeof heads !== 'object') return;
+    for (const [label, id] of Object.entries(heads)) {
+      if (typeof id !== 'string' || id === '' || this.seen.has(label)) continue;
+      const kept = label === USER_STREAM ? this.hasUserEvents() : label.startsWith(ROOM_PREFIX) && this.rooms.has(label.slice(ROOM_PREFIX.length));
+      if (kept) this.heads.set(label, id);
+    }
   }
 
   private hasUserEvents(): boolean {
