@@ -1,17 +1,27 @@
 //! The push decision tree end to end: online elsewhere in a two-node cluster, ineligible
 //! types, preferences, throttling, reaction grouping, and what happens to devices that are
-//! gone, refused or failing for a while.
+//! gone, refused or failing for a while; and the push component on its own (sent once per
+//! event and device, bounded queue).
 
 #[path = "push_support/mod.rs"]
 mod push_support;
 mod support;
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use push_support::flow::*;
 use push_support::*;
 use serde_json::{json, Value};
 use support::*;
+use switchboard::config::PushConfig;
+use switchboard::event::{Event, EventKind, Meta, Target};
+use switchboard::ids::{AppId, UserId};
+use switchboard::push::store::EmbeddedPushStore;
+use switchboard::push::{Device, Platform, Push};
+use switchboard::store::Store;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 #[tokio::test]
 async fn the_decision_tree_skips_ineligible_refused_and_throttled_events() {
@@ -244,4 +254,97 @@ async fn no_push_while_the_user_is_online_on_another_node() {
     for n in nodes {
         n.stop().await;
     }
+}
+
+/// The push component alone (no server): an embedded store and the webhook provider
+/// pointing at `svc`, one delivery at a time, `capacity` events queued at most.
+fn component(svc: &Services, capacity: usize) -> Push {
+    let mut config = PushConfig::default();
+    config.webhook_url = Some(format!("{}/hook/component", svc.base));
+    config.webhook_secret = Some("s".into());
+    config.concurrency = 1;
+    config.queue_capacity = capacity;
+    let store = Store::open(&temp_dir("push-store")).unwrap();
+    Push::new(&config, Arc::new(EmbeddedPushStore::new(store))).unwrap()
+}
+
+fn message_for(user: &str, id: &str) -> Event {
+    let ts_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    Event {
+        app: AppId::new(APP_ID),
+        target: Target::User(UserId::new(user)),
+        kind: EventKind::DirectMessage {
+            message_id: "m".into(),
+            sender: "bob".into(),
+            preview: "hi".into(),
+            conversation_id: None,
+        },
+        exclude: None,
+        meta: Meta {
+            id: Some(id.into()),
+            ts_ms,
+            ..Meta::default()
+        },
+    }
+}
+
+#[tokio::test]
+async fn an_event_offered_twice_is_pushed_once_per_device() {
+    let mut svc = Services::start(Vec::new()).await;
+    let push = component(&svc, 100);
+    let (app, alice) = (AppId::new(APP_ID), UserId::new("alice"));
+    for (platform, token) in [(Platform::Android, "tok-a"), (Platform::Ios, "tok-b")] {
+        let device = Device::Token(token.into());
+        push.register(&app, &alice, platform, device).await.unwrap();
+    }
+    let (tracker, stop) = (TaskTracker::new(), CancellationToken::new());
+    push.spawn(&tracker, stop.clone());
+    assert!(push.offer(message_for("alice", "7-1"), true));
+    assert!(
+        push.offer(message_for("alice", "7-1"), true),
+        "the same event again"
+    );
+    assert!(push.offer(message_for("alice", "7-2"), true), "the marker");
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        let v = svc.next().await.json();
+        got.push(format!(
+            "{}@{}",
+            v["notification"]["id"], v["device"]["token"]
+        ));
+    }
+    got[..2].sort();
+    got[2..].sort();
+    assert_eq!(
+        got,
+        [
+            r#""7-1"@"tok-a""#,
+            r#""7-1"@"tok-b""#,
+            r#""7-2"@"tok-a""#,
+            r#""7-2"@"tok-b""#
+        ]
+    );
+    assert!(svc.pending().is_none(), "7-1 reached each device once");
+    stop.cancel();
+    tracker.close();
+    tracker.wait().await;
+}
+
+#[tokio::test]
+async fn the_push_queue_is_bounded_and_online_users_are_never_queued() {
+    let svc = Services::start(Vec::new()).await;
+    let push = component(&svc, 2); // no worker: nothing drains the queue
+    assert!(
+        !push.offer(message_for("alice", "1-1"), false),
+        "online: no push"
+    );
+    assert!(push.offer(message_for("alice", "1-2"), true));
+    assert!(push.offer(message_for("alice", "1-3"), true));
+    assert!(
+        !push.offer(message_for("alice", "1-4"), true),
+        "full: dropped"
+    );
 }

@@ -24,6 +24,8 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::PushConfig;
 use crate::context::Context;
@@ -222,7 +224,12 @@ impl Push {
 
     /// Starts the worker on `ctx.tracker`; it stops with `ctx.shutdown`.
     pub fn start(ctx: &Arc<Context>) {
-        let Some(inner) = &ctx.push.inner else {
+        ctx.push.spawn(&ctx.tracker, ctx.shutdown.clone());
+    }
+
+    /// Starts the worker on `tracker` (once; later calls do nothing); it stops with `stop`.
+    pub fn spawn(&self, tracker: &TaskTracker, stop: CancellationToken) {
+        let Some(inner) = &self.inner else {
             return;
         };
         let Some(rx) = inner.rx.lock().expect("push queue slot").take() else {
@@ -233,10 +240,10 @@ impl Push {
             inner.store.clone(),
             inner.providers.clone(),
             rx,
-            ctx.tracker.clone(),
-            ctx.shutdown.clone(),
+            tracker.clone(),
+            stop,
         );
-        ctx.tracker.spawn(w.run());
+        tracker.spawn(w.run());
     }
 
     /// Whether `event` could lead to a push: push is on and it is a user event of a kind
@@ -254,22 +261,25 @@ impl Push {
 
     /// Offers a published user event; `offline`: its user had no connection anywhere when
     /// it was published. Never waits: a full queue drops the event (counted, logged).
-    pub fn offer(&self, event: Event, offline: bool) {
+    /// Returns whether the event was queued for a decision.
+    pub fn offer(&self, event: Event, offline: bool) -> bool {
         let Some(inner) = &self.inner else {
-            return;
+            return false;
         };
         let Target::User(user) = &event.target else {
-            return;
+            return false;
         };
         if !offline {
             metrics::push_decision("online");
-            return;
+            return false;
         }
         let user = user.clone();
         if inner.tx.try_send(Offer { user, event }).is_err() {
             metrics::push_dropped("queue_full");
             tracing::warn!("push queue full: an event was not considered for a push");
+            return false;
         }
+        true
     }
 
     /// Registers the device of a bus `register_push` message: `token` is a string (FCM,
