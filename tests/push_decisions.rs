@@ -259,11 +259,13 @@ async fn no_push_while_the_user_is_online_on_another_node() {
 /// The push component alone (no server): an embedded store and the webhook provider
 /// pointing at `svc`, one delivery at a time, `capacity` events queued at most.
 fn component(svc: &Services, capacity: usize) -> Push {
-    let mut config = PushConfig::default();
-    config.webhook_url = Some(format!("{}/hook/component", svc.base));
-    config.webhook_secret = Some("s".into());
-    config.concurrency = 1;
-    config.queue_capacity = capacity;
+    let config = PushConfig {
+        webhook_url: Some(format!("{}/hook/component", svc.base)),
+        webhook_secret: Some("s".into()),
+        concurrency: 1,
+        queue_capacity: capacity,
+        ..PushConfig::default()
+    };
     let store = Store::open(&temp_dir("push-store")).unwrap();
     Push::new(&config, Arc::new(EmbeddedPushStore::new(store))).unwrap()
 }
