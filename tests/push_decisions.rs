@@ -221,7 +221,7 @@ async fn no_push_while_the_user_is_online_on_another_node() {
     let mut w = watcher(a, &["alice", "zed"]).await;
     let alice = Browser::new(format!("{}/push/alice", svc.base));
     let zed = Browser::new(format!("{}/push/zed", svc.base));
-    register(b, &mut w, "zed", "web", zed.subscription()).await;
+    let zed_id = register(b, &mut w, "zed", "web", zed.subscription()).await;
     // Alice registers on node A and stays connected there.
     let mut online = a.bus("alice").await;
     online
@@ -251,6 +251,10 @@ async fn no_push_while_the_user_is_online_on_another_node() {
     dm(&b.api(), "carol", "alice", 600).await;
     let p = payload(&alice, &svc.next().await);
     assert_eq!(p["body"], "carol sent you a message");
+    // Deleted on one node, gone on the other.
+    let path = format!("/users/zed/push/{zed_id}");
+    assert_eq!(call(&a.api(), "DELETE", &path, "").await.0, 200);
+    assert!(registrations(&b.api(), "zed").await.is_empty());
     for n in nodes {
         n.stop().await;
     }
