@@ -103,6 +103,10 @@ async fn fcm_gets_an_oauth2_token_with_a_signed_assertion_then_the_message() {
     c.send(json!({"type":"register_push","platform":"web","token":sub}))
         .await;
     c.expect_error("E-WS-INVALID").await;
+    // Tokens are URL- and log-safe or refused.
+    c.send(json!({"type":"register_push","platform":"android","token":"../x y"}))
+        .await;
+    c.expect_error("E-WS-INVALID").await;
     c.close().await;
     wait_status(&mut w, "alice", "offline").await;
     register(&server, &mut w, "alice", "android", json!("tok-alice")).await;

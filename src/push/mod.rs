@@ -126,6 +126,7 @@ impl Device {
     /// A form safe to show (API listings): never the whole token or the keys.
     pub fn redacted(&self) -> String {
         match self {
+            // Tokens are ASCII (checked at registration), so byte slicing is safe.
             Device::Token(t) if t.len() > 12 => format!("{}…{}", &t[..6], &t[t.len() - 4..]),
             Device::Token(_) => "…".into(),
             Device::WebPush { endpoint, .. } => match endpoint.find("://") {

@@ -141,7 +141,10 @@ pub fn validate(platform: Platform, device: &Device, allow_http: bool) -> Result
             Err("platform web needs the browser's subscription {endpoint, keys}".into())
         }
         (_, Device::Token(t)) => {
-            if t.is_empty() || t.len() > MAX_TOKEN || t.chars().any(|c| c.is_control()) {
+            // FCM tokens are `[A-Za-z0-9_:-]`, APNs tokens hex: nothing that needs escaping
+            // in a URL path (APNs puts the token there) or a log line.
+            let ok = |b: u8| b.is_ascii_alphanumeric() || b"_:-.~".contains(&b);
+            if t.is_empty() || t.len() > MAX_TOKEN || !t.bytes().all(ok) {
                 Err("invalid token".into())
             } else {
                 Ok(())
