@@ -66,6 +66,23 @@ describe('users', () => {
     assert.deepEqual(await got, { text: 'hi', n: 3 });
   });
 
+  it('events sent while the user was away arrive after signin, in order', async () => {
+    const id = unique('away-');
+    for (const n of [1, 2, 3]) {
+      const res = await sdk.sendToUser(id, 'queued', { n });
+      assert.equal(res.status, 200);
+    }
+    const client = clients.create({ user: { id } });
+    const got = [];
+    client.user.bind('queued', (data) => got.push(data.n));
+    await signIn(client, id);
+    await waitFor('three queued events', (resolve) => {
+      const timer = setInterval(() => got.length >= 3 && resolve(), 10);
+      return () => clearInterval(timer);
+    });
+    assert.deepEqual(got, [1, 2, 3]);
+  });
+
   it('sendToUser reaches every connection of that user and no one else', async () => {
     const id = unique('user-');
     const other = unique('user-');
