@@ -31,6 +31,15 @@ async fn web_push_is_encrypted_signed_and_decrypted_end_to_end() {
         c.send(bad).await;
         c.expect_error("E-WS-INVALID").await;
     }
+    // Valid keys, but the endpoint is not a known push service: the server would POST there.
+    let stranger = Browser::new("https://intranet.example/admin".into());
+    c.send(json!({"type":"register_push","platform":"web","token":stranger.subscription()}))
+        .await;
+    let err = c.expect_error("E-WS-INVALID").await;
+    assert!(
+        err["message"].as_str().unwrap().contains("push service"),
+        "{err}"
+    );
     c.ping().await;
     c.close().await;
     wait_status(&mut w, "alice", "offline").await;

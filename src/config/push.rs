@@ -36,6 +36,10 @@ pub struct PushConfig {
     /// Web Push: accept subscriptions with plain-http endpoints (local test servers only;
     /// browsers' push services are https).
     pub webpush_allow_http: bool,
+    /// Web Push: hosts a subscription's endpoint may name (a host, or any subdomain of it);
+    /// empty = any. The default lists the browsers' push services, so a client cannot make
+    /// the server POST to an address of its choosing.
+    pub webpush_hosts: Vec<String>,
     /// Web Push: the VAPID `sub` claim, a `mailto:` or `https:` contact.
     pub vapid_subject: String,
     /// FCM HTTP v1: path of the service account JSON (`project_id`, `client_email`,
@@ -76,6 +80,14 @@ impl Default for PushConfig {
             deep_link_base: String::new(),
             vapid_private_key: None,
             webpush_allow_http: false,
+            webpush_hosts: [
+                "fcm.googleapis.com",
+                "push.services.mozilla.com",
+                "notify.windows.com",
+                "push.apple.com",
+            ]
+            .map(String::from)
+            .to_vec(),
             vapid_subject: "mailto:admin@localhost".into(),
             fcm_credentials_file: None,
             fcm_endpoint: "https://fcm.googleapis.com".into(),

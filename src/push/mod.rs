@@ -336,8 +336,7 @@ impl Push {
                 platform.as_str()
             )));
         }
-        providers::validate(platform, &device, inner.config.webpush_allow_http)
-            .map_err(RegisterError::Invalid)?;
+        providers::validate(platform, &device, &inner.config).map_err(RegisterError::Invalid)?;
         let reg = Registration {
             id: RegistrationId::random(),
             platform,

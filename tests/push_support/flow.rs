@@ -23,6 +23,7 @@ pub fn base(c: &mut Config) {
     c.push.concurrency = 1;
     c.push.backoff_initial_ms = 20;
     c.push.webpush_allow_http = true;
+    c.push.webpush_hosts = vec!["127.0.0.1".into()];
     c.bus.presence_throttle_ms = 10;
 }
 

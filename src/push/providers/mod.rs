@@ -134,9 +134,13 @@ const MAX_TOKEN: usize = 4096;
 
 /// Checks a device before it is stored: a Web Push subscription for `web` (`allow_http`:
 /// plain-http endpoints admitted), a token otherwise.
-pub fn validate(platform: Platform, device: &Device, allow_http: bool) -> Result<(), String> {
+pub fn validate(
+    platform: Platform,
+    device: &Device,
+    config: &crate::config::PushConfig,
+) -> Result<(), String> {
     match (platform, device) {
-        (Platform::Web, Device::WebPush { .. }) => webpush::validate(device, allow_http),
+        (Platform::Web, Device::WebPush { .. }) => webpush::validate(device, config),
         (Platform::Web, Device::Token(_)) => {
             Err("platform web needs the browser's subscription {endpoint, keys}".into())
         }

@@ -14,6 +14,7 @@ use serde_json::json;
 use web_push_native::{Auth, WebPushBuilder};
 
 use super::{body_excerpt, classify, network, Message, Provider, SendError};
+use crate::config::PushConfig;
 use crate::push::{decide::Kind, Device};
 
 /// Browsers hand out base64url keys, with or without padding.
@@ -96,11 +97,23 @@ fn parts(device: &Device) -> Result<(http::Uri, p256::PublicKey, Auth), String> 
     Ok((uri, key, Auth::clone_from_slice(&auth)))
 }
 
-/// Checks a subscription; `allow_http` admits plain-http endpoints (local test servers).
-pub(super) fn validate(device: &Device, allow_http: bool) -> Result<(), String> {
+/// Checks a subscription: its keys, https (unless `config.webpush_allow_http`, for local test
+/// servers) and a host of `config.webpush_hosts`.
+pub(super) fn validate(device: &Device, config: &PushConfig) -> Result<(), String> {
     let (uri, _, _) = parts(device)?;
-    if uri.scheme_str() == Some("http") && !allow_http {
+    if uri.scheme_str() == Some("http") && !config.webpush_allow_http {
         return Err("endpoint must be https".into());
+    }
+    let host = uri.host().unwrap_or("").to_ascii_lowercase();
+    let allowed = config.webpush_hosts.is_empty()
+        || config.webpush_hosts.iter().any(|h| {
+            let h = h.to_ascii_lowercase();
+            host == h || host.ends_with(&format!(".{h}"))
+        });
+    if !allowed {
+        return Err(format!(
+            "endpoint host {host:?} is not a known push service"
+        ));
     }
     Ok(())
 }
