@@ -129,6 +129,15 @@ pub async fn run(
             }
         });
     }
+    let redis = ctx.redis.lock().expect("redis slot").clone();
+    if let Some(redis) = redis {
+        // Serve once this node counts in the cluster: before its lease is in Redis, the other
+        // nodes ignore its connections (its users would look offline, be queued for, pushed).
+        let wait = redis.lease.max(Duration::from_secs(2));
+        if !redis.wait_leased(wait).await {
+            tracing::warn!("no lease in Redis yet (is Redis down?); serving anyway");
+        }
+    }
     let listener = listener.tap_io(|tcp| {
         // Small frames must not wait for Nagle's algorithm.
         let _ = tcp.set_nodelay(true);

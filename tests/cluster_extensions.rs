@@ -246,3 +246,34 @@ async fn the_offline_queue_is_cluster_wide() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn a_node_serves_only_once_its_users_count_in_the_cluster() {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let prefix = format!("sbext-lease-{}-{nanos}", std::process::id());
+    let start = |p: String| {
+        let url = redis_url();
+        TestServer::start_with(move |c| {
+            c.redis.url = Some(url);
+            c.redis.prefix = p;
+            c.redis.lease_secs = 1;
+        })
+    };
+    let b = start(prefix.clone()).await;
+    // The user connects to A the moment it starts; B publishes to her right away.
+    let a = start(prefix).await;
+    let mut c = a.bus("uma").await;
+    c.subscribe(&["notification"], &[]).await;
+    notify(&b.api(), "uma", "hello", json!({})).await;
+    assert_eq!(c.recv_type("notification").await["message"], "hello");
+    c.close().await;
+    // Had A's connections not counted yet, the event would also sit in her offline queue.
+    let mut c = a.bus("uma").await;
+    c.subscribe(&["notification"], &[]).await;
+    c.ping().await;
+    a.stop().await;
+    b.stop().await;
+}

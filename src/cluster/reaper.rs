@@ -100,6 +100,7 @@ pub fn spawn_reaper(redis: Arc<Redis>, ctx: Arc<Context>) {
                     match r {
                         Ok(_) if !renewed => {
                             renewed = true;
+                            redis.set_leased();
                             renew_tick = tokio::time::interval(redis.lease / 3);
                             renew_tick.tick().await;
                         }

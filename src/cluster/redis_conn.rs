@@ -23,6 +23,8 @@ pub struct Redis {
     /// Lease period.
     pub lease: Duration,
     up: AtomicBool,
+    /// Set once this node's first lease is in Redis.
+    leased: tokio::sync::watch::Sender<bool>,
 }
 
 /// Why Redis could not be used.
@@ -51,7 +53,22 @@ impl Redis {
             node,
             lease,
             up: AtomicBool::new(false),
+            leased: tokio::sync::watch::Sender::new(false),
         }))
+    }
+
+    /// Records that this node's lease is in Redis.
+    pub fn set_leased(&self) {
+        self.leased.send_replace(true);
+    }
+
+    /// Waits (at most `max`) until this node's lease is in Redis: until then the other nodes
+    /// ignore what it records, so its users would look offline. `false` on timeout.
+    pub async fn wait_leased(&self, max: Duration) -> bool {
+        let mut rx = self.leased.subscribe();
+        tokio::time::timeout(max, rx.wait_for(|l| *l))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     /// The client, for pub/sub connections.
