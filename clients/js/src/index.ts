@@ -69,6 +69,22 @@ export interface SubscribedMessage extends ServerMessageBase {
   heads?: Record<string, string>;
 }
 
+/** The answer to `register_push`: the registration's id (for the HTTP API's delete). */
+export interface PushRegisteredMessage extends ServerMessageBase {
+  type: 'push_registered';
+  id: string;
+  platform: PushPlatform;
+}
+
+/** The device family of a push registration. */
+export type PushPlatform = 'web' | 'android' | 'ios';
+
+/** A browser's Web Push subscription, as `PushSubscription.toJSON()` gives it. */
+export interface WebPushSubscriptionJSON {
+  endpoint: string;
+  keys: { p256dh: string; auth: string };
+}
+
 /** The answer to an `ack`: how many of the ids were still queued. */
 export interface AckedMessage extends ServerMessageBase {
   type: 'acked';
@@ -202,6 +218,7 @@ export type ServerMessage =
   | RoomEventMessage
   | ReplayMessage
   | AckedMessage
+  | PushRegisteredMessage
   | ErrorMessage;
 
 /** The stream label of the user's own events (notifications, messages, actions). */
@@ -308,6 +325,7 @@ export interface BusClientEventMap {
   replay: ReplayMessage;
   gap: GapEvent;
   acked: AckedMessage;
+  push_registered: PushRegisteredMessage;
   error: ErrorMessage;
   open: OpenEvent;
   close: CloseEvent;
@@ -906,6 +924,37 @@ export class BusClient {
     }
   }
 
+  /**
+   * Registers this device for push notifications while the user is offline: an FCM or APNs
+   * token (`android`, `ios`), or the browser's Web Push subscription (`web`). The server keeps
+   * the registration (answering `push_registered` with its id) until the push service says
+   * the device is gone or the app deletes it; registering the same device again replaces it.
+   * Resolves with the answer; rejects on an `error` answer or when not connected.
+   */
+  registerPush(platform: PushPlatform, token: string | WebPushSubscriptionJSON): Promise<PushRegisteredMessage> {
+    return new Promise((resolve, reject) => {
+      let offOk: () => void = () => {};
+      let offErr: () => void = () => {};
+      const done = () => {
+        offOk();
+        offErr();
+      };
+      offOk = this.on('push_registered', (m) => {
+        done();
+        resolve(m);
+      });
+      offErr = this.on('error', (e) => {
+        if (e.code !== 'E-WS-INVALID') return;
+        done();
+        reject(new Error(e.message));
+      });
+      if (!this.send({ type: 'register_push', platform, token })) {
+        done();
+        reject(new Error('not connected'));
+      }
+    });
+  }
+
   /** Sends a `ping` now; false when not connected. The client pings by itself as well. */
   ping(): boolean {
     const sent = this.send({ type: 'ping' });
@@ -1147,6 +1196,7 @@ export class BusClient {
         this.emit('subscribed', msg);
         return;
       case 'acked':
+      case 'push_registered':
       case 'pong':
       case 'presence':
         this.emit(msg.type, msg as never);

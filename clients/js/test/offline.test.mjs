@@ -100,3 +100,35 @@ describe('offline delivery', () => {
     assert.deepEqual(resumed.msg.since, { [`room:${room}`]: head });
   });
 });
+
+describe('push registration', () => {
+  let server;
+  before(async () => {
+    server = await startServer({
+      env: {
+        SWITCHBOARD_PUSH_WEBHOOK_URL: 'http://127.0.0.1:9/push',
+        SWITCHBOARD_PUSH_WEBHOOK_SECRET: 'test-secret',
+      },
+    });
+  });
+  afterEach(() => closeAll());
+  after(async () => {
+    closeAll();
+    await server?.stop();
+  });
+
+  test('registerPush answers with the registration id; bad input is refused', T, async () => {
+    const client = makeClient(server, {
+      token: await mintToken(server, { user_id: 'push-dee' }),
+      pingIntervalMs: 0,
+    });
+    await client.connect();
+    const ok = await client.registerPush('android', 'device-token-1');
+    assert.equal(ok.platform, 'android');
+    assert.match(ok.id, /^[0-9a-f]{32}$/);
+    await assert.rejects(client.registerPush('web', 'not a subscription'));
+    // The connection stays usable.
+    const again = await client.registerPush('android', 'device-token-1');
+    assert.notEqual(again.id, ok.id, 'registering the same device again replaces it');
+  });
+});
