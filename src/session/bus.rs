@@ -13,6 +13,8 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::time::Instant;
 use wildmatch::WildMatch;
 
+mod catch_up;
+
 use super::write_loop;
 use crate::apps::App;
 use crate::auth::BusClaims;
@@ -27,8 +29,6 @@ use crate::status::Change;
 
 /// Longest `activity` and `conversation_id` accepted.
 const MAX_FIELD_LEN: usize = 200;
-/// Most ids in one `ack`.
-const MAX_ACK_IDS: usize = 100;
 /// Typing throttle entries kept per connection (oldest evicted).
 const MAX_TYPING_TARGETS: usize = 64;
 
@@ -375,130 +375,6 @@ impl Session {
         }
     }
 
-    /// The latest id of each stream (read after the subscription, so nothing after it is
-    /// missed), labelled as in `since`.
-    async fn heads(&self, streams: &[String]) -> Vec<(String, Arc<str>)> {
-        let mut out = Vec::new();
-        for stream in streams {
-            match self.ctx.broker.head(&self.app.id, stream).await {
-                Ok(Some(id)) => out.push((label_of(stream), id)),
-                Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, "stream head read failed"),
-            }
-        }
-        out
-    }
-
-    /// Sends, per stream, a `replay` header and the events after its `since` id (and, for
-    /// the user's stream when `drain`, the offline queue), then releases the live events
-    /// held meanwhile, minus those already sent: in order, without duplicates.
-    async fn catch_up(&mut self, streams: &[String], since: Option<&Since>, drain: bool) {
-        let mut sent: HashSet<(String, Arc<str>)> = HashSet::new();
-        for stream in streams {
-            let label = label_of(stream);
-            let since = since.and_then(|s| s.for_stream(&label));
-            let queue = drain && stream.starts_with("u:");
-            if since.is_none() && !queue {
-                continue;
-            }
-            let (mut events, mut complete) = match since {
-                Some(id) => match self.ctx.broker.history(&self.app.id, stream, id).await {
-                    Ok(h) => (h.events, h.complete),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "history read failed");
-                        (Vec::new(), false)
-                    }
-                },
-                None => (Vec::new(), true),
-            };
-            let mut dropped = 0;
-            let mut queued: Vec<(Arc<str>, bool)> = Vec::new();
-            if queue {
-                match self.ctx.inbox.pending(&self.app.id, &self.user).await {
-                    Ok(p) => {
-                        dropped = p.dropped;
-                        events = merge_queue(p.events, events, &mut queued);
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "offline queue read failed");
-                        complete = false;
-                    }
-                }
-            }
-            let frames: Vec<(Arc<str>, Frame)> = events
-                .iter()
-                .filter(|e| {
-                    wire::required_interest(&e.kind).is_none_or(|b| self.interests & b != 0)
-                })
-                .filter_map(|e| Some((e.meta.id.clone()?, wire::encode_event(e)?)))
-                .collect();
-            // A drain with nothing to say stays silent: no header without `since`.
-            if since.is_some() || !frames.is_empty() || dropped > 0 || !complete {
-                self.send(wire::replay(
-                    &label,
-                    since,
-                    frames.len(),
-                    complete && dropped == 0,
-                    dropped,
-                ));
-            }
-            for (id, f) in frames {
-                self.send(f);
-                sent.insert((stream.clone(), id));
-            }
-            if queue {
-                self.drained = true;
-                self.settle(stream, &sent, queued).await;
-            }
-        }
-        self.outbox
-            .release(|s, id| sent.contains(&(s.to_owned(), Arc::from(id))));
-    }
-
-    /// Removes what a drain sent from the offline queue; `high` events stay until acked.
-    async fn settle(
-        &self,
-        stream: &str,
-        sent: &HashSet<(String, Arc<str>)>,
-        queued: Vec<(Arc<str>, bool)>,
-    ) {
-        let (mut done, mut kept) = (Vec::new(), Vec::new());
-        for (id, high) in queued {
-            if sent.contains(&(stream.to_owned(), id.clone())) {
-                if high {
-                    kept.push(id);
-                } else {
-                    done.push(id);
-                }
-            }
-        }
-        let r = self
-            .ctx
-            .inbox
-            .settle(&self.app.id, &self.user, done, kept)
-            .await;
-        if let Err(e) = r {
-            tracing::warn!(error = %e, "offline queue update failed");
-        }
-    }
-
-    async fn ack(&mut self, ids: Vec<String>) {
-        if ids.is_empty() || ids.len() > MAX_ACK_IDS || ids.iter().any(|i| i.len() > MAX_FIELD_LEN)
-        {
-            return self.invalid("ack needs 1 to 100 ids");
-        }
-        match self.ctx.inbox.ack(&self.app.id, &self.user, ids).await {
-            Ok(n) => self.send(wire::acked(n)),
-            Err(e) => {
-                tracing::warn!(error = %e, "offline queue ack failed");
-                self.send(wire::error(
-                    code::UNAVAILABLE,
-                    "acknowledgement not recorded",
-                ));
-            }
-        }
-    }
-
     fn unsubscribe(&mut self, events: &[String], rooms: &[String]) {
         let Some(bits) = self.event_bits(events) else {
             return;
@@ -634,38 +510,4 @@ impl Session {
         };
         self.ctx.status.apply(&app, &self.user, change).await;
     }
-}
-
-/// The `since` label of a stream: `"room:{name}"` or `"user"`.
-fn label_of(stream: &str) -> String {
-    match stream.split_once(':') {
-        Some(("u", _)) => "user".to_owned(),
-        _ => format!("room:{}", &stream[2..]),
-    }
-}
-
-/// The user stream's events to send: the queued ones history does not carry (older than
-/// `since`, or trimmed from history, so they come first, in queue order), then history.
-/// `queued` receives every queued id with whether it is `high` (kept until acked).
-fn merge_queue(
-    queue: Vec<crate::offline::Queued>,
-    history: Vec<Event>,
-    queued: &mut Vec<(Arc<str>, bool)>,
-) -> Vec<Event> {
-    let in_history: HashSet<Arc<str>> = history.iter().filter_map(|e| e.meta.id.clone()).collect();
-    let mut out = Vec::with_capacity(queue.len() + history.len());
-    for q in queue {
-        let Some(id) = q.event.meta.id.clone() else {
-            continue;
-        };
-        queued.push((
-            id.clone(),
-            q.event.meta.priority == crate::event::Priority::High,
-        ));
-        if !in_history.contains(&id) {
-            out.push(q.event);
-        }
-    }
-    out.extend(history);
-    out
 }
