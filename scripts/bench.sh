@@ -15,7 +15,7 @@ PEERS=${PEERS:-$HOME/.cache/switchboard-peers}
 OUT=${OUT:-target/bench}
 PORT=${PORT:-6001}
 SERVERS=${SERVERS:-"switchboard sockudo"}
-ALL="idle-1k idle-10k connect-10k fanout-1000x50 fanout-1000x100 fanout-1000x1000 channels-5000x2000 channels-5000x20000 presence-80x20 bus-fanout-1000x100"
+ALL="idle-1k idle-10k connect-10k fanout-1000x50 fanout-1000x100 fanout-1000x1000 channels-5000x2000 channels-5000x20000 presence-80x20 bus-fanout-1000x100 bus-offline-1000x20"
 SCENARIOS=${SCENARIOS:-$ALL}
 mkdir -p "$OUT" "$PEERS"
 ulimit -n "$(ulimit -Hn)"
@@ -77,6 +77,7 @@ args_of() { # scenario name → bench arguments
     channels-5000x20000) echo "channels --conns 5000 --rate 20000 --secs 10 --payload 100 --batch 10" ;;
     presence-80x20) echo "presence --observers 80 --churners 20 --secs 10" ;;
     bus-fanout-1000x100) echo "--protocol bus fanout --subs 1000 --rate 100 --secs 10 --payload 100" ;;
+    bus-offline-1000x20) echo "offline --users 1000 --per-user 20 --payload 100" ;;
   esac
 }
 

@@ -18,6 +18,9 @@ METRICS = {
                ("server_cpu_pct", "server CPU %", False), ("lost", "lost", False), ("duplicates", "dups", False)],
     "channels": [("deliveries_per_s", "deliveries/s", True), ("latency_p50_ms", "p50 ms", False),
                  ("latency_p99_ms", "p99 ms", False), ("server_cpu_pct", "server CPU %", False), ("lost", "lost", False)],
+    "offline": [("queued_per_s", "queued/s (HTTP API)", True), ("drained_per_s", "drained/s", True),
+                ("drain_p50_ms", "per-user drain p50 ms", False), ("drain_p99_ms", "per-user drain p99 ms", False),
+                ("lost", "lost", False), ("duplicates", "dups", False), ("out_of_order", "out of order", False)],
     "presence": [("cycles_per_s", "join+leave/s", True), ("subscribe_p99_ms", "subscribe p99 ms", False),
                  ("server_cpu_pct", "server CPU %", False)],
 }

@@ -390,12 +390,16 @@ impl Default for RedisConfig {
 pub struct DataConfig {
     /// Directory of the embedded store.
     pub dir: PathBuf,
+    /// Writes waiting for the store's writer; beyond it a write is refused (a publish that
+    /// needs one answers 503).
+    pub write_queue: usize,
 }
 
 impl Default for DataConfig {
     fn default() -> Self {
         Self {
             dir: PathBuf::from("./switchboard-data"),
+            write_queue: 10_000,
         }
     }
 }

@@ -31,7 +31,7 @@ pub fn context(config: Config) -> std::io::Result<Arc<Context>> {
     let node = rand::random::<u32>() % 1_000_000_000;
     let hub = Hub::new();
     let apps = Arc::new(StaticAppStore::new(config.all_apps().map(App::from_config)));
-    let store = Store::open(&config.data.dir)?;
+    let store = Store::open(&config.data.dir, config.data.write_queue)?;
     let config_push = config.push.clone();
     let Some(url) = config.redis.url.clone() else {
         let status = Arc::new(MemoryStatus::default());

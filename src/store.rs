@@ -14,10 +14,8 @@ use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
 
 use crate::metrics;
 
-/// Writes waiting for the writer thread; beyond this, [`Store::submit`] refuses.
-const WRITE_QUEUE: usize = 10_000;
 /// Most writes committed in one transaction.
-const GROUP: usize = 256;
+const GROUP: usize = 1024;
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -63,8 +61,9 @@ pub struct Store {
 
 impl Store {
     /// Opens (or creates) `dir/switchboard.redb` and starts the writer thread, which ends
-    /// when the last handle is dropped. Fails if another process has the file open.
-    pub fn open(dir: &Path) -> std::io::Result<Self> {
+    /// when the last handle is dropped. At most `queue` writes wait for it; beyond that
+    /// [`Store::submit`] refuses. Fails if another process has the file open.
+    pub fn open(dir: &Path, queue: usize) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join("switchboard.redb");
         let db = Database::create(&path).map_err(|e| {
@@ -75,7 +74,7 @@ impl Store {
             ))
         })?;
         let db: Slot = Arc::new(RwLock::new(Some(Arc::new(db))));
-        let (writes, rx) = mpsc::sync_channel::<Msg>(WRITE_QUEUE);
+        let (writes, rx) = mpsc::sync_channel::<Msg>(queue.max(1));
         let writer_db = db.clone();
         std::thread::Builder::new()
             .name("switchboard-store".into())

@@ -321,3 +321,47 @@ async fn low_priority_events_give_way_to_high_ones_under_a_stalled_reader() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_burst_larger_than_the_store_keeps_up_with_is_refused_loudly_never_lost() {
+    // A tiny write queue: a burst of offline events overflows it.
+    let server = TestServer::start_with(|c| c.data.write_queue = 50).await;
+    let api = server.api();
+    let users: Vec<String> = (0..100).map(|i| format!("burst-{i}")).collect();
+    let calls = (0..20).map(|n| {
+        let (api, users) = (api.clone(), users.clone());
+        async move {
+            let body = json!({"to":users,"notification_type":"t","message":n.to_string()});
+            api.bus_call("POST", "/bus/notifications", &body).await
+        }
+    });
+    let answers = futures_util::future::join_all(calls).await;
+    let accepted: Vec<usize> = answers
+        .iter()
+        .enumerate()
+        .filter(|(_, (status, _))| *status == 200)
+        .map(|(n, _)| n)
+        .collect();
+    for (status, v) in &answers {
+        assert!(
+            *status == 200 || (*status == 503 && v["error"].is_string()),
+            "{status} {v}"
+        );
+    }
+    assert!(!accepted.is_empty());
+    // Every accepted notification is in every recipient's queue (refused calls may have
+    // queued part of their recipients: those come too, but nothing accepted is missing).
+    for user in ["burst-0", "burst-57", "burst-99"] {
+        let mut c = server.bus(user).await;
+        subscribe_user_events(&mut c).await;
+        let count = c.recv_type("replay").await["count"].as_u64().unwrap() as usize;
+        let (msgs, _) = messages(&mut c, count).await;
+        for n in &accepted {
+            assert!(
+                msgs.contains(&n.to_string()),
+                "{user} lacks accepted {n}: {msgs:?}"
+            );
+        }
+    }
+    server.stop().await;
+}

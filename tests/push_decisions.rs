@@ -270,7 +270,7 @@ fn component(svc: &Services, capacity: usize) -> Push {
         queue_capacity: capacity,
         ..PushConfig::default()
     };
-    let store = Store::open(&temp_dir("push-store")).unwrap();
+    let store = Store::open(&temp_dir("push-store"), 1000).unwrap();
     Push::new(&config, Arc::new(EmbeddedPushStore::new(store))).unwrap()
 }
 

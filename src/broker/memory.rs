@@ -13,7 +13,7 @@ use crate::config::HistoryConfig;
 use crate::event::{stream_of, Event, Priority};
 use crate::hub::Hub;
 use crate::ids::{AppId, ChannelName};
-use crate::offline::{queue_user, EmbeddedInbox};
+use crate::offline::{queue_user, EmbeddedInbox, Queueing};
 use crate::status::MemoryStatus;
 use crate::store::Store;
 
@@ -100,18 +100,19 @@ impl MemoryBroker {
 
 impl MemoryBroker {
     /// Queues a user event when its user has no connection (or it is `high`, kept until
-    /// acked); returns whether the user had no connection.
-    fn queue_if_absent(&self, event: &Event) -> bool {
+    /// acked); returns whether the user had no connection, and the write to wait for.
+    fn queue_if_absent(&self, event: &Event) -> (bool, Queueing) {
         let Some(user) = queue_user(event) else {
-            return false;
+            return (false, Queueing::none());
         };
         self.status.while_counted(&event.app, user, |connected| {
-            if let Some(inbox) = &self.inbox {
-                if !connected || event.meta.priority == Priority::High {
-                    inbox.submit(user, event, connected);
+            let write = match &self.inbox {
+                Some(inbox) if !connected || event.meta.priority == Priority::High => {
+                    inbox.submit(user, event, connected)
                 }
-            }
-            !connected
+                _ => Queueing::none(),
+            };
+            (!connected, write)
         })
     }
 
@@ -144,7 +145,7 @@ impl Broker for MemoryBroker {
             }
             cache.insert(key, (event.clone(), now + self.cache_ttl));
         }
-        let mut offline = false;
+        let (mut offline, mut queued) = (false, Queueing::none());
         match stream_of(&event) {
             Some(stream) => {
                 let mut streams = self.shard(&event.app, &stream);
@@ -152,7 +153,7 @@ impl Broker for MemoryBroker {
                 streams.append(&event.app.clone(), stream, &mut event, now);
                 // Queue before delivering: a session registers in the hub before it counts
                 // as connected, so the event is either queued or reaches it live.
-                offline = self.queue_if_absent(&event);
+                (offline, queued) = self.queue_if_absent(&event);
                 // Delivered under the same lock: ids reach every subscriber in order.
                 self.hub.deliver(&event);
             }
@@ -160,6 +161,11 @@ impl Broker for MemoryBroker {
                 self.hub.deliver(&event);
             }
         }
+        // On disk before the publisher hears "accepted" (backpressure, not silent loss).
+        queued
+            .done()
+            .await
+            .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
         Ok(Receipt {
             id: event.meta.id,
             ts_ms: event.meta.ts_ms,

@@ -30,6 +30,32 @@ const HEADER: usize = 10;
 /// Records removed per sweep transaction.
 const SWEEP_CHUNK: usize = 10_000;
 
+/// A queued write in flight: await [`Queueing::done`] (outside any lock).
+#[must_use]
+pub struct Queueing(Option<tokio::sync::oneshot::Receiver<Result<(), InboxError>>>);
+
+impl Queueing {
+    /// Nothing was queued.
+    pub fn none() -> Self {
+        Self(None)
+    }
+
+    /// Waits until the event is on disk; an error (counted, logged) means it is not.
+    pub async fn done(self) -> Result<(), InboxError> {
+        let Some(rx) = self.0 else {
+            return Ok(());
+        };
+        let r = rx
+            .await
+            .unwrap_or_else(|_| Err(InboxError("store closed".into())));
+        if let Err(e) = &r {
+            metrics::offline("refused", 1);
+            tracing::error!(error = %e, "user event not queued for an absent user");
+        }
+        r
+    }
+}
+
 /// Offline queues in the embedded store.
 pub struct EmbeddedInbox {
     store: Store,
@@ -88,27 +114,33 @@ impl EmbeddedInbox {
     }
 
     /// Queues `event` (already carrying its id) for `user` without waiting: the write is
-    /// ordered before any later [`Inbox`] call. `live`: it was also delivered live. Returns
-    /// `false` when the store refused it (write queue full), which is counted and logged.
-    pub fn submit(&self, user: &UserId, event: &Event, live: bool) -> bool {
+    /// ordered before any later [`Inbox`] call. `live`: it was also delivered live. The
+    /// returned [`Queueing`] resolves once the event is on disk, or with why it is not (the
+    /// store's write queue is full, the node-wide limit, a disk error): the publisher must
+    /// learn that, since the user will not get the event.
+    pub fn submit(&self, user: &UserId, event: &Event, live: bool) -> Queueing {
         let (app, user) = (event.app.to_string(), user.to_string());
         let rec = record(event, live, expires_at(event, self.config.ttl_secs));
         let config = self.config.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
         let write = move |txn: &WriteTransaction| push(txn, &app, &user, rec, &config);
-        let done = |r: Result<bool, StoreError>| match r {
-            Ok(true) => metrics::offline("queued", 1),
-            Ok(false) => metrics::offline("refused", 1),
-            Err(e) => {
-                metrics::offline("refused", 1);
-                tracing::error!(error = %e, "offline queue write failed");
-            }
+        let done = move |r: Result<bool, StoreError>| {
+            let r = match r {
+                Ok(true) => {
+                    metrics::offline("queued", 1);
+                    Ok(())
+                }
+                Ok(false) => Err(InboxError("the node's offline queues are full".into())),
+                Err(e) => Err(InboxError(e.to_string())),
+            };
+            let _ = tx.send(r);
         };
         match self.store.submit(write, done) {
-            Ok(()) => true,
+            Ok(()) => Queueing(Some(rx)),
             Err(e) => {
-                metrics::offline("refused", 1);
-                tracing::error!(error = %e, "offline queue write refused");
-                false
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let _ = tx.send(Err(InboxError(e.to_string())));
+                Queueing(Some(rx))
             }
         }
     }

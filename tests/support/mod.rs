@@ -354,6 +354,7 @@ pub fn channel_auth(socket_id: &str, channel: &str, data: Option<&str>) -> Strin
 }
 
 /// A client of the signed HTTP API.
+#[derive(Clone)]
 pub struct Api {
     pub base: String,
     pub app_id: String,

@@ -146,7 +146,7 @@ pub async fn subscribe_pusher(
 }
 
 /// A bus token for user `bench-{idx}` allowed into `room`, valid for an hour.
-fn bus_token(c: &Common, idx: usize, room: &str) -> String {
+pub fn bus_token(c: &Common, idx: usize, room: &str) -> String {
     let exp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())

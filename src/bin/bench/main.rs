@@ -6,6 +6,7 @@
 //! subscriber per channel, batched triggers), `presence` (presence subscribe/unsubscribe churn).
 
 mod conn;
+mod offline;
 mod procfs;
 mod publish;
 mod scenarios;
@@ -112,6 +113,16 @@ enum Scenario {
         #[arg(long, default_value_t = 10)]
         batch: usize,
     },
+    /// Notifications for U absent bus users, E each, then every user connects and drains its
+    /// offline queue (Switchboard only).
+    Offline {
+        #[arg(long, default_value_t = 1000)]
+        users: usize,
+        #[arg(long, default_value_t = 20)]
+        per_user: usize,
+        #[arg(long, default_value_t = 100)]
+        payload: usize,
+    },
     /// N observers on a presence channel while C churners join and leave it for S seconds.
     Presence {
         #[arg(long, default_value_t = 100)]
@@ -179,6 +190,11 @@ fn main() {
                     churners,
                     secs,
                 } => scenarios::presence(&c, observers, churners, secs).await,
+                Scenario::Offline {
+                    users,
+                    per_user,
+                    payload,
+                } => offline::offline(&c, users, per_user, payload).await,
             }
         })
         .await

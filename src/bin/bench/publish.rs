@@ -74,6 +74,16 @@ impl Publisher {
             .await
     }
 
+    /// `POST /apps/{id}/bus/notifications` to the users `to`.
+    pub async fn notify(&self, to: &[String], message: &str) -> bool {
+        let body = serde_json::json!({"to":to,"notification_type":"bench","message":message});
+        self.post(
+            &format!("/apps/{}/bus/notifications", self.app_id),
+            body.to_string(),
+        )
+        .await
+    }
+
     /// `POST /apps/{id}/batch_events`.
     pub async fn batch(&self, events: &[(String, String)]) -> bool {
         let batch: Vec<_> = events

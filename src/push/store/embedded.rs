@@ -253,7 +253,7 @@ mod tests {
             std::process::id(),
             rand::random::<u64>()
         ));
-        EmbeddedPushStore::new(Store::open(&dir).unwrap())
+        EmbeddedPushStore::new(Store::open(&dir, 1000).unwrap())
     }
 
     fn reg(token: &str, created_ms: u64) -> Registration {
