@@ -247,3 +247,32 @@ async fn a_push_service_of_your_own_gets_signed_webhooks() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_device_unregisters_itself_over_the_bus() {
+    let svc = Services::start(Vec::new()).await;
+    let vapid = Vapid::new();
+    let server = TestServer::start_with(|c| web(c, &vapid)).await;
+    let api = server.api();
+    let browser = Browser::new(format!("{}/push/ivy-1", svc.base));
+    let mut c = server.bus("ivy").await;
+    c.send(json!({"type":"register_push","platform":"web","token":browser.subscription()}))
+        .await;
+    let id = c.recv_type("push_registered").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(registrations(&api, "ivy").await.len(), 1);
+    // Another user cannot remove it; its owner can, once.
+    let mut other = server.bus("mallory").await;
+    other.send(json!({"type":"unregister_push","id":id})).await;
+    assert_eq!(other.recv_type("push_unregistered").await["removed"], false);
+    assert_eq!(registrations(&api, "ivy").await.len(), 1);
+    c.send(json!({"type":"unregister_push","id":id})).await;
+    assert_eq!(c.recv_type("push_unregistered").await["removed"], true);
+    assert!(registrations(&api, "ivy").await.is_empty());
+    c.send(json!({"type":"unregister_push","id":"nope"})).await;
+    c.expect_error("E-WS-INVALID").await;
+    c.ping().await;
+    server.stop().await;
+}

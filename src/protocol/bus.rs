@@ -3,7 +3,7 @@
 //! Client → server: `subscribe`, `unsubscribe`, `presence`, `typing`, `ping`,
 //! `register_push`.
 //! Server → client: `welcome`, `subscribed`, `pong`, `error`, `presence`, `typing`,
-//! `push_registered`,
+//! `push_registered`, `push_unregistered`,
 //! `message`, `notification`, `action`, and `event` for room events.
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -170,6 +170,11 @@ pub enum Command {
         /// The browser's subscription object (`PushSubscription.toJSON()`), for `web`.
         #[serde(default)]
         subscription: Option<PushSubscription>,
+    },
+    /// Forget one of this user's push registrations (the id `push_registered` gave).
+    UnregisterPush {
+        /// The registration id.
+        id: String,
     },
 }
 
@@ -344,6 +349,14 @@ pub fn push_registered(id: &str, platform: &str) -> Frame {
     field_str(&mut f, "id", id);
     field_str(&mut f, "platform", platform);
     message("push_registered", &f)
+}
+
+/// `push_unregistered`: whether the registration existed (it is gone either way).
+pub fn push_unregistered(id: &str, removed: bool) -> Frame {
+    let mut f = String::new();
+    field_str(&mut f, "id", id);
+    field_raw(&mut f, "removed", if removed { "true" } else { "false" });
+    message("push_unregistered", &f)
 }
 
 /// `acked`: how many of the acknowledged ids were still queued.

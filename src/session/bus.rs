@@ -278,6 +278,7 @@ impl Session {
                     Err(e) => self.invalid(&e.to_string()),
                 }
             }
+            Command::UnregisterPush { id } => self.unregister_push(&id).await,
             Command::Ack { id, ids } => self.ack(id.into_iter().chain(ids).collect()).await,
         }
         true

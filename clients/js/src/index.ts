@@ -76,6 +76,13 @@ export interface PushRegisteredMessage extends ServerMessageBase {
   platform: PushPlatform;
 }
 
+/** The answer to `unregister_push`: whether the registration existed. */
+export interface PushUnregisteredMessage extends ServerMessageBase {
+  type: 'push_unregistered';
+  id: string;
+  removed: boolean;
+}
+
 /** The device family of a push registration. */
 export type PushPlatform = 'web' | 'android' | 'ios';
 
@@ -219,6 +226,7 @@ export type ServerMessage =
   | ReplayMessage
   | AckedMessage
   | PushRegisteredMessage
+  | PushUnregisteredMessage
   | ErrorMessage;
 
 /** The stream label of the user's own events (notifications, messages, actions). */
@@ -326,6 +334,7 @@ export interface BusClientEventMap {
   gap: GapEvent;
   acked: AckedMessage;
   push_registered: PushRegisteredMessage;
+  push_unregistered: PushUnregisteredMessage;
   error: ErrorMessage;
   open: OpenEvent;
   close: CloseEvent;
@@ -955,6 +964,35 @@ export class BusClient {
     });
   }
 
+  /**
+   * Forgets a push registration of this user (the id {@link registerPush} resolved with), e.g.
+   * when the user signs out on this device. Resolves with whether it existed.
+   */
+  unregisterPush(id: string): Promise<PushUnregisteredMessage> {
+    return new Promise((resolve, reject) => {
+      let offOk: () => void = () => {};
+      let offErr: () => void = () => {};
+      const done = () => {
+        offOk();
+        offErr();
+      };
+      offOk = this.on('push_unregistered', (m) => {
+        if (m.id !== id) return;
+        done();
+        resolve(m);
+      });
+      offErr = this.on('error', (e) => {
+        if (e.code !== 'E-WS-INVALID' && e.code !== 'E-WS-UNAVAILABLE') return;
+        done();
+        reject(new Error(e.message));
+      });
+      if (!this.send({ type: 'unregister_push', id })) {
+        done();
+        reject(new Error('not connected'));
+      }
+    });
+  }
+
   /** Sends a `ping` now; false when not connected. The client pings by itself as well. */
   ping(): boolean {
     const sent = this.send({ type: 'ping' });
@@ -1197,6 +1235,7 @@ export class BusClient {
         return;
       case 'acked':
       case 'push_registered':
+      case 'push_unregistered':
       case 'pong':
       case 'presence':
         this.emit(msg.type, msg as never);

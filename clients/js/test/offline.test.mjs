@@ -130,5 +130,8 @@ describe('push registration', () => {
     // The connection stays usable.
     const again = await client.registerPush('android', 'device-token-1');
     assert.notEqual(again.id, ok.id, 'registering the same device again replaces it');
+    const gone = await client.unregisterPush(again.id);
+    assert.deepEqual([gone.id, gone.removed], [again.id, true]);
+    assert.equal((await client.unregisterPush(again.id)).removed, false);
   });
 });

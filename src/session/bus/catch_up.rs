@@ -1,5 +1,5 @@
 //! Catching a bus connection up: stream heads at subscribe, `since` replays, the offline
-//! queue's drain, and acknowledgements.
+//! queue's drain, acknowledgements; and forgetting a push registration.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -138,6 +138,23 @@ impl Session {
                     code::UNAVAILABLE,
                     "acknowledgement not recorded",
                 ));
+            }
+        }
+    }
+
+    /// Removes one of this user's push registrations.
+    pub(super) async fn unregister_push(&mut self, id: &str) {
+        let Some(rid) = crate::push::RegistrationId::parse(id) else {
+            return self.invalid("id must be a registration id from push_registered");
+        };
+        let Some(store) = self.ctx.push.store() else {
+            return self.invalid("push notifications are not enabled");
+        };
+        match store.remove(&self.app.id, &self.user, &rid).await {
+            Ok(removed) => self.send(wire::push_unregistered(id, removed)),
+            Err(e) => {
+                tracing::warn!(error = %e, "push registration not removed");
+                self.send(wire::error(code::UNAVAILABLE, "registration not removed"));
             }
         }
     }
