@@ -268,6 +268,8 @@ fn component(svc: &Services, capacity: usize) -> Push {
         webhook_secret: Some("s".into()),
         concurrency: 1,
         queue_capacity: capacity,
+        // Two pushes an hour: a duplicate offer must not spend one.
+        max_per_hour: 2,
         ..PushConfig::default()
     };
     let store = Store::open(&temp_dir("push-store"), 1000).unwrap();

@@ -183,13 +183,33 @@ impl Worker {
         self.schedule(msg).await;
     }
 
-    /// Devices, throttle, then one delivery per device not already claimed for this push.
+    /// Devices, each claimed once for this push, then the throttle, then one delivery per
+    /// claimed device. Claiming first means an event offered twice costs no quota.
     async fn schedule(&mut self, msg: Message) {
         let regs = match self.store.registrations(&msg.app, &msg.user).await {
             Ok(r) if r.is_empty() => return metrics::push_decision("no_device"),
             Ok(r) => r,
             Err(e) => return store_failed(&e),
         };
+        let key = format!("{}/{}", msg.user, msg.id);
+        let mut claimed = Vec::new();
+        for reg in regs {
+            let Some(provider) = self.providers.get(reg.platform).cloned() else {
+                continue;
+            };
+            match self
+                .store
+                .claim(&msg.app, &key, &reg.id, msg.expires_ms)
+                .await
+            {
+                Ok(true) => claimed.push((provider, reg)),
+                Ok(false) => metrics::push_sent(provider.name(), "duplicate"),
+                Err(e) => store_failed(&e),
+            }
+        }
+        if claimed.is_empty() {
+            return;
+        }
         let max = self.config.max_per_hour;
         if max > 0 {
             match self
@@ -204,26 +224,7 @@ impl Worker {
         }
         metrics::push_decision("scheduled");
         let msg = Arc::new(msg);
-        let key = format!("{}/{}", msg.user, msg.id);
-        for reg in regs {
-            let Some(provider) = self.providers.get(reg.platform).cloned() else {
-                continue;
-            };
-            match self
-                .store
-                .claim(&msg.app, &key, &reg.id, msg.expires_ms)
-                .await
-            {
-                Ok(true) => {}
-                Ok(false) => {
-                    metrics::push_sent(provider.name(), "duplicate");
-                    continue;
-                }
-                Err(e) => {
-                    store_failed(&e);
-                    continue;
-                }
-            }
+        for (provider, reg) in claimed {
             // Waiting for a permit bounds requests in flight; meanwhile offers queue up and
             // overflow is dropped and counted.
             let permit = tokio::select! {
