@@ -42,9 +42,13 @@ impl<E: Into<redb::Error>> From<E> for StoreError {
 type Job = Box<dyn FnOnce(Result<&WriteTransaction, &StoreError>) -> Option<Done> + Send>;
 type Done = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
 
+/// A read that must see every write submitted before it.
+type ReadJob = Box<dyn FnOnce(Result<&ReadTransaction, &StoreError>) + Send>;
+
 /// What the writer thread is asked to do.
 enum Msg {
     Write(Job),
+    Read(ReadJob),
     /// Commit what is queued, close the file, acknowledge.
     Close(mpsc::Sender<()>),
 }
@@ -153,6 +157,30 @@ impl Store {
         rx.recv().map_err(|_| StoreError::Closed)?
     }
 
+    /// Runs `f` against a snapshot that includes every write submitted before this call
+    /// (committed first if needed), without a write transaction: ordered like a write,
+    /// costs no fsync of its own.
+    pub async fn read_after_writes<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&ReadTransaction) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: ReadJob = Box::new(move |txn| {
+            let _ = tx.send(match txn {
+                Ok(t) => f(t),
+                Err(e) => Err(StoreError::Db(e.to_string())),
+            });
+        });
+        self.writes.try_send(Msg::Read(job)).map_err(|e| match e {
+            mpsc::TrySendError::Full(_) => {
+                metrics::store_busy();
+                StoreError::Busy
+            }
+            mpsc::TrySendError::Disconnected(_) => StoreError::Closed,
+        })?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
     /// Runs `f` against a snapshot of everything committed so far.
     pub async fn read<T: Send + 'static>(
         &self,
@@ -174,10 +202,16 @@ fn write_loop(slot: &Slot, rx: &mpsc::Receiver<Msg>) {
     let mut closing = None;
     while let Ok(first) = rx.recv() {
         let mut jobs = Vec::new();
+        let mut read = None;
         let mut next = Some(first);
         while let Some(msg) = next.take() {
             match msg {
                 Msg::Write(j) => jobs.push(j),
+                // A read ends the group: it must see the writes before it, not those after.
+                Msg::Read(r) => {
+                    read = Some(r);
+                    break;
+                }
                 Msg::Close(ack) => {
                     closing = Some(ack);
                     break;
@@ -189,6 +223,13 @@ fn write_loop(slot: &Slot, rx: &mpsc::Receiver<Msg>) {
         }
         if !jobs.is_empty() {
             commit_group(slot, jobs);
+        }
+        if let Some(r) = read {
+            match current(slot).map(|db| db.begin_read()) {
+                Some(Ok(txn)) => r(Ok(&txn)),
+                Some(Err(e)) => r(Err(&StoreError::from(e))),
+                None => r(Err(&StoreError::Closed)),
+            }
         }
         if let Some(ack) = closing.take() {
             slot.write().expect("store slot poisoned").take();

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use redb::{ReadableTable, TableDefinition, TableError, WriteTransaction};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -316,13 +316,17 @@ impl Inbox for EmbeddedInbox {
     async fn pending(&self, app: &AppId, user: &UserId) -> Result<Pending, InboxError> {
         let (app, user) = (app.to_string(), user.to_string());
         let now = crate::protocol::bus::now_ms();
-        // Through the writer, not a snapshot: every write submitted before (by the broker)
-        // is then visible.
+        // Ordered after every write submitted before (by the broker): they are visible.
         let p = self
             .store
-            .write(move |txn| {
-                let users = txn.open_table(USERS)?;
-                let events = txn.open_table(EVENTS)?;
+            .read_after_writes(move |txn| {
+                let (users, events) = match (txn.open_table(USERS), txn.open_table(EVENTS)) {
+                    (Ok(u), Ok(e)) => (u, e),
+                    // Nothing was ever queued on this store.
+                    (Err(TableError::TableDoesNotExist(_)), _)
+                    | (_, Err(TableError::TableDoesNotExist(_))) => return Ok(Pending::default()),
+                    (Err(e), _) | (_, Err(e)) => return Err(e.into()),
+                };
                 let dropped = users.get((&*app, &*user))?.map_or(0, |g| g.value().3);
                 let mut out = Vec::new();
                 for item in events.range((&*app, &*user, 0)..=(&*app, &*user, u64::MAX))? {

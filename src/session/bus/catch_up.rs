@@ -91,7 +91,10 @@ impl Session {
             }
             if queue {
                 self.drained = true;
-                self.settle(stream, &sent, queued).await;
+                // Nothing was queued: no write (and no fsync) for an empty queue.
+                if !queued.is_empty() || dropped > 0 {
+                    self.settle(stream, &sent, queued).await;
+                }
             }
         }
         self.outbox

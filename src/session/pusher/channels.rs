@@ -389,6 +389,9 @@ impl Session {
             sent.insert(id.clone());
             done.push(id);
         }
+        if done.is_empty() && pending.dropped == 0 {
+            return sent;
+        }
         let r = self.ctx.inbox.settle(&self.app.id, user, done, Vec::new());
         if let Err(e) = r.await {
             tracing::warn!(error = %e, "offline queue update failed");
