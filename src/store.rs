@@ -158,8 +158,8 @@ impl Store {
     }
 
     /// Runs `f` against a snapshot that includes every write submitted before this call
-    /// (committed first if needed), without a write transaction: ordered like a write,
-    /// costs no fsync of its own.
+    /// (committed first if needed; writes submitted just after may be included too), without
+    /// a write transaction: ordered like a write, costs no fsync of its own.
     pub async fn read_after_writes<T: Send + 'static>(
         &self,
         f: impl FnOnce(&ReadTransaction) -> Result<T, StoreError> + Send + 'static,
@@ -201,34 +201,35 @@ fn current(slot: &Slot) -> Option<Arc<Database>> {
 fn write_loop(slot: &Slot, rx: &mpsc::Receiver<Msg>) {
     let mut closing = None;
     while let Ok(first) = rx.recv() {
-        let mut jobs = Vec::new();
-        let mut read = None;
+        let (mut jobs, mut reads) = (Vec::new(), Vec::new());
         let mut next = Some(first);
         while let Some(msg) = next.take() {
             match msg {
                 Msg::Write(j) => jobs.push(j),
-                // A read ends the group: it must see the writes before it, not those after.
-                Msg::Read(r) => {
-                    read = Some(r);
-                    break;
-                }
+                // Reads run after the group's commit: they see every write submitted before
+                // them (and possibly some after, which their callers accept), and a burst of
+                // reads and writes still costs one fsync.
+                Msg::Read(r) => reads.push(r),
                 Msg::Close(ack) => {
                     closing = Some(ack);
                     break;
                 }
             }
-            if jobs.len() < GROUP {
+            if jobs.len() + reads.len() < GROUP {
                 next = rx.try_recv().ok();
             }
         }
         if !jobs.is_empty() {
             commit_group(slot, jobs);
         }
-        if let Some(r) = read {
+        if !reads.is_empty() {
             match current(slot).map(|db| db.begin_read()) {
-                Some(Ok(txn)) => r(Ok(&txn)),
-                Some(Err(e)) => r(Err(&StoreError::from(e))),
-                None => r(Err(&StoreError::Closed)),
+                Some(Ok(txn)) => reads.into_iter().for_each(|r| r(Ok(&txn))),
+                Some(Err(e)) => {
+                    let e = StoreError::from(e);
+                    reads.into_iter().for_each(|r| r(Err(&e)));
+                }
+                None => reads.into_iter().for_each(|r| r(Err(&StoreError::Closed))),
             }
         }
         if let Some(ack) = closing.take() {
