@@ -185,6 +185,13 @@ pub struct Meta {
 }
 
 impl Meta {
+    /// When the event stops being worth delivering (ms since the epoch): its own `ttl`, or
+    /// `default_ttl_secs` when it has none.
+    pub fn expires_at(&self, default_ttl_secs: u64) -> u64 {
+        let ttl = self.ttl.map_or(default_ttl_secs, u64::from);
+        self.ts_ms.saturating_add(ttl.saturating_mul(1000))
+    }
+
     /// Whether the event's ttl has passed at `now_ms`.
     pub fn expired(&self, now_ms: u64) -> bool {
         self.ttl

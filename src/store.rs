@@ -123,7 +123,12 @@ impl Store {
                 })
             }))
         });
-        self.writes.try_send(Msg::Write(job)).map_err(|e| match e {
+        self.enqueue(Msg::Write(job))
+    }
+
+    /// Hands `msg` to the writer thread without blocking; a full queue is counted.
+    fn enqueue(&self, msg: Msg) -> Result<(), StoreError> {
+        self.writes.try_send(msg).map_err(|e| match e {
             mpsc::TrySendError::Full(_) => {
                 metrics::store_busy();
                 StoreError::Busy
@@ -171,13 +176,7 @@ impl Store {
                 Err(e) => Err(StoreError::Db(e.to_string())),
             });
         });
-        self.writes.try_send(Msg::Read(job)).map_err(|e| match e {
-            mpsc::TrySendError::Full(_) => {
-                metrics::store_busy();
-                StoreError::Busy
-            }
-            mpsc::TrySendError::Disconnected(_) => StoreError::Closed,
-        })?;
+        self.enqueue(Msg::Read(job))?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 

@@ -193,24 +193,16 @@ async fn replay_comes_from_redis_streams_on_any_node() {
     b.stop().await;
 }
 
-async fn notify(api: &Api, user: &str, msg: &str, extra: Value) {
-    let mut body = json!({"to":[user],"notification_type":"t","message":msg});
-    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
-        b.extend(e.clone());
-    }
-    let (status, v) = api.bus_call("POST", "/bus/notifications", &body).await;
-    assert_eq!(status, 200, "{v}");
-}
-
 #[tokio::test]
 async fn the_offline_queue_is_cluster_wide() {
     let (a, b) = two_nodes("offline", |c| c.offline.max_events = 3).await;
     let api = a.api();
     // Queued through node A while the user is nowhere; one too many: the oldest low goes.
-    notify(&api, "olga", "low", json!({"priority":"low"})).await;
+    api.notify("olga", "low", json!({"priority":"low"})).await;
     for i in 1..=3 {
         let p = if i == 2 { "high" } else { "normal" };
-        notify(&api, "olga", &format!("m{i}"), json!({"priority": p})).await;
+        api.notify("olga", &format!("m{i}"), json!({"priority": p}))
+            .await;
     }
     // Connecting to node B drains it.
     let mut c = b.bus("olga").await;
@@ -228,7 +220,7 @@ async fn the_offline_queue_is_cluster_wide() {
         ids.push(v["id"].as_str().unwrap().to_owned());
     }
     // While she is connected on B, a publish on A is live, not queued (unless high).
-    notify(&api, "olga", "live", json!({})).await;
+    api.notify("olga", "live", json!({})).await;
     assert_eq!(c.recv_type("notification").await["message"], "live");
     c.close().await;
     // The high one (m2) was not acknowledged: it comes back, on node A this time.
@@ -267,7 +259,7 @@ async fn a_node_serves_only_once_its_users_count_in_the_cluster() {
     let a = start(prefix).await;
     let mut c = a.bus("uma").await;
     c.subscribe(&["notification"], &[]).await;
-    notify(&b.api(), "uma", "hello", json!({})).await;
+    b.api().notify("uma", "hello", json!({})).await;
     assert_eq!(c.recv_type("notification").await["message"], "hello");
     c.close().await;
     // Had A's connections not counted yet, the event would also sit in her offline queue.

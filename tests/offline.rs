@@ -9,15 +9,6 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use support::*;
 
-async fn notify(api: &Api, user: &str, msg: &str, extra: Value) {
-    let mut body = json!({"to":[user],"notification_type":"t","message":msg});
-    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
-        b.extend(e.clone());
-    }
-    let (status, v) = api.bus_call("POST", "/bus/notifications", &body).await;
-    assert_eq!(status, 200, "{v}");
-}
-
 /// Subscribes to notifications and messages; returns the `subscribed` answer.
 async fn subscribe_user_events(c: &mut BusClient) -> Value {
     c.subscribe(&["notification", "message"], &[]).await
@@ -43,7 +34,7 @@ async fn events_for_an_absent_user_arrive_in_order_when_they_connect() {
     let server = TestServer::start().await;
     let api = server.api();
     for i in 1..=5 {
-        notify(&api, "amy", &format!("n{i}"), json!({})).await;
+        api.notify("amy", &format!("n{i}"), json!({})).await;
     }
     let mut c = server.bus("amy").await;
     subscribe_user_events(&mut c).await;
@@ -58,7 +49,7 @@ async fn events_for_an_absent_user_arrive_in_order_when_they_connect() {
     let (msgs, _) = messages(&mut c, 5).await;
     assert_eq!(msgs, strings(&["n1", "n2", "n3", "n4", "n5"]));
     // Then live.
-    notify(&api, "amy", "live", json!({})).await;
+    api.notify("amy", "live", json!({})).await;
     assert_eq!(c.recv_type("notification").await["message"], "live");
     c.close().await;
 
@@ -75,7 +66,7 @@ async fn a_pusher_sign_in_receives_the_queue_on_its_user_channel() {
     let api = server.api();
     let body = json!({"name":"invoice","channel":"#server-to-user-bo","data":"{\"n\":1}"});
     assert_eq!(api.trigger(body).await.0, 200);
-    notify(&api, "bo", "hello", json!({})).await;
+    api.notify("bo", "hello", json!({})).await;
     let mut p = server.pusher().await;
     p.signin(r#"{"id":"bo"}"#).await;
     let first = p.recv().await;
@@ -98,7 +89,7 @@ async fn the_queue_survives_a_restart() {
     let server = TestServer::start_with(move |c| c.data.dir = d).await;
     let api = server.api();
     for i in 1..=3 {
-        notify(&api, "cy", &format!("before-{i}"), json!({})).await;
+        api.notify("cy", &format!("before-{i}"), json!({})).await;
     }
     server.stop().await;
 
@@ -116,8 +107,8 @@ async fn the_queue_survives_a_restart() {
 async fn expired_events_are_not_delivered() {
     let server = TestServer::start().await;
     let api = server.api();
-    notify(&api, "di", "short", json!({"ttl": 1})).await;
-    notify(&api, "di", "long", json!({"ttl": 60})).await;
+    api.notify("di", "short", json!({"ttl": 1})).await;
+    api.notify("di", "long", json!({"ttl": 60})).await;
     // The ttl is what is under test: wait past it.
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let mut c = server.bus("di").await;
@@ -135,8 +126,8 @@ async fn high_priority_events_come_back_until_acknowledged() {
     let api = server.api();
     let mut c = server.bus("ed").await;
     subscribe_user_events(&mut c).await;
-    notify(&api, "ed", "urgent", json!({"priority":"high"})).await;
-    notify(&api, "ed", "casual", json!({})).await;
+    api.notify("ed", "urgent", json!({"priority":"high"})).await;
+    api.notify("ed", "casual", json!({})).await;
     let (msgs, ids) = messages(&mut c, 2).await;
     assert_eq!(msgs, strings(&["urgent", "casual"]));
     c.close().await;
@@ -168,13 +159,13 @@ async fn high_priority_events_come_back_until_acknowledged() {
 async fn a_full_queue_drops_the_oldest_low_priority_events_first_and_says_so() {
     let server = TestServer::start_full(|c| c.offline.max_events = 4, true).await;
     let api = server.api();
-    notify(&api, "fi", "low-1", json!({"priority":"low"})).await;
-    notify(&api, "fi", "n-1", json!({})).await;
-    notify(&api, "fi", "low-2", json!({"priority":"low"})).await;
-    notify(&api, "fi", "n-2", json!({})).await;
-    notify(&api, "fi", "n-3", json!({})).await; // drops low-1
-    notify(&api, "fi", "h-1", json!({"priority":"high"})).await; // drops low-2
-    notify(&api, "fi", "n-4", json!({})).await; // drops n-1
+    api.notify("fi", "low-1", json!({"priority":"low"})).await;
+    api.notify("fi", "n-1", json!({})).await;
+    api.notify("fi", "low-2", json!({"priority":"low"})).await;
+    api.notify("fi", "n-2", json!({})).await;
+    api.notify("fi", "n-3", json!({})).await; // drops low-1
+    api.notify("fi", "h-1", json!({"priority":"high"})).await; // drops low-2
+    api.notify("fi", "n-4", json!({})).await; // drops n-1
     let mut c = server.bus("fi").await;
     subscribe_user_events(&mut c).await;
     let replay = c.recv_type("replay").await;
@@ -207,7 +198,7 @@ async fn a_user_connecting_while_events_stream_in_gets_each_exactly_once_in_orde
     const N: usize = 300;
     let publisher = tokio::spawn(async move {
         for i in 0..N {
-            notify(&api, "gu", &i.to_string(), json!({})).await;
+            api.notify("gu", &i.to_string(), json!({})).await;
         }
     });
     // Connect somewhere in the middle of the stream.

@@ -16,7 +16,7 @@ use crate::event::{stream_of, Event};
 use crate::hub::Hub;
 use crate::ids::{AppId, ChannelName};
 use crate::metrics;
-use crate::offline::{expires_at, priority_rank, queue_user, ENQUEUE_LUA};
+use crate::offline::{priority_rank, queue_user, ENQUEUE_LUA};
 
 /// Publishes to one cluster-wide Redis channel (`{prefix}:events`); cache-channel events are
 /// also stored (`{prefix}:cache:{app}:{channel}`, expiring) in the same transaction.
@@ -205,7 +205,7 @@ impl Broker for RedisBroker {
             .arg(event.app.as_str())
             .arg(user)
             .arg(priority_rank(event.meta.priority))
-            .arg(expires_at(&event, self.offline.ttl_secs))
+            .arg(event.meta.expires_at(self.offline.ttl_secs))
             .arg(self.offline.max_events)
             .arg(self.offline.max_bytes)
             .arg(self.offline.ttl_secs * 1000)

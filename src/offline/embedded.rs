@@ -14,7 +14,7 @@ use redb::{ReadableTable, TableDefinition, TableError, WriteTransaction};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{expires_at, priority_rank, Inbox, InboxError, Pending, Queued};
+use super::{priority_rank, Inbox, InboxError, Pending, Queued};
 use crate::config::OfflineConfig;
 use crate::event::Event;
 use crate::ids::{AppId, UserId};
@@ -120,7 +120,7 @@ impl EmbeddedInbox {
     /// learn that, since the user will not get the event.
     pub fn submit(&self, user: &UserId, event: &Event, live: bool) -> Queueing {
         let (app, user) = (event.app.to_string(), user.to_string());
-        let rec = record(event, live, expires_at(event, self.config.ttl_secs));
+        let rec = record(event, live, event.meta.expires_at(self.config.ttl_secs));
         let config = self.config.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let write = move |txn: &WriteTransaction| push(txn, &app, &user, rec, &config);

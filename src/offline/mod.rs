@@ -71,13 +71,6 @@ pub trait Inbox: Send + Sync + 'static {
     async fn ack(&self, app: &AppId, user: &UserId, ids: Vec<String>) -> Result<usize, InboxError>;
 }
 
-/// When a queued event stops being worth delivering (ms since the epoch): its own `ttl`, or
-/// the queue's default.
-pub(crate) fn expires_at(event: &Event, default_ttl_secs: u64) -> u64 {
-    let ttl = event.meta.ttl.map_or(default_ttl_secs, u64::from);
-    event.meta.ts_ms.saturating_add(ttl.saturating_mul(1000))
-}
-
 /// The priority as stored: `0` low, `1` normal, `2` high (eviction takes the lowest first).
 pub(crate) fn priority_rank(p: Priority) -> u8 {
     match p {

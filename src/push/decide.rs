@@ -55,6 +55,12 @@ impl Kind {
         }
     }
 
+    /// A person is waiting on it (a message, a connection request): sent with high
+    /// urgency/priority by the providers that have one.
+    pub fn is_urgent(self) -> bool {
+        matches!(self, Kind::Msg | Kind::Conn)
+    }
+
     /// Parses an action type code.
     pub fn parse(s: &str) -> Option<Self> {
         Kind::ALL.into_iter().find(|k| k.as_str() == s)

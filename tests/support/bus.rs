@@ -196,6 +196,17 @@ pub fn assert_bus_envelope(v: &Value) {
 }
 
 impl Api {
+    /// `POST /bus/notifications` to `user` (type `t`, text `msg`), with `extra` fields such as
+    /// `priority` or `ttl`; asserts it is accepted.
+    pub async fn notify(&self, user: &str, msg: &str, extra: Value) {
+        let mut body = json!({"to":[user],"notification_type":"t","message":msg});
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        let (status, v) = self.bus_call("POST", "/bus/notifications", &body).await;
+        assert_eq!(status, 200, "{v}");
+    }
+
     /// A signed request with a JSON body to `/apps/{id}{path}` (`POST`, `PUT` or `GET`).
     pub async fn bus_call(&self, method: &str, path: &str, body: &Value) -> (u16, Value) {
         let path = format!("/apps/{}{path}", self.app_id);

@@ -941,27 +941,7 @@ export class BusClient {
    * Resolves with the answer; rejects on an `error` answer or when not connected.
    */
   registerPush(platform: PushPlatform, token: string | WebPushSubscriptionJSON): Promise<PushRegisteredMessage> {
-    return new Promise((resolve, reject) => {
-      let offOk: () => void = () => {};
-      let offErr: () => void = () => {};
-      const done = () => {
-        offOk();
-        offErr();
-      };
-      offOk = this.on('push_registered', (m) => {
-        done();
-        resolve(m);
-      });
-      offErr = this.on('error', (e) => {
-        if (e.code !== 'E-WS-INVALID') return;
-        done();
-        reject(new Error(e.message));
-      });
-      if (!this.send({ type: 'register_push', platform, token })) {
-        done();
-        reject(new Error('not connected'));
-      }
-    });
+    return this.request({ type: 'register_push', platform, token }, 'push_registered', () => true, ['E-WS-INVALID']);
   }
 
   /**
@@ -969,6 +949,22 @@ export class BusClient {
    * when the user signs out on this device. Resolves with whether it existed.
    */
   unregisterPush(id: string): Promise<PushUnregisteredMessage> {
+    return this.request({ type: 'unregister_push', id }, 'push_unregistered', (m) => m.id === id, [
+      'E-WS-INVALID',
+      'E-WS-UNAVAILABLE',
+    ]);
+  }
+
+  /**
+   * Sends `msg` and resolves with the first `answer` event that `matches`; rejects on a server
+   * `error` with one of `codes`, or at once when not connected.
+   */
+  private request<K extends 'push_registered' | 'push_unregistered'>(
+    msg: Record<string, unknown>,
+    answer: K,
+    matches: (m: BusClientEventMap[K]) => boolean,
+    codes: string[],
+  ): Promise<BusClientEventMap[K]> {
     return new Promise((resolve, reject) => {
       let offOk: () => void = () => {};
       let offErr: () => void = () => {};
@@ -976,17 +972,17 @@ export class BusClient {
         offOk();
         offErr();
       };
-      offOk = this.on('push_unregistered', (m) => {
-        if (m.id !== id) return;
+      offOk = this.on(answer, ((m: BusClientEventMap[K]) => {
+        if (!matches(m)) return;
         done();
         resolve(m);
-      });
+      }) as BusClientHandler<K>);
       offErr = this.on('error', (e) => {
-        if (e.code !== 'E-WS-INVALID' && e.code !== 'E-WS-UNAVAILABLE') return;
+        if (!codes.includes(e.code)) return;
         done();
         reject(new Error(e.message));
       });
-      if (!this.send({ type: 'unregister_push', id })) {
+      if (!this.send(msg)) {
         done();
         reject(new Error('not connected'));
       }

@@ -178,6 +178,11 @@ export async function signedPost(server, urlPath, payload) {
   return JSON.parse(text);
 }
 
+/** A notification to `user` through the signed bus API (`extra`: `priority`, `ttl`, ...). */
+export function notify(server, user, message, extra = {}) {
+  return signedPost(server, `/apps/${APP.id}/bus/notifications`, { to: [user], notification_type: 't', message, ...extra });
+}
+
 /** Mints a bus token with POST /apps/{id}/bus/tokens. */
 export async function mintToken(server, claims) {
   const { token } = await signedPost(server, `/apps/${APP.id}/bus/tokens`, claims);

@@ -6,12 +6,10 @@
 import assert from 'node:assert/strict';
 import { after, afterEach, before, describe, test } from 'node:test';
 
-import { APP, closeAll, makeClient, mintToken, record, signedPost, socketSpy, startServer, waitFor, waitUntil } from './helpers.mjs';
+import { APP, closeAll, makeClient, mintToken, notify, record, signedPost, socketSpy, startServer, waitFor, waitUntil } from './helpers.mjs';
 
 const T = { timeout: 30_000 };
 
-const notify = (server, user, message, extra = {}) =>
-  signedPost(server, `/apps/${APP.id}/bus/notifications`, { to: [user], notification_type: 't', message, ...extra });
 
 describe('offline delivery', () => {
   let server;

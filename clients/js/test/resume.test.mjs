@@ -7,15 +7,14 @@
 import assert from 'node:assert/strict';
 import { after, afterEach, before, describe, test } from 'node:test';
 
-import { APP, closeAll, makeClient, mintToken, record, signedPost, socketSpy, startServer, waitFor, waitUntil } from './helpers.mjs';
+import { APP, closeAll, makeClient, mintToken, notify, record, signedPost, socketSpy, startServer, waitFor, waitUntil } from './helpers.mjs';
 
 const T = { timeout: 30_000 };
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 const publishRoom = (server, room, i) =>
   signedPost(server, `/apps/${APP.id}/events`, { name: 'n', channel: room, data: String(i) });
-const publishUser = (server, user, i) =>
-  signedPost(server, `/apps/${APP.id}/bus/notifications`, { to: [user], notification_type: 't', message: String(i) });
+const publishUser = (server, user, i) => notify(server, user, String(i));
 
 /** Drops the client's current socket without a closing handshake (a lost network). */
 function dropConnection(spy) {

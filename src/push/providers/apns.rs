@@ -13,7 +13,7 @@ use serde_json::json;
 
 use super::{classify, network, Message, Provider, SendError};
 use crate::config::PushConfig;
-use crate::push::{decide::Kind, Device};
+use crate::push::Device;
 
 /// A provider token is reused this long.
 const TOKEN_REUSE_MS: u64 = 50 * 60_000;
@@ -89,11 +89,7 @@ impl Provider for Apns {
         let jwt = self.provider_token(now_ms)?;
         let mut body = msg.data();
         body["aps"] = json!({"alert": {"title": msg.title, "body": msg.body}, "sound": "default"});
-        let priority = if matches!(msg.kind, Kind::Msg | Kind::Conn) {
-            "10"
-        } else {
-            "5"
-        };
+        let priority = if msg.kind.is_urgent() { "10" } else { "5" };
         let r = self
             .http
             .post(format!("{}/3/device/{}", self.endpoint, token))

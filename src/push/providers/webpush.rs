@@ -15,7 +15,7 @@ use web_push_native::{Auth, WebPushBuilder};
 
 use super::{body_excerpt, classify, network, Message, Provider, SendError};
 use crate::config::PushConfig;
-use crate::push::{decide::Kind, Device};
+use crate::push::Device;
 
 /// Browsers hand out base64url keys, with or without padding.
 const B64: GeneralPurpose = GeneralPurpose::new(
@@ -139,7 +139,7 @@ impl Provider for WebPush {
             .with_valid_duration(Duration::from_secs(msg.ttl_secs(now_ms)))
             .build(payload.to_string())
             .map_err(|e| SendError::Rejected(format!("encryption failed: {e}")))?;
-        let urgency = if matches!(msg.kind, Kind::Msg | Kind::Conn) {
+        let urgency = if msg.kind.is_urgent() {
             "high"
         } else {
             "normal"
