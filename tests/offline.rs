@@ -126,6 +126,10 @@ async fn high_priority_events_come_back_until_acknowledged() {
     let api = server.api();
     let mut c = server.bus("ed").await;
     subscribe_user_events(&mut c).await;
+    // The drain of the (empty) queue runs after `subscribed` and is silent; the pong comes
+    // after it. Without this a high event published now may be read by that drain and
+    // arrive after a `replay` header instead of live: correct, but not what is under test.
+    c.ping().await;
     api.notify("ed", "urgent", json!({"priority":"high"})).await;
     api.notify("ed", "casual", json!({})).await;
     let (msgs, ids) = messages(&mut c, 2).await;
