@@ -155,6 +155,36 @@ async fn fcm_gets_an_oauth2_token_with_a_signed_assertion_then_the_message() {
     );
     assert_eq!(svc.next().await.json()["message"]["token"], "tok-alice");
     assert!(registrations(&api, "bob").await.is_empty());
+
+    // A token FCM calls invalid, or another project's, is gone too; a refused message is
+    // not the device's fault and keeps its registration.
+    let mut ids = Vec::new();
+    for token in ["invalid-bob", "mismatch-bob", "badarg-bob"] {
+        ids.push(register(&server, &mut w, "bob", "android", json!(token)).await);
+    }
+    dm(&api, "alice", "bob", 600).await;
+    let mut tried = Vec::new();
+    for _ in 0..3 {
+        tried.push(svc.next().await.json()["message"]["token"].clone());
+    }
+    tried.sort_by_key(|t| t.to_string());
+    assert_eq!(
+        tried,
+        [
+            json!("badarg-bob"),
+            json!("invalid-bob"),
+            json!("mismatch-bob")
+        ]
+    );
+    dm(&api, "bob", "alice", 600).await; // marker: the removals are done (concurrency 1)
+    assert_eq!(svc.next().await.json()["message"]["token"], "tok-alice");
+    let left = registrations(&api, "bob").await;
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(
+        left[0]["id"],
+        ids[2].as_str(),
+        "badarg-bob is kept: {left:?}"
+    );
     assert!(svc.pending().is_none());
     server.stop().await;
 }

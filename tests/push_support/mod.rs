@@ -284,12 +284,38 @@ fn handle(
         }
         let v: Value = serde_json::from_slice(&body).unwrap_or_default();
         let token = v["message"]["token"].as_str().unwrap_or_default();
+        // FCM's answers for a stale token, another project's token, and a bad message.
+        let refusal = |code: u16, status: &str, error_code: &str, message: &str| {
+            reply(
+                code,
+                json!({"error": {"code": code, "status": status, "message": message,
+                "details": [{"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError",
+                             "errorCode": error_code}]}}),
+            )
+        };
         if token.starts_with("gone") {
-            return reply(
+            return refusal(
                 404,
-                json!({"error": {"status": "NOT_FOUND",
-                "details": [{"errorCode": "UNREGISTERED"}]}}),
+                "NOT_FOUND",
+                "UNREGISTERED",
+                "Requested entity was not found.",
             );
+        }
+        if token.starts_with("invalid") {
+            let m = "The registration token is not a valid FCM registration token";
+            return refusal(400, "INVALID_ARGUMENT", "INVALID_ARGUMENT", m);
+        }
+        if token.starts_with("mismatch") {
+            return refusal(
+                403,
+                "PERMISSION_DENIED",
+                "SENDER_ID_MISMATCH",
+                "SenderId mismatch",
+            );
+        }
+        if token.starts_with("badarg") {
+            let m = "Invalid value at 'message.android.ttl'";
+            return refusal(400, "INVALID_ARGUMENT", "INVALID_ARGUMENT", m);
         }
         return reply(200, json!({"name": "projects/p/messages/1"}));
     }

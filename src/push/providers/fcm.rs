@@ -158,6 +158,70 @@ impl Provider for Fcm {
                 retry_after: None,
             });
         }
-        classify(status, &headers, &body_excerpt(r).await)
+        let body = r.text().await.unwrap_or_default();
+        let detail: String = body.chars().take(200).collect();
+        if token_gone(status.as_u16(), &body) {
+            return Err(SendError::Gone(format!("HTTP {status} {detail}")));
+        }
+        classify(status, &headers, &detail)
+    }
+}
+
+/// Whether FCM's error answer says the token will never work again, per Firebase's
+/// guidance on stale tokens: `UNREGISTERED`, `SENDER_ID_MISMATCH` (the token belongs to
+/// another project), or `INVALID_ARGUMENT` about the registration token itself. Any other
+/// `INVALID_ARGUMENT` is about our message and must not cost the user their device.
+fn token_gone(status: u16, body: &str) -> bool {
+    #[derive(Deserialize)]
+    struct Answer {
+        error: Refusal,
+    }
+    #[derive(Deserialize)]
+    struct Refusal {
+        #[serde(default)]
+        message: String,
+        #[serde(default)]
+        details: Vec<Detail>,
+    }
+    #[derive(Deserialize)]
+    struct Detail {
+        #[serde(default, rename = "errorCode")]
+        error_code: String,
+    }
+    let Ok(Answer { error }) = serde_json::from_str::<Answer>(body) else {
+        return false;
+    };
+    error.details.iter().any(|d| match d.error_code.as_str() {
+        "UNREGISTERED" | "SENDER_ID_MISMATCH" => true,
+        "INVALID_ARGUMENT" => status == 400 && error.message.contains("registration token"),
+        _ => false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::token_gone;
+
+    fn answer(code: &str, message: &str) -> String {
+        serde_json::json!({"error": {"message": message, "details": [
+            {"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError", "errorCode": code}
+        ]}})
+        .to_string()
+    }
+
+    #[test]
+    fn stale_tokens_are_told_apart_from_refused_messages() {
+        let invalid = "The registration token is not a valid FCM registration token";
+        assert!(token_gone(404, &answer("UNREGISTERED", "not found")));
+        assert!(token_gone(
+            403,
+            &answer("SENDER_ID_MISMATCH", "SenderId mismatch")
+        ));
+        assert!(token_gone(400, &answer("INVALID_ARGUMENT", invalid)));
+        let bad_ttl = "Invalid value at 'message.android.ttl'";
+        assert!(!token_gone(400, &answer("INVALID_ARGUMENT", bad_ttl)));
+        assert!(!token_gone(401, &answer("THIRD_PARTY_AUTH_ERROR", invalid)));
+        assert!(!token_gone(503, &answer("UNAVAILABLE", "try later")));
+        assert!(!token_gone(400, "<html>bad gateway</html>"));
     }
 }
