@@ -102,6 +102,7 @@ async fn fcm_gets_an_oauth2_token_with_a_signed_assertion_then_the_message() {
         base(c);
         c.push.fcm_credentials_file = Some(file);
         c.push.fcm_endpoint = fcm;
+        c.push.react_group_secs = 1;
     })
     .await;
     let api = server.api();
@@ -138,6 +139,10 @@ async fn fcm_gets_an_oauth2_token_with_a_signed_assertion_then_the_message() {
     );
     assert_eq!(m["data"]["type"], "CMNT");
     assert_eq!(m["data"]["url"], "/actions/a-1");
+    assert!(
+        m["android"].get("collapse_key").is_none(),
+        "comments never collapse"
+    );
     let ttl = m["android"]["ttl"].as_str().unwrap();
     let secs: u64 = ttl.strip_suffix('s').unwrap().parse().unwrap();
     assert!(
@@ -185,6 +190,14 @@ async fn fcm_gets_an_oauth2_token_with_a_signed_assertion_then_the_message() {
         ids[2].as_str(),
         "badarg-bob is kept: {left:?}"
     );
+
+    // A reaction group collapses on the device: pending ones and the one on screen.
+    action(&api, "REACT", "bob", "alice").await;
+    let android = svc.next().await.json()["message"]["android"].clone();
+    assert_eq!(
+        (&android["collapse_key"], &android["notification"]["tag"]),
+        (&json!("reactions"), &json!("reactions"))
+    );
     assert!(svc.pending().is_none());
     server.stop().await;
 }
@@ -202,6 +215,7 @@ async fn apns_receives_http2_with_a_provider_token_and_the_apns_headers() {
         c.push.apns_team_id = APNS_TEAM.into();
         c.push.apns_topic = APNS_TOPIC.into();
         c.push.apns_endpoint = endpoint;
+        c.push.react_group_secs = 1;
     })
     .await;
     let api = server.api();
@@ -224,6 +238,7 @@ async fn apns_receives_http2_with_a_provider_token_and_the_apns_headers() {
     assert_eq!(seen.header("apns-topic"), APNS_TOPIC);
     assert_eq!(seen.header("apns-push-type"), "alert");
     assert_eq!(seen.header("apns-priority"), "10");
+    assert!(seen.headers.get("apns-collapse-id").is_none());
     let exp: u64 = seen.header("apns-expiration").parse().unwrap();
     assert!(
         exp.abs_diff(now_secs() + 300) <= 5,
@@ -242,6 +257,10 @@ async fn apns_receives_http2_with_a_provider_token_and_the_apns_headers() {
     assert_eq!(svc.next().await.path, "/3/device/a1b2c3d4");
     assert!(registrations(&api, "bob").await.is_empty());
     assert_eq!(registrations(&api, "alice").await[0]["device"], "…");
+    action(&api, "REACT", "bob", "alice").await;
+    let seen = svc.next().await;
+    assert_eq!(seen.header("apns-collapse-id"), "reactions");
+    assert_eq!(seen.header("apns-priority"), "5");
     server.stop().await;
 }
 
@@ -253,6 +272,7 @@ async fn a_push_service_of_your_own_gets_signed_webhooks() {
         base(c);
         c.push.webhook_url = Some(url);
         c.push.webhook_secret = Some("hook-secret".into());
+        c.push.react_group_secs = 1;
     })
     .await;
     let api = server.api();
@@ -271,10 +291,14 @@ async fn a_push_service_of_your_own_gets_signed_webhooks() {
     );
     assert_eq!(v["device"], json!({"token":"dev-token-1"}));
     assert_eq!(v["notification"]["body"], "bob started following you");
+    assert_eq!(v["notification"]["collapse_key"], Value::Null);
     assert!(
         v["ttl"].as_u64().is_some_and(|t| (590..=600).contains(&t)),
         "{v}"
     );
+    action(&api, "REACT", "carol", "alice").await;
+    let v = svc.next().await.json();
+    assert_eq!(v["notification"]["collapse_key"], "reactions", "{v}");
     server.stop().await;
 }
 

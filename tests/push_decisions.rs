@@ -106,11 +106,22 @@ async fn reactions_are_grouped_into_one_push() {
     for who in ["bob", "carol", "bob", "dave"] {
         action(&api, "REACT", who, "alice").await;
     }
-    let p = payload(&alice, &svc.next().await);
+    let seen = svc.next().await;
+    assert_eq!(
+        seen.header("topic"),
+        "reactions",
+        "a newer group replaces it"
+    );
+    let p = payload(&alice, &seen);
     assert_eq!(p["type"], "REACT");
     assert_eq!(p["body"], "bob and 2 others reacted to your post");
     dm(&api, "erin", "alice", 600).await;
-    let p = payload(&alice, &svc.next().await);
+    let seen = svc.next().await;
+    assert!(
+        seen.headers.get("topic").is_none(),
+        "messages never collapse"
+    );
+    let p = payload(&alice, &seen);
     assert_eq!(
         p["body"], "erin sent you a message",
         "one push for the whole group"

@@ -90,18 +90,18 @@ impl Provider for Apns {
         let mut body = msg.data();
         body["aps"] = json!({"alert": {"title": msg.title, "body": msg.body}, "sound": "default"});
         let priority = if msg.kind.is_urgent() { "10" } else { "5" };
-        let r = self
+        let mut req = self
             .http
             .post(format!("{}/3/device/{}", self.endpoint, token))
             .header("authorization", format!("bearer {jwt}"))
             .header("apns-topic", &self.topic)
             .header("apns-push-type", "alert")
             .header("apns-expiration", (msg.expires_ms / 1000).to_string())
-            .header("apns-priority", priority)
-            .json(&body)
-            .send()
-            .await
-            .map_err(network)?;
+            .header("apns-priority", priority);
+        if let Some(key) = msg.collapse_key() {
+            req = req.header("apns-collapse-id", key);
+        }
+        let r = req.json(&body).send().await.map_err(network)?;
         let (status, headers) = (r.status(), r.headers().clone());
         if status.is_success() {
             return Ok(());

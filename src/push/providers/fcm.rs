@@ -132,11 +132,16 @@ impl Provider for Fcm {
             return Err(SendError::Gone("not an FCM token".into()));
         };
         let access = self.access_token(now_ms).await?;
+        let mut android = json!({"ttl": format!("{}s", msg.ttl_secs(now_ms)), "priority": "HIGH"});
+        if let Some(key) = msg.collapse_key() {
+            android["collapse_key"] = key.into();
+            android["notification"] = json!({"tag": key});
+        }
         let body = json!({"message": {
             "token": token,
             "notification": {"title": msg.title, "body": msg.body},
             "data": msg.data(),
-            "android": {"ttl": format!("{}s", msg.ttl_secs(now_ms)), "priority": "HIGH"},
+            "android": android,
         }});
         let r = self
             .http

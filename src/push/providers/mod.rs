@@ -43,6 +43,14 @@ impl Message {
         self.expires_ms.saturating_sub(now_ms) / 1000
     }
 
+    /// A key under which a newer push replaces an older one not yet shown or still on
+    /// screen: reaction groups, so a phone shows one "bob and 2 others reacted", updated,
+    /// not one per window. (Web Push `Topic`, APNs `apns-collapse-id`, FCM `collapse_key`
+    /// and notification `tag`.)
+    pub fn collapse_key(&self) -> Option<&'static str> {
+        (self.kind == Kind::React).then_some("reactions")
+    }
+
     /// The data every provider carries besides title and body.
     pub(crate) fn data(&self) -> serde_json::Value {
         json!({"type": self.kind.as_str(), "url": self.link, "id": &*self.id})

@@ -54,7 +54,8 @@ impl Provider for Webhook {
         let body = json!({
             "app_id": msg.app.as_str(), "user_id": msg.user.as_str(), "device": device,
             "notification": {"title": msg.title, "body": msg.body, "type": msg.kind.as_str(),
-                             "url": msg.link, "id": &*msg.id},
+                             "url": msg.link, "id": &*msg.id,
+                             "collapse_key": msg.collapse_key()},
             "ttl": msg.ttl_secs(now_ms), "expires_at_ms": msg.expires_ms,
         })
         .to_string();

@@ -153,6 +153,9 @@ impl Provider for WebPush {
                 .map_err(|_| SendError::Rejected("bad header".into()))?,
         );
         headers.insert("urgency", http::HeaderValue::from_static(urgency));
+        if let Some(topic) = msg.collapse_key() {
+            headers.insert("topic", http::HeaderValue::from_static(topic));
+        }
         let req = reqwest::Request::try_from(req)
             .map_err(|e| SendError::Rejected(format!("bad request: {e}")))?;
         let r = self.http.execute(req).await.map_err(network)?;
