@@ -269,3 +269,117 @@ async fn a_node_serves_only_once_its_users_count_in_the_cluster() {
     a.stop().await;
     b.stop().await;
 }
+
+/// Two nodes whose offline queues share `max_total_events = total` (and `ttl_secs`), and
+/// the cluster's key prefix.
+async fn two_nodes_bounded(
+    test: &str,
+    total: u64,
+    ttl_secs: u64,
+) -> (TestServer, TestServer, String) {
+    let prefix = std::sync::Mutex::new(String::new());
+    let (a, b) = two_nodes(test, |c| {
+        c.offline.max_total_events = total;
+        c.offline.ttl_secs = ttl_secs;
+        *prefix.lock().unwrap() = c.redis.prefix.clone();
+    })
+    .await;
+    (a, b, prefix.into_inner().unwrap())
+}
+
+/// The cluster's count of queued events (`{prefix}:qtotal`), read from Redis.
+async fn queued_total(prefix: &str) -> i64 {
+    let mut conn = redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let n: Option<i64> = redis::cmd("GET")
+        .arg(format!("{prefix}:qtotal"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    n.unwrap_or(0)
+}
+
+#[tokio::test]
+async fn one_total_bounds_the_offline_queues_of_the_whole_cluster() {
+    let (a, b, prefix) = two_nodes_bounded("offline-total", 3, 3600).await;
+    a.api().notify("tia", "t1", json!({})).await;
+    b.api().notify("tia", "t2", json!({})).await;
+    a.api()
+        .notify("uma", "u1", json!({"priority":"high"}))
+        .await;
+    // A fourth, through either node, is refused loudly, not accepted and lost.
+    let body = json!({"to":["uma"],"notification_type":"t","message":"u2"});
+    let (status, v) = b.api().bus_call("POST", "/bus/notifications", &body).await;
+    assert_eq!(status, 503, "{v}");
+    assert!(
+        v["error"].as_str().is_some_and(|e| e.contains("full")),
+        "{v}"
+    );
+
+    // Draining tia's queue gives its share back.
+    let mut c = b.bus("tia").await;
+    c.subscribe(&["notification"], &[]).await;
+    assert_eq!(c.recv_type("replay").await["count"], 2);
+    for m in ["t1", "t2"] {
+        assert_eq!(c.recv_type("notification").await["message"], m);
+    }
+    c.ping().await; // the drain (and its settle) is done
+    c.close().await;
+    a.api().notify("uma", "u3", json!({})).await;
+
+    // uma gets what was kept, and hears of the refused one.
+    let mut c = a.bus("uma").await;
+    c.subscribe(&["notification"], &[]).await;
+    let replay = c.recv_type("replay").await;
+    assert_eq!(
+        (&replay["count"], &replay["dropped"], &replay["complete"]),
+        (&json!(2), &json!(1), &json!(false)),
+        "{replay}"
+    );
+    let mut ids = Vec::new();
+    for m in ["u1", "u3"] {
+        let v = c.recv_type("notification").await;
+        assert_eq!(v["message"], m);
+        ids.push(v["id"].clone());
+    }
+    c.ping().await;
+    assert_eq!(
+        queued_total(&prefix).await,
+        1,
+        "u1 is high: kept until acked"
+    );
+    c.send(json!({"type":"ack","id":ids[0]})).await;
+    assert_eq!(c.recv_type("acked").await["count"], 1);
+    assert_eq!(queued_total(&prefix).await, 0, "every share given back");
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn the_share_of_a_queue_that_expired_unread_is_given_back() {
+    let (a, b, prefix) = two_nodes_bounded("offline-reclaim", 2, 1).await;
+    a.api().notify("vic", "v1", json!({})).await;
+    b.api().notify("vic", "v2", json!({})).await;
+    // Nobody ever reads vic's queue. Its keys expire after `ttl_secs` (what is under test);
+    // from then on the cluster has room again.
+    let body = json!({"to":["wes"],"notification_type":"t","message":"w1"});
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (status, v) = a.api().bus_call("POST", "/bus/notifications", &body).await;
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503, "{v}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "vic's expired queue still counts against the total"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(queued_total(&prefix).await, 1, "only wes's event counts");
+    a.stop().await;
+    b.stop().await;
+}

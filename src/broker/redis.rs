@@ -16,7 +16,7 @@ use crate::event::{stream_of, Event};
 use crate::hub::Hub;
 use crate::ids::{AppId, ChannelName};
 use crate::metrics;
-use crate::offline::{priority_rank, queue_user, ENQUEUE_LUA};
+use crate::offline::{priority_rank, queue_user, ENQUEUE_LUA, TOTAL_LUA};
 
 /// Publishes to one cluster-wide Redis channel (`{prefix}:events`); cache-channel events are
 /// also stored (`{prefix}:cache:{app}:{channel}`, expiring) in the same transaction.
@@ -39,28 +39,29 @@ fn publish_script() -> String {
 local channel, payload, cache, cache_ttl, stream, maxlen, stream_ttl =
   ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 local app, user, prio, expires = ARGV[9], ARGV[10], ARGV[11], ARGV[12]
-local max_events, max_bytes, keep_ms, queueing =
-  tonumber(ARGV[13]), tonumber(ARGV[14]), tonumber(ARGV[15]), ARGV[16] == '1'
+local max_events, max_bytes, keep_ms, queueing, max_total =
+  tonumber(ARGV[13]), tonumber(ARGV[14]), tonumber(ARGV[15]), ARGV[16] == '1', tonumber(ARGV[17])
 local id = ''
 if stream ~= '' then
   id = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'e', payload)
   redis.call('PEXPIRE', stream, stream_ttl)
 end
 if cache ~= '' then redis.call('SET', cache, payload, 'PX', cache_ttl) end
-local offline = 0
+local offline, queued = 0, -1
 if user ~= '' and id ~= '' then
   local on = connected(app, user)
   if not on then offline = 1 end
   if queueing and (not on or prio == '2') then
     local live = '0'
     if on then live = '1' end
-    enqueue(app, user, id, payload, prio, live, expires, max_events, max_bytes, keep_ms)
+    queued = enqueue(app, user, id, payload, prio, live, expires, max_events, max_bytes, keep_ms,
+      max_total)
   end
 end
 redis.call('PUBLISH', channel, id .. '\n' .. payload)
-return {id, offline}
+return {id, offline, queued}
 "#;
-    format!("{}{ENQUEUE_LUA}{body}", crate::lua!(""))
+    format!("{}{TOTAL_LUA}{ENQUEUE_LUA}{body}", crate::lua!(""))
 }
 
 /// `{complete, id, json, id, json, ...}` after `since`. Complete when the stream exists and
@@ -192,7 +193,7 @@ impl Broker for RedisBroker {
             .map(|s| self.redis.key(&["h", event.app.as_str(), &s]))
             .unwrap_or_default();
         let user = queue_user(&event).map_or("", |u| u.as_str());
-        let (id, offline): (String, u8) = self
+        let (id, offline, queued): (String, u8, i8) = self
             .publish_script
             .arg(&self.redis.prefix)
             .arg(&self.channel)
@@ -210,9 +211,22 @@ impl Broker for RedisBroker {
             .arg(self.offline.max_bytes)
             .arg(self.offline.ttl_secs * 1000)
             .arg(if self.offline.enabled { "1" } else { "0" })
+            .arg(self.offline.max_total_events)
             .invoke_async(&mut conn)
             .await
             .map_err(|e| unavailable(e.to_string()))?;
+        match queued {
+            1 => metrics::offline("queued", 1),
+            0 => {
+                // As on one node: the publisher hears it (the user's next drain says
+                // `dropped`), rather than an accepted event silently not kept.
+                metrics::offline("refused", 1);
+                return Err(unavailable(
+                    "the user is offline and the offline queues are full".into(),
+                ));
+            }
+            _ => {}
+        }
         Ok(Receipt {
             id: (!id.is_empty()).then(|| id.into()),
             ts_ms: event.meta.ts_ms,

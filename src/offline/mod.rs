@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-pub use self::redis::{RedisInbox, ENQUEUE_LUA};
+pub use self::redis::{RedisInbox, ENQUEUE_LUA, TOTAL_LUA};
 pub use embedded::{EmbeddedInbox, Queueing};
 
 use crate::event::{Event, Priority};

@@ -5,8 +5,12 @@
 //! `{p}:qm:{app}:{user}` a hash with `next`, `bytes`, `dropped`. The three keys expire
 //! together after the queue's default ttl without writes. Enqueueing happens inside the
 //! broker's publish script ([`ENQUEUE_LUA`]), atomically with the user's connection check.
+//!
+//! `max_total_events` bounds the queues of the whole cluster: `{p}:qtotal` counts queued
+//! events, `{p}:qcount` holds each queue's share and `{p}:qusers` when its keys expire, so
+//! the share of a queue that expired unread is given back instead of leaking ([`TOTAL_LUA`]).
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
 
@@ -17,10 +21,38 @@ use crate::ids::{AppId, UserId};
 use crate::lua;
 use crate::metrics;
 
-/// Lua functions for the broker's publish script (after the `lua!` prelude):
-/// `connected(app, user)` (a live node counts a connection of the user) and
-/// `enqueue(app, user, id, payload, prio, live, expires, max_events, max_bytes, keep_ms)`,
-/// which evicts by the per-user limits (lowest priority, then oldest, first).
+/// Lua functions keeping the cluster-wide total (after the `lua!` prelude): `count(base, n)`
+/// adds `n` to the total and to the queue's share; `reclaim(base)` gives back the shares of
+/// queues whose keys expired (a bounded number per call, and always `base`'s own);
+/// `forget(base)` gives back a queue's share when it is deleted.
+pub const TOTAL_LUA: &str = r#"
+local QU, QC, QT = P .. ':qusers', P .. ':qcount', P .. ':qtotal'
+local function forget(m)
+  local n = tonumber(redis.call('HGET', QC, m) or '0')
+  if n ~= 0 then redis.call('DECRBY', QT, n) end
+  redis.call('HDEL', QC, m)
+  redis.call('ZREM', QU, m)
+end
+local function reclaim(base)
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', QU, '-inf', now, 'LIMIT', 0, 100)) do
+    forget(m)
+  end
+  local s = redis.call('ZSCORE', QU, base)
+  if s and tonumber(s) <= now then forget(base) end
+end
+local function count(base, n)
+  if n ~= 0 then
+    redis.call('INCRBY', QT, n)
+    redis.call('HINCRBY', QC, base, n)
+  end
+end
+"#;
+
+/// Lua functions for the broker's publish script (after the `lua!` prelude and
+/// [`TOTAL_LUA`]): `connected(app, user)` (a live node counts a connection of the user) and
+/// `enqueue(app, user, id, payload, prio, live, expires, max_events, max_bytes, keep_ms,
+/// max_total)`, which evicts by the per-user limits (lowest priority, then oldest, first)
+/// and refuses (returns 0) an event larger than a queue or beyond the cluster's total.
 pub const ENQUEUE_LUA: &str = r#"
 local function connected(app, user)
   local all = redis.call('HGETALL', P .. ':st:' .. app .. ':' .. user)
@@ -32,12 +64,13 @@ local function connected(app, user)
   end
   return false
 end
-local function enqueue(app, user, id, payload, prio, live, expires, max_events, max_bytes, keep_ms)
+local function enqueue(app, user, id, payload, prio, live, expires, max_events, max_bytes, keep_ms, max_total)
   local base = app .. ':' .. user
   local q, qv, qm = P .. ':q:' .. base, P .. ':qv:' .. base, P .. ':qm:' .. base
   local value = prio .. live .. ':' .. expires .. ':' .. payload
   local size = #value
-  if size > max_bytes then
+  reclaim(base)
+  if size > max_bytes or tonumber(redis.call('GET', QT) or '0') >= max_total then
     redis.call('HINCRBY', qm, 'dropped', 1)
     redis.call('PEXPIRE', qm, keep_ms)
     return 0
@@ -58,7 +91,7 @@ local function enqueue(app, user, id, payload, prio, live, expires, max_events, 
     local n = 1
     while (redis.call('ZCARD', q) >= max_events or bytes + size > max_bytes) and victims[n] do
       local v = victims[n]
-      redis.call('ZREM', q, v[3])
+      count(base, -redis.call('ZREM', q, v[3]))
       redis.call('HDEL', qv, v[3])
       bytes = bytes - v[4]
       redis.call('HINCRBY', qm, 'dropped', 1)
@@ -71,6 +104,8 @@ local function enqueue(app, user, id, payload, prio, live, expires, max_events, 
   redis.call('HSET', qv, id, value)
   redis.call('HSET', qm, 'bytes', bytes + size)
   for _, k in ipairs({q, qv, qm}) do redis.call('PEXPIRE', k, keep_ms) end
+  count(base, 1)
+  redis.call('ZADD', QU, now + keep_ms, base)
   return 1
 end
 "#;
@@ -91,8 +126,8 @@ return out
 
 /// Removes ids `ARGV[5..]` with the mode `ARGV[4]`: `settle` (also marks `ARGV` ids after
 /// the `--` separator live, drops expired ones, restarts `dropped`) or `ack`.
-const UPDATE: &str = lua!(
-    r#"
+static UPDATE: LazyLock<String> = LazyLock::new(|| {
+    let body = r#"
 local base = ARGV[2] .. ':' .. ARGV[3]
 local q, qv, qm = P .. ':q:' .. base, P .. ':qv:' .. base, P .. ':qm:' .. base
 local mode = ARGV[4]
@@ -123,10 +158,15 @@ if mode == 'settle' then
   end
   redis.call('HDEL', qm, 'dropped')
 end
-if redis.call('ZCARD', q) == 0 then redis.call('DEL', q, qv, qm) end
+count(base, -removed)
+if redis.call('ZCARD', q) == 0 then
+  redis.call('DEL', q, qv, qm)
+  forget(base)
+end
 return removed
-"#
-);
+"#;
+    format!("{}{TOTAL_LUA}{body}", lua!(""))
+});
 
 /// Offline queues shared through Redis.
 pub struct RedisInbox {
@@ -141,7 +181,7 @@ impl RedisInbox {
         Self {
             redis,
             pending: redis::Script::new(PENDING),
-            update: redis::Script::new(UPDATE),
+            update: redis::Script::new(&UPDATE),
         }
     }
 
