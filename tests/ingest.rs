@@ -173,6 +173,36 @@ async fn user_rows_for_an_absent_user_wait_in_the_offline_queue() {
 }
 
 #[tokio::test]
+async fn a_row_the_full_offline_queues_cannot_take_is_marked_and_ingest_goes_on() {
+    let _pg = PG.read().await;
+    let db = Db::fresh().await;
+    let s = server(&db, |c| c.offline.max_total_events = 1).await;
+    let mut p = s.pusher().await;
+    p.subscribe("seq").await;
+    db.wait_schema().await;
+    for i in 1..=2 {
+        let n = json!({"notification_type":"t","message":format!("row-{i}")});
+        db.user_row("yan", "notification", n).await;
+    }
+    // Rows behind the one that could not be queued still flow.
+    db.seq_rows("seq", 0..=2).await;
+    expect_seq(&mut p, 0..=2).await;
+    let refused = "SELECT count(*) FROM switchboard.outbox WHERE error LIKE 'offline_queue_full:%'";
+    assert_eq!(db.count(refused).await, 1);
+    // yan gets what was queued and hears of what was not.
+    let mut b = s.bus("yan").await;
+    b.subscribe(&["notification"], &[]).await;
+    let replay = b.recv_type("replay").await;
+    assert_eq!(
+        (&replay["count"], &replay["dropped"], &replay["complete"]),
+        (&json!(1), &json!(1), &json!(false)),
+        "{replay}"
+    );
+    assert_eq!(b.recv_type("notification").await["message"], "row-1");
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn rows_inserted_while_the_listener_is_down_are_delivered_once_in_order() {
     let _pg = PG.read().await;
     let db = Db::fresh().await;

@@ -13,7 +13,7 @@ use crate::config::HistoryConfig;
 use crate::event::{stream_of, Event, Priority};
 use crate::hub::Hub;
 use crate::ids::{AppId, ChannelName};
-use crate::offline::{queue_user, EmbeddedInbox, Queueing};
+use crate::offline::{queue_user, EmbeddedInbox, Queueing, Refusal};
 use crate::status::MemoryStatus;
 use crate::store::Store;
 
@@ -162,10 +162,10 @@ impl Broker for MemoryBroker {
             }
         }
         // On disk before the publisher hears "accepted" (backpressure, not silent loss).
-        queued
-            .done()
-            .await
-            .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
+        queued.done().await.map_err(|e| match e {
+            Refusal::Full => BrokerError::QueueFull,
+            Refusal::Unavailable(e) => BrokerError::Unavailable(e),
+        })?;
         Ok(Receipt {
             id: event.meta.id,
             ts_ms: event.meta.ts_ms,

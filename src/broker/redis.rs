@@ -221,9 +221,7 @@ impl Broker for RedisBroker {
                 // As on one node: the publisher hears it (the user's next drain says
                 // `dropped`), rather than an accepted event silently not kept.
                 metrics::offline("refused", 1);
-                return Err(unavailable(
-                    "the user is offline and the offline queues are full".into(),
-                ));
+                return Err(BrokerError::QueueFull);
             }
             _ => {}
         }

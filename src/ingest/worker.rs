@@ -15,6 +15,7 @@ use tokio_postgres::{Client, Config, NoTls, Row, Statement};
 use super::rows::{to_event, OutboxRow};
 use super::schema::{self, MARK, READ, TRY_LOCK};
 use super::{describe, retention, sleep_or_stop, Backoff, LOCK_KEY, PGBOUNCER};
+use crate::broker::BrokerError;
 use crate::context::Context;
 use crate::metrics;
 
@@ -195,14 +196,26 @@ impl Worker {
             match event {
                 Ok(event) => {
                     metrics::published("ingest");
-                    if let Err(e) = self.ctx.publish(event).await {
-                        tracing::warn!(error = %e, id = row.id, "ingest: publish failed; retrying");
-                        next = Next::Retry;
-                        break;
-                    }
+                    let error = match self.ctx.publish(event).await {
+                        Ok(_) => None,
+                        // Published, but not queued for its absent user. Retrying would
+                        // publish it again and stall every row behind it until the queues
+                        // drain; the row keeps the error instead (and the user's next drain
+                        // reports it as dropped).
+                        Err(e @ BrokerError::QueueFull) => {
+                            tracing::warn!(error = %e, id = row.id, "ingest: outbox row not queued");
+                            metrics::ingest_rejected("offline_queue_full");
+                            Some(format!("offline_queue_full: {e}"))
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, id = row.id, "ingest: publish failed; retrying");
+                            next = Next::Retry;
+                            break;
+                        }
+                    };
                     published += 1;
                     self.marks.ids.push(row.id);
-                    self.marks.errors.push(None);
+                    self.marks.errors.push(error);
                 }
                 Err(reject) => {
                     tracing::warn!(

@@ -14,7 +14,7 @@ use redb::{ReadableTable, TableDefinition, TableError, WriteTransaction};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{priority_rank, Inbox, InboxError, Pending, Queued};
+use super::{priority_rank, Inbox, InboxError, Pending, Queued, Refusal};
 use crate::config::OfflineConfig;
 use crate::event::Event;
 use crate::ids::{AppId, UserId};
@@ -32,7 +32,7 @@ const SWEEP_CHUNK: usize = 10_000;
 
 /// A queued write in flight: await [`Queueing::done`] (outside any lock).
 #[must_use]
-pub struct Queueing(Option<tokio::sync::oneshot::Receiver<Result<(), InboxError>>>);
+pub struct Queueing(Option<tokio::sync::oneshot::Receiver<Result<(), Refusal>>>);
 
 impl Queueing {
     /// Nothing was queued.
@@ -41,13 +41,13 @@ impl Queueing {
     }
 
     /// Waits until the event is on disk; an error (counted, logged) means it is not.
-    pub async fn done(self) -> Result<(), InboxError> {
+    pub async fn done(self) -> Result<(), Refusal> {
         let Some(rx) = self.0 else {
             return Ok(());
         };
         let r = rx
             .await
-            .unwrap_or_else(|_| Err(InboxError("store closed".into())));
+            .unwrap_or_else(|_| Err(Refusal::Unavailable("store closed".into())));
         if let Err(e) = &r {
             metrics::offline("refused", 1);
             tracing::error!(error = %e, "user event not queued for an absent user");
@@ -130,8 +130,8 @@ impl EmbeddedInbox {
                     metrics::offline("queued", 1);
                     Ok(())
                 }
-                Ok(false) => Err(InboxError("the node's offline queues are full".into())),
-                Err(e) => Err(InboxError(e.to_string())),
+                Ok(false) => Err(Refusal::Full),
+                Err(e) => Err(Refusal::Unavailable(e.to_string())),
             };
             let _ = tx.send(r);
         };
@@ -139,7 +139,7 @@ impl EmbeddedInbox {
             Ok(()) => Queueing(Some(rx)),
             Err(e) => {
                 let (tx, rx) = tokio::sync::oneshot::channel();
-                let _ = tx.send(Err(InboxError(e.to_string())));
+                let _ = tx.send(Err(Refusal::Unavailable(e.to_string())));
                 Queueing(Some(rx))
             }
         }

@@ -51,6 +51,18 @@ pub struct Pending {
 #[error("offline queue unavailable: {0}")]
 pub struct InboxError(pub String);
 
+/// Why an event for an absent user was not queued.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// The queues are at `max_total_events`, or the event is larger than a whole queue:
+    /// the same event offered again soon would be refused again.
+    #[error("the user is offline and the offline queues are full")]
+    Full,
+    /// The store could not take the write now (its queue full, or closing).
+    #[error("offline queue unavailable: {0}")]
+    Unavailable(String),
+}
+
 /// The read side of the offline queues (the broker writes).
 #[async_trait]
 pub trait Inbox: Send + Sync + 'static {
