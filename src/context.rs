@@ -102,13 +102,18 @@ impl Context {
     pub async fn publish(&self, event: Event) -> Result<Receipt, BrokerError> {
         // A copy only for events that could become a push (cheap: the fields are `Arc`s).
         let push = self.push.wants(&event).then(|| event.clone());
-        let receipt = self.broker.publish(event).await?;
+        let result = self.broker.publish(event).await;
+        // An event the full offline queues could not keep was still published: for an
+        // absent user a push is then the only way it reaches them.
+        let (Ok(receipt) | Err(BrokerError::QueueFull(receipt))) = &result else {
+            return result;
+        };
         if let Some(mut event) = push {
             event.meta.id = receipt.id.clone();
             event.meta.ts_ms = receipt.ts_ms;
             self.push.offer(event, receipt.offline);
         }
-        Ok(receipt)
+        result
     }
 
     /// Whether the node is shutting down (health check answers 503).

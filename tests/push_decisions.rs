@@ -91,6 +91,32 @@ async fn the_decision_tree_skips_ineligible_refused_and_throttled_events() {
 }
 
 #[tokio::test]
+async fn an_event_the_full_offline_queues_refuse_is_still_pushed() {
+    let mut svc = Services::start(Vec::new()).await;
+    let vapid = Vapid::new();
+    let server = TestServer::start_with(|c| {
+        web(c, &vapid);
+        c.offline.max_total_events = 1;
+    })
+    .await;
+    let api = server.api();
+    let mut w = watcher(&server, &["alice", "bob"]).await;
+    let alice = Browser::new(format!("{}/push/alice", svc.base));
+    register(&server, &mut w, "alice", "web", alice.subscription()).await;
+    // Bob's queue takes the node's one place.
+    action(&api, "FLLW", "carol", "bob").await;
+    // Alice's message cannot be queued: the publisher hears it, and she is pushed anyway.
+    let body = json!({"message_id":"m2","sender":"bob","participants":["alice"],
+                      "content":"hi","conversation_id":"c2","ttl":600});
+    let (status, v) = api.bus_call("POST", "/bus/messages", &body).await;
+    assert_eq!(status, 503, "{v}");
+    let p = payload(&alice, &svc.next().await);
+    assert_eq!(p["body"], "bob sent you a message");
+    assert!(svc.pending().is_none());
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn reactions_are_grouped_into_one_push() {
     let mut svc = Services::start(Vec::new()).await;
     let vapid = Vapid::new();

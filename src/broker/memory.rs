@@ -162,15 +162,16 @@ impl Broker for MemoryBroker {
             }
         }
         // On disk before the publisher hears "accepted" (backpressure, not silent loss).
-        queued.done().await.map_err(|e| match e {
-            Refusal::Full => BrokerError::QueueFull,
-            Refusal::Unavailable(e) => BrokerError::Unavailable(e),
-        })?;
-        Ok(Receipt {
+        let receipt = Receipt {
             id: event.meta.id,
             ts_ms: event.meta.ts_ms,
             offline,
-        })
+        };
+        match queued.done().await {
+            Ok(()) => Ok(receipt),
+            Err(Refusal::Full) => Err(BrokerError::QueueFull(receipt)),
+            Err(Refusal::Unavailable(e)) => Err(BrokerError::Unavailable(e)),
+        }
     }
 
     async fn close(&self) {

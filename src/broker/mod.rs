@@ -23,10 +23,11 @@ pub enum BrokerError {
     /// The backing transport is down.
     #[error("broker unavailable: {0}")]
     Unavailable(String),
-    /// The event was published (delivered live, kept in history) but its user is offline
-    /// and the offline queues are full (`offline.max_total_events`), so it was not queued.
+    /// The event was published (delivered live, kept in history; the receipt says how) but
+    /// its user is offline and the offline queues are full (`offline.max_total_events`), so
+    /// it was not queued.
     #[error("the user is offline and the offline queues are full: the event was not queued")]
-    QueueFull,
+    QueueFull(Receipt),
 }
 
 /// Orders and delivers events to every node's hub, this node included.

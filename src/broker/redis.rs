@@ -215,21 +215,22 @@ impl Broker for RedisBroker {
             .invoke_async(&mut conn)
             .await
             .map_err(|e| unavailable(e.to_string()))?;
+        let receipt = Receipt {
+            id: (!id.is_empty()).then(|| id.into()),
+            ts_ms: event.meta.ts_ms,
+            offline: offline == 1,
+        };
         match queued {
             1 => metrics::offline("queued", 1),
             0 => {
                 // As on one node: the publisher hears it (the user's next drain says
                 // `dropped`), rather than an accepted event silently not kept.
                 metrics::offline("refused", 1);
-                return Err(BrokerError::QueueFull);
+                return Err(BrokerError::QueueFull(receipt));
             }
             _ => {}
         }
-        Ok(Receipt {
-            id: (!id.is_empty()).then(|| id.into()),
-            ts_ms: event.meta.ts_ms,
-            offline: offline == 1,
-        })
+        Ok(receipt)
     }
 
     async fn head(&self, app: &AppId, stream: &str) -> Result<Option<Arc<str>>, BrokerError> {

@@ -202,7 +202,7 @@ impl Worker {
                         // publish it again and stall every row behind it until the queues
                         // drain; the row keeps the error instead (and the user's next drain
                         // reports it as dropped).
-                        Err(e @ BrokerError::QueueFull) => {
+                        Err(e @ BrokerError::QueueFull(_)) => {
                             tracing::warn!(error = %e, id = row.id, "ingest: outbox row not queued");
                             metrics::ingest_rejected("offline_queue_full");
                             Some(format!("offline_queue_full: {e}"))
