@@ -187,6 +187,9 @@ async fn a_row_the_full_offline_queues_cannot_take_is_marked_and_ingest_goes_on(
     // Rows behind the one that could not be queued still flow.
     db.seq_rows("seq", 0..=2).await;
     expect_seq(&mut p, 0..=2).await;
+    // Rows are marked after their batch is published: wait for the marks.
+    db.wait_for("SELECT count(*) = 5 FROM switchboard.outbox WHERE processed_at IS NOT NULL")
+        .await;
     let refused = "SELECT count(*) FROM switchboard.outbox WHERE error LIKE 'offline_queue_full:%'";
     assert_eq!(db.count(refused).await, 1);
     // yan gets what was queued and hears of what was not.
