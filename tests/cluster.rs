@@ -42,16 +42,6 @@ const REFUSE_WITHIN: Duration = Duration::from_secs(3);
 // Harness
 // ---------------------------------------------------------------------------------------------
 
-fn redis_url() -> String {
-    std::env::var("SWITCHBOARD_TEST_REDIS_URL").unwrap_or_else(|_| {
-        panic!(
-            "SWITCHBOARD_TEST_REDIS_URL is not set: the cluster tests need a real Redis \
-             (scripts/test.sh starts one; by hand: redis-server --port 6379 & \
-             export SWITCHBOARD_TEST_REDIS_URL=redis://127.0.0.1:6379)"
-        )
-    })
-}
-
 /// A key prefix no other test (or earlier run) uses.
 fn unique_prefix(test: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
@@ -130,15 +120,6 @@ async fn wait_redis_state(base: &str, want: &str, within: Duration) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// A command connection to the test's Redis, for readiness checks only.
-async fn redis_conn(url: &str) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(url)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"))
 }
 
 /// Every node reports Redis up (pub/sub subscribed) and holds its lease in

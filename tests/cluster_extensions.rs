@@ -12,11 +12,6 @@ use support::hooks::receiver;
 use support::*;
 use switchboard::config::{Config, WebhookConfig};
 
-fn redis_url() -> String {
-    std::env::var("SWITCHBOARD_TEST_REDIS_URL")
-        .expect("SWITCHBOARD_TEST_REDIS_URL must point at a Redis (scripts/test.sh starts one)")
-}
-
 /// Two nodes of one fresh cluster, each adjusted by `f`, both with Redis up.
 async fn two_nodes(test: &str, f: impl Fn(&mut Config)) -> (TestServer, TestServer) {
     let nanos = SystemTime::now()
@@ -290,11 +285,7 @@ async fn two_nodes_bounded(
 
 /// The cluster's count of queued events (`{prefix}:qtotal`), read from Redis.
 async fn queued_total(prefix: &str) -> i64 {
-    let mut conn = redis::Client::open(redis_url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = redis_conn(&redis_url()).await;
     let n: Option<i64> = redis::cmd("GET")
         .arg(format!("{prefix}:qtotal"))
         .query_async(&mut conn)

@@ -242,8 +242,7 @@ async fn no_push_while_the_user_is_online_on_another_node() {
         }
     }
     // A node's connections count cluster-wide once its lease is in Redis.
-    let client = redis::Client::open(redis_url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut conn = redis_conn(&redis_url()).await;
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let n: usize = redis::AsyncCommands::zcard(&mut conn, format!("{prefix}:nodes"))

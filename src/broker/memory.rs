@@ -103,14 +103,14 @@ impl MemoryBroker {
     /// acked); returns whether the user had no connection, and the write to wait for.
     fn queue_if_absent(&self, event: &Event) -> (bool, Queueing) {
         let Some(user) = queue_user(event) else {
-            return (false, Queueing::none());
+            return (false, Queueing::Nothing);
         };
         self.status.while_counted(&event.app, user, |connected| {
             let write = match &self.inbox {
                 Some(inbox) if !connected || event.meta.priority == Priority::High => {
                     inbox.submit(user, event, connected)
                 }
-                _ => Queueing::none(),
+                _ => Queueing::Nothing,
             };
             (!connected, write)
         })
@@ -145,7 +145,7 @@ impl Broker for MemoryBroker {
             }
             cache.insert(key, (event.clone(), now + self.cache_ttl));
         }
-        let (mut offline, mut queued) = (false, Queueing::none());
+        let (mut offline, mut queued) = (false, Queueing::Nothing);
         match stream_of(&event) {
             Some(stream) => {
                 let mut streams = self.shard(&event.app, &stream);

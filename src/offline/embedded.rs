@@ -30,24 +30,27 @@ const HEADER: usize = 10;
 /// Records removed per sweep transaction.
 const SWEEP_CHUNK: usize = 10_000;
 
-/// A queued write in flight: await [`Queueing::done`] (outside any lock).
+/// A queued write: await [`Queueing::done`] (outside any lock).
 #[must_use]
-pub struct Queueing(Option<tokio::sync::oneshot::Receiver<Result<(), Refusal>>>);
+pub enum Queueing {
+    /// Nothing to queue.
+    Nothing,
+    /// In flight in the store's writer.
+    Pending(tokio::sync::oneshot::Receiver<Result<(), Refusal>>),
+    /// The store did not take it.
+    Refused(Refusal),
+}
 
 impl Queueing {
-    /// Nothing was queued.
-    pub fn none() -> Self {
-        Self(None)
-    }
-
     /// Waits until the event is on disk; an error (counted, logged) means it is not.
     pub async fn done(self) -> Result<(), Refusal> {
-        let Some(rx) = self.0 else {
-            return Ok(());
+        let r = match self {
+            Self::Nothing => return Ok(()),
+            Self::Pending(rx) => rx
+                .await
+                .unwrap_or_else(|_| Err(Refusal::Unavailable("store closed".into()))),
+            Self::Refused(e) => Err(e),
         };
-        let r = rx
-            .await
-            .unwrap_or_else(|_| Err(Refusal::Unavailable("store closed".into())));
         if let Err(e) = &r {
             metrics::offline("refused", 1);
             tracing::error!(error = %e, "user event not queued for an absent user");
@@ -136,12 +139,8 @@ impl EmbeddedInbox {
             let _ = tx.send(r);
         };
         match self.store.submit(write, done) {
-            Ok(()) => Queueing(Some(rx)),
-            Err(e) => {
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                let _ = tx.send(Err(Refusal::Unavailable(e.to_string())));
-                Queueing(Some(rx))
-            }
+            Ok(()) => Queueing::Pending(rx),
+            Err(e) => Queueing::Refused(Refusal::Unavailable(e.to_string())),
         }
     }
 

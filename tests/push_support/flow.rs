@@ -160,8 +160,3 @@ pub fn p8(secret: &p256::SecretKey) -> String {
         lines.join("\n")
     )
 }
-
-pub fn redis_url() -> String {
-    std::env::var("SWITCHBOARD_TEST_REDIS_URL")
-        .expect("SWITCHBOARD_TEST_REDIS_URL must point at a Redis (scripts/test.sh starts one)")
-}

@@ -284,38 +284,15 @@ fn handle(
         }
         let v: Value = serde_json::from_slice(&body).unwrap_or_default();
         let token = v["message"]["token"].as_str().unwrap_or_default();
-        // FCM's answers for a stale token, another project's token, and a bad message.
-        let refusal = |code: u16, status: &str, error_code: &str, message: &str| {
-            reply(
-                code,
+        if let Some((_, code, status, error_code, message)) =
+            FCM_REFUSALS.iter().find(|r| token.starts_with(r.0))
+        {
+            return reply(
+                *code,
                 json!({"error": {"code": code, "status": status, "message": message,
                 "details": [{"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError",
                              "errorCode": error_code}]}}),
-            )
-        };
-        if token.starts_with("gone") {
-            return refusal(
-                404,
-                "NOT_FOUND",
-                "UNREGISTERED",
-                "Requested entity was not found.",
             );
-        }
-        if token.starts_with("invalid") {
-            let m = "The registration token is not a valid FCM registration token";
-            return refusal(400, "INVALID_ARGUMENT", "INVALID_ARGUMENT", m);
-        }
-        if token.starts_with("mismatch") {
-            return refusal(
-                403,
-                "PERMISSION_DENIED",
-                "SENDER_ID_MISMATCH",
-                "SenderId mismatch",
-            );
-        }
-        if token.starts_with("badarg") {
-            let m = "Invalid value at 'message.android.ttl'";
-            return refusal(400, "INVALID_ARGUMENT", "INVALID_ARGUMENT", m);
         }
         return reply(200, json!({"name": "projects/p/messages/1"}));
     }
@@ -334,6 +311,39 @@ fn handle(
         _ => (StatusCode::CREATED, "").into_response(),
     }
 }
+
+/// FCM's answers, by token prefix: (prefix, HTTP status, status, errorCode, message) for a
+/// stale token, an invalid one, another project's, and a message FCM refuses.
+const FCM_REFUSALS: [(&str, u16, &str, &str, &str); 4] = [
+    (
+        "gone",
+        404,
+        "NOT_FOUND",
+        "UNREGISTERED",
+        "Requested entity was not found.",
+    ),
+    (
+        "invalid",
+        400,
+        "INVALID_ARGUMENT",
+        "INVALID_ARGUMENT",
+        "The registration token is not a valid FCM registration token",
+    ),
+    (
+        "mismatch",
+        403,
+        "PERMISSION_DENIED",
+        "SENDER_ID_MISMATCH",
+        "SenderId mismatch",
+    ),
+    (
+        "badarg",
+        400,
+        "INVALID_ARGUMENT",
+        "INVALID_ARGUMENT",
+        "Invalid value at 'message.android.ttl'",
+    ),
+];
 
 /// The OAuth2 token endpoint: only a correctly signed JWT-bearer assertion gets a token.
 fn fcm_token(s: &State, body: &[u8]) -> Response {

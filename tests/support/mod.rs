@@ -24,6 +24,26 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+/// The test Redis: `SWITCHBOARD_TEST_REDIS_URL` (scripts/test.sh starts one and exports it).
+pub fn redis_url() -> String {
+    std::env::var("SWITCHBOARD_TEST_REDIS_URL").unwrap_or_else(|_| {
+        panic!(
+            "SWITCHBOARD_TEST_REDIS_URL is not set: the cluster tests need a real Redis \
+             (scripts/test.sh starts one; by hand: redis-server --port 6379 & \
+             export SWITCHBOARD_TEST_REDIS_URL=redis://127.0.0.1:6379)"
+        )
+    })
+}
+
+/// A command connection to the Redis at `url`, for what a test checks in Redis itself.
+pub async fn redis_conn(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"))
+}
+
 pub const KEY: &str = "app-key";
 pub const SECRET: &str = "app-secret";
 pub const APP_ID: &str = "app-id";

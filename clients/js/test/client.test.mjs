@@ -2,25 +2,18 @@
 // events, presence, typing, ping, token expiry, terminal close codes.
 
 import assert from 'node:assert/strict';
-import { after, afterEach, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 
 import WebSocket from 'ws';
 
 import { BusClient } from '../dist/index.js';
-import { APP, closeAll, makeClient, mintToken, record, signedPost, startServer, waitFor } from './helpers.mjs';
+import { APP, makeClient, mintToken, record, serverForSuite, signedPost, waitFor } from './helpers.mjs';
 
 const T = { timeout: 20_000 };
 
 describe('BusClient on a live server', () => {
   let server;
-  before(async () => {
-    server = await startServer();
-  });
-  afterEach(() => closeAll());
-  after(async () => {
-    closeAll();
-    await server?.stop();
-  });
+  serverForSuite((s) => (server = s));
 
   test('connects and is welcomed', T, async () => {
     const token = await mintToken(server, { user_id: 'alice' });
@@ -310,22 +303,15 @@ describe('BusClient on a live server', () => {
 
 describe('BusClient on a server with small limits', () => {
   let server;
-  before(async () => {
-    server = await startServer({
-      // Idle after 2 s; presence throttled to 200 ms, so that "online again" is announced well
-      // before the user goes idle again (a change undone inside the throttle window is, by
-      // the protocol, never announced).
-      env: {
-        SWITCHBOARD_BUS_MAX_CONNECTIONS_PER_USER: '1',
-        SWITCHBOARD_BUS_IDLE_TIMEOUT: '2',
-        SWITCHBOARD_BUS_PRESENCE_THROTTLE_MS: '200',
-      },
-    });
-  });
-  afterEach(() => closeAll());
-  after(async () => {
-    closeAll();
-    await server?.stop();
+  serverForSuite((s) => (server = s), {
+    // Idle after 2 s; presence throttled to 200 ms, so that "online again" is announced well
+    // before the user goes idle again (a change undone inside the throttle window is, by
+    // the protocol, never announced).
+    env: {
+      SWITCHBOARD_BUS_MAX_CONNECTIONS_PER_USER: '1',
+      SWITCHBOARD_BUS_IDLE_TIMEOUT: '2',
+      SWITCHBOARD_BUS_PRESENCE_THROTTLE_MS: '200',
+    },
   });
 
   test('too many connections for the user (close 4003): no reconnect', T, async () => {

@@ -16,6 +16,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { after, afterEach, before } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
 import WebSocket from 'ws';
@@ -202,6 +203,23 @@ const openClients = new Set();
 export function closeAll() {
   for (const c of openClients) c.close();
   openClients.clear();
+}
+
+/**
+ * A server for the enclosing `describe`: started (with `startServer` options) before its
+ * tests and handed to `use`, every client closed after each test, stopped after the last.
+ */
+export function serverForSuite(use, options) {
+  let server;
+  before(async () => {
+    server = await startServer(options);
+    use(server);
+  });
+  afterEach(() => closeAll());
+  after(async () => {
+    closeAll();
+    await server?.stop();
+  });
 }
 
 /**

@@ -4,23 +4,16 @@
 // event resumes from the head the server reported in `subscribed`.
 
 import assert from 'node:assert/strict';
-import { after, afterEach, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 
-import { APP, closeAll, makeClient, mintToken, notify, record, signedPost, socketSpy, startServer, waitFor, waitUntil } from './helpers.mjs';
+import { APP, makeClient, mintToken, notify, record, serverForSuite, signedPost, socketSpy, waitFor, waitUntil } from './helpers.mjs';
 
 const T = { timeout: 30_000 };
 
 
 describe('offline delivery', () => {
   let server;
-  before(async () => {
-    server = await startServer();
-  });
-  afterEach(() => closeAll());
-  after(async () => {
-    closeAll();
-    await server?.stop();
-  });
+  serverForSuite((s) => (server = s));
 
   test('events queued while the user was away arrive on connect, in order', T, async () => {
     const user = 'off-amy';
@@ -101,18 +94,11 @@ describe('offline delivery', () => {
 
 describe('push registration', () => {
   let server;
-  before(async () => {
-    server = await startServer({
-      env: {
-        SWITCHBOARD_PUSH_WEBHOOK_URL: 'http://127.0.0.1:9/push',
-        SWITCHBOARD_PUSH_WEBHOOK_SECRET: 'test-secret',
-      },
-    });
-  });
-  afterEach(() => closeAll());
-  after(async () => {
-    closeAll();
-    await server?.stop();
+  serverForSuite((s) => (server = s), {
+    env: {
+      SWITCHBOARD_PUSH_WEBHOOK_URL: 'http://127.0.0.1:9/push',
+      SWITCHBOARD_PUSH_WEBHOOK_SECRET: 'test-secret',
+    },
   });
 
   test('registerPush answers with the registration id; bad input is refused', T, async () => {

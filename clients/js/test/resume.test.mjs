@@ -5,9 +5,9 @@
 // app learns it (`replay` with `complete: false`, and `gap`).
 
 import assert from 'node:assert/strict';
-import { after, afterEach, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 
-import { APP, closeAll, makeClient, mintToken, notify, record, signedPost, socketSpy, startServer, waitFor, waitUntil } from './helpers.mjs';
+import { APP, makeClient, mintToken, notify, record, serverForSuite, signedPost, socketSpy, waitFor, waitUntil } from './helpers.mjs';
 
 const T = { timeout: 30_000 };
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -27,14 +27,7 @@ const range = (from, to) => Array.from({ length: to - from + 1 }, (_, k) => Stri
 
 describe('resume on a server with the default history', () => {
   let server;
-  before(async () => {
-    server = await startServer();
-  });
-  afterEach(() => closeAll());
-  after(async () => {
-    closeAll();
-    await server?.stop();
-  });
+  serverForSuite((s) => (server = s));
 
   test('a network drop while events are published: every event once, in order', T, async (t) => {
     const user = 'res-alice';
@@ -169,14 +162,7 @@ describe('resume on a server with the default history', () => {
 
 describe('resume on a server with a history of 2 events', () => {
   let server;
-  before(async () => {
-    server = await startServer({ env: { SWITCHBOARD_HISTORY_SIZE: '2' } });
-  });
-  afterEach(() => closeAll());
-  after(async () => {
-    closeAll();
-    await server?.stop();
-  });
+  serverForSuite((s) => (server = s), { env: { SWITCHBOARD_HISTORY_SIZE: '2' } });
 
   test('history too short: replay complete:false and a gap per stream', T, async () => {
     const user = 'gap-carol';

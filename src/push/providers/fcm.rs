@@ -9,7 +9,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{body_excerpt, classify, network, Message, Provider, SendError};
+use super::{body_excerpt, classify, excerpt, network, Message, Provider, SendError};
 use crate::push::Device;
 
 const SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";
@@ -164,7 +164,7 @@ impl Provider for Fcm {
             });
         }
         let body = r.text().await.unwrap_or_default();
-        let detail: String = body.chars().take(200).collect();
+        let detail = excerpt(&body);
         if token_gone(status.as_u16(), &body) {
             return Err(SendError::Gone(format!("HTTP {status} {detail}")));
         }

@@ -207,6 +207,10 @@ pub(crate) fn network(e: reqwest::Error) -> SendError {
 
 /// The first 200 characters of an error body, for logs.
 pub(crate) async fn body_excerpt(r: reqwest::Response) -> String {
-    let text = r.text().await.unwrap_or_default();
+    excerpt(&r.text().await.unwrap_or_default())
+}
+
+/// The first 200 characters of `text`, for logs.
+pub(crate) fn excerpt(text: &str) -> String {
     text.chars().take(200).collect()
 }
