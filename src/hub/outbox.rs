@@ -2,6 +2,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -36,6 +37,11 @@ type Held = (Option<(String, Arc<str>)>, Option<u8>, Frame);
 
 /// Live frames held during a replay before the connection is closed as a slow consumer.
 const MAX_HELD: usize = 1000;
+/// How long a paced send waits for room (the client reading) before the connection counts
+/// as a slow consumer.
+const PACED_WAIT: Duration = Duration::from_secs(10);
+/// Held frames moved to the queue per lock of the held list.
+const RELEASE_STEP: usize = 64;
 
 impl Outbox {
     /// A queue of `capacity` items whose end is signalled through `token`.
@@ -101,16 +107,81 @@ impl Outbox {
     }
 
     /// Stops holding: queues the held frames, except those `replayed` says were already sent
-    /// and those of event types the connection does not want (any more).
-    pub fn release(&self, replayed: impl Fn(&str, &str) -> bool) {
-        let mut held = self.0.held.lock().expect("outbox lock poisoned");
-        for (key, bit, frame) in held.take().unwrap_or_default() {
-            if key.is_some_and(|(s, id)| replayed(&s, &id)) || bit.is_some_and(|b| !self.wants(b)) {
-                continue;
+    /// and those of event types the connection does not want (any more). Paced like
+    /// [`Self::send_paced`]: frames that arrive meanwhile are held and follow in order.
+    /// Returns `false` when the connection ended first.
+    pub async fn release(&self, replayed: &(dyn Fn(&str, &str) -> bool + Sync)) -> bool {
+        loop {
+            let step: Vec<Held> = {
+                let mut held = self.0.held.lock().expect("outbox lock poisoned");
+                match held.as_mut() {
+                    Some(list) if !list.is_empty() => {
+                        list.drain(..list.len().min(RELEASE_STEP)).collect()
+                    }
+                    _ => {
+                        *held = None;
+                        self.0.holding.store(false, Ordering::Release);
+                        return true;
+                    }
+                }
+            };
+            for (key, bit, frame) in step {
+                if key.is_some_and(|(s, id)| replayed(&s, &id))
+                    || bit.is_some_and(|b| !self.wants(b))
+                {
+                    continue;
+                }
+                if !self.send_paced(Out::Frame(frame)).await {
+                    return false;
+                }
             }
-            self.push(frame);
         }
-        self.0.holding.store(false, Ordering::Release);
+    }
+
+    /// Queues `out`, waiting for room instead of overflowing: for what the session itself
+    /// sends in bulk (a catch-up), which must never be what closes its own connection. A
+    /// client that reads nothing for [`PACED_WAIT`] is closed as a slow consumer. Returns
+    /// `false` when the connection ended (nothing was queued).
+    pub async fn send_paced(&self, out: Out) -> bool {
+        let token = &self.0.token;
+        let permit = tokio::select! {
+            _ = token.cancelled() => return false,
+            r = tokio::time::timeout(PACED_WAIT, self.0.tx.reserve()) => r,
+        };
+        match permit {
+            Ok(Ok(permit)) => {
+                permit.send(out);
+                true
+            }
+            Ok(Err(_)) => false,
+            Err(_) => {
+                if self.kill(CloseReason::SlowConsumer) {
+                    metrics::slow_consumer_closed();
+                }
+                false
+            }
+        }
+    }
+
+    /// Waits until everything queued so far was written to the socket. `false` when the
+    /// connection ended first (or the client stopped reading for [`PACED_WAIT`]).
+    pub async fn written(&self) -> bool {
+        let (done, rx) = tokio::sync::oneshot::channel();
+        if !self.send_paced(Out::Written(done)).await {
+            return false;
+        }
+        tokio::select! {
+            _ = self.0.token.cancelled() => false,
+            r = tokio::time::timeout(PACED_WAIT, rx) => match r {
+                Ok(r) => r.is_ok(),
+                Err(_) => {
+                    if self.kill(CloseReason::SlowConsumer) {
+                        metrics::slow_consumer_closed();
+                    }
+                    false
+                }
+            },
+        }
     }
 
     /// Queues a WebSocket-level ping.
@@ -217,8 +288,8 @@ mod tests {
         assert!(outbox.close_reason().is_none());
     }
 
-    #[test]
-    fn held_frames_follow_the_replay_without_duplicates() {
+    #[tokio::test]
+    async fn held_frames_follow_the_replay_without_duplicates() {
         let (outbox, mut rx) = Outbox::new(16, CancellationToken::new());
         outbox.hold();
         // Live events arrive while the replay is being read; e2 is also in the replay.
@@ -230,7 +301,11 @@ mod tests {
         );
         outbox.push(Frame::from("replay-e1"));
         outbox.push(Frame::from("replay-e2"));
-        outbox.release(|stream, id| stream == "c:r" && (id == "1-1" || id == "1-2"));
+        assert!(
+            outbox
+                .release(&|stream, id| stream == "c:r" && (id == "1-1" || id == "1-2"))
+                .await
+        );
         assert!(!outbox.is_holding());
         outbox.push_live(Frame::from("live-e4"), &event("1-4"));
         assert_eq!(

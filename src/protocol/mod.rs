@@ -52,7 +52,7 @@ impl CloseReason {
 
 /// What a session's writer task sends: a frame, or a close with a wire-specific code after
 /// everything queued before it.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub enum Out {
     /// A text frame.
     Frame(Frame),
@@ -60,6 +60,9 @@ pub enum Out {
     Ping,
     /// Close the socket with this code and reason, then stop.
     Close(u16, &'static str),
+    /// Answered once everything queued before it was written to the socket (a catch-up
+    /// removes events from a queue only then).
+    Written(tokio::sync::oneshot::Sender<()>),
 }
 
 /// Appends `s` to `buf` as a JSON string literal.

@@ -12,12 +12,23 @@ use futures_util::SinkExt;
 use tokio::sync::mpsc;
 
 use crate::hub::Outbox;
-use crate::protocol::{CloseReason, Out};
+use crate::protocol::{CloseReason, Frame, Out};
 
 /// Frames written per flush: queued frames are coalesced into one socket write.
 const MAX_BATCH: usize = 64;
 /// How long a close frame may take to go out before the socket is dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Queues `frames` paced by the outbox (never overflowing it) and waits until they were
+/// written to the socket. `false` when the connection ended first.
+pub(crate) async fn send_page(outbox: &Outbox, frames: Vec<Frame>) -> bool {
+    for f in frames {
+        if !outbox.send_paced(Out::Frame(f)).await {
+            return false;
+        }
+    }
+    outbox.written().await
+}
 
 fn close_message(code: u16, reason: &'static str) -> Message {
     Message::Close(Some(CloseFrame {
@@ -77,6 +88,12 @@ async fn write_batch(sink: &mut SplitSink<WebSocket, Message>, batch: &mut Vec<O
                 if sink.feed(Message::Ping(Default::default())).await.is_err() {
                     return true;
                 }
+            }
+            Out::Written(done) => {
+                if sink.flush().await.is_err() {
+                    return true;
+                }
+                let _ = done.send(());
             }
             Out::Close(code, reason) => {
                 let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(close_message(code, reason)))

@@ -7,10 +7,12 @@ use std::sync::Arc;
 use super::{Session, MAX_FIELD_LEN};
 use crate::event::Event;
 use crate::protocol::bus::{self as wire, code, Since};
-use crate::protocol::Frame;
+use crate::protocol::{Frame, Out};
 
 /// Most ids in one `ack`.
 const MAX_ACK_IDS: usize = 100;
+/// Events of a catch-up written (and then removed from the offline queue) at a time.
+const PAGE: usize = 100;
 
 impl Session {
     /// The latest id of each stream (read after the subscription, so nothing after it is
@@ -77,47 +79,59 @@ impl Session {
                 .collect();
             // A drain with nothing to say stays silent: no header without `since`.
             if since.is_some() || !frames.is_empty() || dropped > 0 || !complete {
-                self.send(wire::replay(
+                let header = wire::replay(
                     &label,
                     since,
                     frames.len(),
                     complete && dropped == 0,
                     dropped,
-                ));
+                );
+                if !self.outbox.send_paced(Out::Frame(header)).await {
+                    return;
+                }
             }
-            for (id, f) in frames {
-                self.send(f);
-                sent.insert((stream.clone(), id));
+            let high: HashSet<Arc<str>> = queued
+                .iter()
+                .filter(|(_, h)| *h)
+                .map(|(id, _)| id.clone())
+                .collect();
+            let queued: HashSet<Arc<str>> = queued.into_iter().map(|(id, _)| id).collect();
+            let mut settled = false;
+            for page in frames.chunks(PAGE) {
+                let ids: Vec<Arc<str>> = page.iter().map(|(id, _)| id.clone()).collect();
+                let page: Vec<Frame> = page.iter().map(|(_, f)| f.clone()).collect();
+                if !crate::session::send_page(&self.outbox, page).await {
+                    // The connection ended: what was not written stays queued.
+                    return;
+                }
+                sent.extend(ids.iter().map(|id| (stream.clone(), id.clone())));
+                if queue {
+                    let (kept, done): (Vec<_>, Vec<_>) = ids
+                        .into_iter()
+                        .filter(|id| queued.contains(id))
+                        .partition(|id| high.contains(id));
+                    if !done.is_empty() || !kept.is_empty() || dropped > 0 {
+                        self.settle(done, kept).await;
+                        settled = true;
+                    }
+                }
             }
             if queue {
                 self.drained = true;
                 // Nothing was queued: no write (and no fsync) for an empty queue.
-                if !queued.is_empty() || dropped > 0 {
-                    self.settle(stream, &sent, queued).await;
+                if !settled && dropped > 0 {
+                    self.settle(Vec::new(), Vec::new()).await;
                 }
             }
         }
         self.outbox
-            .release(|s, id| sent.contains(&(s.to_owned(), Arc::from(id))));
+            .release(&|s, id| sent.contains(&(s.to_owned(), Arc::from(id))))
+            .await;
     }
 
-    /// Removes what a drain sent from the offline queue; `high` events stay until acked.
-    async fn settle(
-        &self,
-        stream: &str,
-        sent: &HashSet<(String, Arc<str>)>,
-        queued: Vec<(Arc<str>, bool)>,
-    ) {
-        let (mut done, mut kept) = (Vec::new(), Vec::new());
-        for (id, high) in queued {
-            if sent.contains(&(stream.to_owned(), id.clone())) {
-                if high {
-                    kept.push(id);
-                } else {
-                    done.push(id);
-                }
-            }
-        }
+    /// Removes what a drain wrote to the socket from the offline queue; `high` events
+    /// stay (marked live) until acked.
+    async fn settle(&self, done: Vec<Arc<str>>, kept: Vec<Arc<str>>) {
         let r = self
             .ctx
             .inbox

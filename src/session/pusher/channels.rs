@@ -19,6 +19,8 @@ use crate::status::Change;
 
 /// Most watchlist entries honoured (Pusher: 100; more → error 4302).
 const MAX_WATCHLIST: usize = 100;
+/// Queued events written (and then removed from the offline queue) at a time.
+const DRAIN_PAGE: usize = 100;
 
 #[derive(Deserialize)]
 struct ChannelData<'a> {
@@ -359,11 +361,14 @@ impl Session {
             )
             .await;
         let sent = self.drain_offline(&id).await;
-        self.outbox.release(|_, event_id| sent.contains(event_id));
+        self.outbox
+            .release(&|_, event_id| sent.contains(event_id))
+            .await;
     }
 
-    /// Sends the user's offline queue on sign-in. Pusher clients cannot acknowledge, so
-    /// everything seen is removed, and events already delivered live are not sent again.
+    /// Sends the user's offline queue on sign-in, a page at a time. Pusher clients cannot
+    /// acknowledge, so what was written to the socket is removed (events already delivered
+    /// live are not sent again), and what was not stays queued.
     async fn drain_offline(&self, user: &UserId) -> HashSet<Arc<str>> {
         let mut sent = HashSet::new();
         if !self.ctx.config.offline.enabled {
@@ -376,27 +381,35 @@ impl Session {
                 return sent;
             }
         };
-        let mut done = Vec::new();
-        for q in pending.events {
-            let Some(id) = q.event.meta.id.clone() else {
-                continue;
-            };
-            if !q.live {
-                if let Some(f) = wire::encode_event(&q.event) {
-                    self.send(f);
-                }
+        let mut dropped = pending.dropped;
+        for page in pending.events.chunks(DRAIN_PAGE) {
+            let frames = page
+                .iter()
+                .filter(|q| !q.live)
+                .filter_map(|q| wire::encode_event(&q.event))
+                .collect();
+            if !crate::session::send_page(&self.outbox, frames).await {
+                return sent;
             }
-            sent.insert(id.clone());
-            done.push(id);
+            let done: Vec<Arc<str>> = page
+                .iter()
+                .filter_map(|q| q.event.meta.id.clone())
+                .collect();
+            sent.extend(done.iter().cloned());
+            self.settle(user, done).await;
+            dropped = 0;
         }
-        if done.is_empty() && pending.dropped == 0 {
-            return sent;
+        if dropped > 0 {
+            self.settle(user, Vec::new()).await;
         }
+        sent
+    }
+
+    async fn settle(&self, user: &UserId, done: Vec<Arc<str>>) {
         let r = self.ctx.inbox.settle(&self.app.id, user, done, Vec::new());
         if let Err(e) = r.await {
             tracing::warn!(error = %e, "offline queue update failed");
         }
-        sent
     }
 
     pub(super) async fn signout(&mut self) {
