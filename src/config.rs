@@ -225,6 +225,15 @@ pub struct ServerConfig {
     pub ws_read_buffer: usize,
     /// Per-connection write buffer threshold of the WebSocket codec, in bytes.
     pub ws_write_buffer: usize,
+    /// Milliseconds a client has to send a request's headers (and, on a keep-alive
+    /// connection, the next request) before the socket is closed.
+    pub header_timeout_ms: u64,
+    /// Milliseconds a client has to send a request's body; past it: 408.
+    pub body_timeout_ms: u64,
+    /// Largest request head (request line and headers), in bytes; past it: 431.
+    pub max_header_bytes: usize,
+    /// Sockets one client address may hold open (0 = no limit); past it: 429.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for ServerConfig {
@@ -243,6 +252,10 @@ impl Default for ServerConfig {
             cache_max_channels: 100_000,
             ws_read_buffer: 1024,
             ws_write_buffer: 8 * 1024,
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 10_000,
+            max_header_bytes: 64 * 1024,
+            max_connections_per_ip: 1000,
         }
     }
 }
@@ -255,6 +268,10 @@ impl ServerConfig {
     /// `pong_timeout` as a duration.
     pub fn pong_timeout(&self) -> Duration {
         Duration::from_secs(self.pong_timeout)
+    }
+    /// `body_timeout_ms` as a duration.
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_timeout_ms)
     }
 }
 
@@ -505,6 +522,9 @@ impl Config {
         }
         if self.bus.idle_timeout == 0 {
             return bad("bus.idle_timeout must be > 0".into());
+        }
+        if self.server.header_timeout_ms == 0 || self.server.body_timeout_ms == 0 {
+            return bad("server.header_timeout_ms and server.body_timeout_ms must be > 0".into());
         }
         if self.server.outbox_capacity == 0 {
             return bad("server.outbox_capacity must be > 0".into());

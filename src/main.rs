@@ -36,6 +36,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let Command::Serve { config } = Cli::parse().command;
+    raise_open_files_limit();
     let config =
         Config::load(config.as_deref(), std::env::vars()).context("loading configuration")?;
     if config.uses_default_credentials() {
@@ -58,6 +59,18 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "switchboard listening");
     switchboard::server::run(listener, metrics_listener, config, shutdown_signal()).await?;
     Ok(())
+}
+
+/// Every socket is a file descriptor: the default soft limit (often 1024) would cap the
+/// node far below `server.max_connections`, so it is raised to the hard limit.
+fn raise_open_files_limit() {
+    match rlimit::getrlimit(rlimit::Resource::NOFILE) {
+        Ok((soft, hard)) => match rlimit::increase_nofile_limit(hard) {
+            Ok(now) => tracing::info!(was = soft, now, hard, "open files limit"),
+            Err(e) => tracing::warn!(soft, hard, error = %e, "open files limit not raised"),
+        },
+        Err(e) => tracing::warn!(error = %e, "open files limit unknown"),
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -29,7 +29,12 @@ pub fn connection_closed(protocol: &'static str) {
     gauge!("switchboard_connections", "protocol" => protocol).decrement(1.0);
 }
 
-/// A connection was refused by a limit (`limit`: `node` | `app` | `user`).
+/// `accept` failed (typically: out of file descriptors); the listener backs off.
+pub fn accept_error() {
+    counter!("switchboard_accept_errors_total").increment(1);
+}
+
+/// A connection was refused by a limit (`limit`: `node` | `app` | `user` | `ip`).
 pub fn connection_refused(limit: &'static str) {
     counter!("switchboard_connections_refused_total", "limit" => limit).increment(1);
 }

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
 
@@ -138,20 +137,30 @@ pub async fn run(
             tracing::warn!("no lease in Redis yet (is Redis down?); serving anyway");
         }
     }
-    let listener = listener.tap_io(|tcp| {
-        // Small frames must not wait for Nagle's algorithm.
-        let _ = tcp.set_nodelay(true);
-    });
     let signal_ctx = ctx.clone();
-    let signal = async move {
-        shutdown.await;
-        tracing::info!("shutting down: draining connections");
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = shutdown => tracing::info!("shutting down: draining connections"),
+            _ = signal_ctx.shutdown.cancelled() => {}
+        }
         signal_ctx.start_draining();
         signal_ctx.shutdown.cancel();
+    });
+    let server = &ctx.config.server;
+    let limits = http::DoorLimits {
+        header_timeout: Duration::from_millis(server.header_timeout_ms),
+        max_header_bytes: server.max_header_bytes,
+        max_connections_per_ip: server.max_connections_per_ip,
     };
-    axum::serve(listener, http::router(ctx.clone()))
-        .with_graceful_shutdown(signal)
-        .await?;
+    let grace = Duration::from_secs(server.shutdown_grace);
+    http::serve(
+        listener,
+        http::router(ctx.clone()),
+        limits,
+        ctx.shutdown.clone(),
+        grace,
+    )
+    .await?;
     ctx.shutdown.cancel();
     ctx.tracker.close();
     let redis = ctx.redis.lock().expect("redis slot").take();

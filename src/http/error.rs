@@ -20,6 +20,12 @@ pub enum ApiError {
     /// Unknown app, channel kind or route.
     #[error("{0}")]
     NotFound(String),
+    /// The request body did not arrive in time.
+    #[error("{0}")]
+    RequestTimeout(String),
+    /// The body is not JSON.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// Body or event data over the limit.
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -39,6 +45,8 @@ impl ApiError {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -4,6 +4,7 @@ mod api;
 mod bus;
 mod error;
 mod push;
+mod serve;
 mod signed;
 mod ws;
 
@@ -18,6 +19,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 
 pub use error::ApiError;
+pub use serve::{serve, DoorLimits};
 
 use crate::context::Context;
 use crate::metrics;
@@ -56,6 +58,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
         )
         .route("/up", get(health))
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(ctx.clone(), bounded_body))
         .layer(middleware::from_fn(record))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(ctx)
@@ -79,6 +82,48 @@ async fn health(State(ctx): State<Arc<Context>>) -> Response {
 
 async fn not_found() -> ApiError {
     ApiError::NotFound("No such endpoint".into())
+}
+
+/// Reads a request's body before the handler runs: within `server.body_timeout_ms`
+/// (408 after), within `server.max_body_bytes` (413), and only JSON (415), which is all
+/// this API takes. A body that trickles in cannot hold a handler, or its socket, forever.
+async fn bounded_body(State(ctx): State<Arc<Context>>, req: Request, next: Next) -> Response {
+    use axum::http::{header, Method};
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return next.run(req).await;
+    }
+    let limit = ctx.config.server.max_body_bytes;
+    let (parts, body) = req.into_parts();
+    if let Some(kind) = parts.headers.get(header::CONTENT_TYPE) {
+        if !is_json(kind.to_str().unwrap_or("")) {
+            return ApiError::UnsupportedMediaType("The body must be application/json".into())
+                .into_response();
+        }
+    }
+    let read = axum::body::to_bytes(body, limit);
+    let bytes = match tokio::time::timeout(ctx.config.server.body_timeout(), read).await {
+        Err(_) => {
+            metrics::client_error("body_timeout");
+            return ApiError::RequestTimeout("Request body not received in time".into())
+                .into_response();
+        }
+        Ok(Err(_)) => {
+            return ApiError::PayloadTooLarge(format!("Request body over {limit} bytes"))
+                .into_response()
+        }
+        Ok(Ok(bytes)) => bytes,
+    };
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await
+}
+
+/// `application/json`, `application/*+json`, parameters (charset) allowed.
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    essence.eq_ignore_ascii_case("application/json")
+        || essence
+            .split_once('/')
+            .is_some_and(|(t, sub)| t.eq_ignore_ascii_case("application") && sub.ends_with("+json"))
 }
 
 /// Counts every API call by route template and status.
