@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::signed::Signed;
-use super::ws::configure;
+use super::ws::{check_key, configure};
 use crate::apps::App;
 use crate::auth::{self, BusClaims};
 use crate::contacts::MAX_CONTACTS;
@@ -40,6 +40,7 @@ pub async fn upgrade(
     headers: HeaderMap,
     State(ctx): State<Arc<Context>>,
 ) -> Result<Response, ApiError> {
+    check_key(&headers)?;
     if ctx.is_draining() {
         return Err(ApiError::Unavailable("Server is shutting down".into()));
     }

@@ -5,12 +5,29 @@ use std::sync::Arc;
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 
 use super::ApiError;
 use crate::config::ServerConfig;
 use crate::context::Context;
 use crate::session::pusher::{self, Handshake};
+
+/// Refuses an upgrade whose `Sec-WebSocket-Key` is not what RFC 6455 (4.1) requires: the
+/// base64 encoding of 16 bytes. The upgrade extractor only checks that the header exists.
+pub(super) fn check_key(headers: &HeaderMap) -> Result<(), ApiError> {
+    use base64::Engine as _;
+    let key = headers
+        .get("sec-websocket-key")
+        .map(|k| k.as_bytes())
+        .unwrap_or_default();
+    match base64::engine::general_purpose::STANDARD.decode(key) {
+        Ok(nonce) if nonce.len() == 16 => Ok(()),
+        _ => Err(ApiError::BadRequest(
+            "Sec-WebSocket-Key must be the base64 of 16 bytes".into(),
+        )),
+    }
+}
 
 /// Applies the codec limits and buffer sizes to an upgrade.
 pub(super) fn configure(ws: WebSocketUpgrade, c: &ServerConfig) -> WebSocketUpgrade {
@@ -23,11 +40,15 @@ pub(super) fn configure(ws: WebSocketUpgrade, c: &ServerConfig) -> WebSocketUpgr
 /// `GET /app/{key}`: a Pusher protocol connection. Refusals that Pusher defines as close
 /// codes (unknown app, protocol, quota) happen after the upgrade, as the protocol requires.
 pub async fn pusher(
+    headers: HeaderMap,
     ws: WebSocketUpgrade,
     Path(key): Path<String>,
     Query(query): Query<HashMap<String, String>>,
     State(ctx): State<Arc<Context>>,
 ) -> Response {
+    if let Err(e) = check_key(&headers) {
+        return e.into_response();
+    }
     if ctx.is_draining() {
         return ApiError::Unavailable("Server is shutting down".into()).into_response();
     }

@@ -127,11 +127,12 @@ pub async fn run(socket: WebSocket, ctx: Arc<Context>, hs: Handshake) {
         app: hs.app,
     };
     s.watch(&hs.claims.watchlist);
-    read_loop(&mut s, &mut stream, hs.claims.exp).await;
+    let violation = read_loop(&mut s, &mut stream, hs.claims.exp).await;
     s.close().await;
     metrics::connection_closed("bus");
     drop(s);
-    outbox.push_close(1000, "");
+    let (code, reason) = violation.unwrap_or((1000, ""));
+    outbox.push_close(code, reason);
     if tokio::time::timeout(Duration::from_secs(5), writer)
         .await
         .is_err()
@@ -152,7 +153,11 @@ fn instant_of(exp: u64) -> Instant {
     start + left
 }
 
-async fn read_loop(s: &mut Session, stream: &mut SplitStream<WebSocket>, exp: u64) {
+async fn read_loop(
+    s: &mut Session,
+    stream: &mut SplitStream<WebSocket>,
+    exp: u64,
+) -> Option<(u16, &'static str)> {
     let server = &s.ctx.config.server;
     let (activity, pong_wait) = (server.activity_timeout(), server.pong_timeout());
     let idle_after = Duration::from_secs(s.ctx.config.bus.idle_timeout);
@@ -164,16 +169,16 @@ async fn read_loop(s: &mut Session, stream: &mut SplitStream<WebSocket>, exp: u6
     let mut pinged = false;
     loop {
         tokio::select! {
-            _ = token.cancelled() => return,
+            _ = token.cancelled() => return None,
             _ = &mut expiry => {
                 s.outbox.push(wire::error(code::AUTH, "Token expired"));
                 s.outbox.push_close(close::AUTH, "Token expired");
-                return;
+                return None;
             }
             _ = &mut heartbeat => {
                 if pinged {
                     s.outbox.push_close(close::PONG_TIMEOUT, "Ping not answered in time");
-                    return;
+                    return None;
                 }
                 s.outbox.push_ping();
                 pinged = true;
@@ -200,7 +205,8 @@ async fn read_loop(s: &mut Session, stream: &mut SplitStream<WebSocket>, exp: u6
                     }
                     Some(Ok(Message::Binary(_))) => s.invalid("Binary frames are not supported"),
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                    Some(Err(e)) => return super::violation_close(e),
+                    Some(Ok(Message::Close(_))) | None => return None,
                 }
             }
         }

@@ -18,6 +18,46 @@ use crate::protocol::{CloseReason, Frame, Out};
 const MAX_BATCH: usize = 64;
 /// How long a close frame may take to go out before the socket is dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long the close frame of a slow consumer waits for the client to read again: it goes
+/// after what the socket already holds, so the client sees it (4100: back off) once it
+/// catches up, instead of a bare TCP close.
+const SLOW_CLOSE_WAIT: Duration = Duration::from_secs(30);
+
+/// The close a client's protocol violation earns (RFC 6455, 7.4.1): 1002 for framing
+/// errors, 1007 for a text message that is not UTF-8, 1009 for a message over the size
+/// limit. `None` when the socket itself failed (no close frame can reach the client).
+pub(crate) fn violation_close(e: axum::Error) -> Option<(u16, &'static str)> {
+    use tokio_tungstenite::tungstenite::error::{CapacityError, Error, ProtocolError};
+    let inner = e.into_inner();
+    match inner.downcast_ref::<Error>()? {
+        Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
+        // A 64-bit length with its top bit set is a framing error (RFC 6455, 5.2), not size.
+        Error::Capacity(CapacityError::MessageTooLong { size, .. }) if *size as u64 >= 1 << 63 => {
+            Some((1002, "Protocol error"))
+        }
+        Error::Protocol(_) => Some((1002, "Protocol error")),
+        Error::Utf8(_) => Some((1007, "Invalid UTF-8 in a text message")),
+        Error::Capacity(_) => Some((1009, "Message too big")),
+        _ => None,
+    }
+}
+
+/// Sends a close frame, waiting at most `wait`. After the client closed first, the close
+/// cannot be sent again: flushing then writes the echo of the client's close that the
+/// codec queued when it read it.
+async fn send_close(
+    sink: &mut SplitSink<WebSocket, Message>,
+    code: u16,
+    reason: &str,
+    wait: Duration,
+) {
+    let close = async {
+        if sink.send(close_message(code, reason)).await.is_err() {
+            let _ = sink.flush().await;
+        }
+    };
+    let _ = tokio::time::timeout(wait, close).await;
+}
 
 /// Queues `frames` paced by the outbox (never overflowing it) and waits until they were
 /// written to the socket. `false` when the connection ended first.
@@ -30,10 +70,10 @@ pub(crate) async fn send_page(outbox: &Outbox, frames: Vec<Frame>) -> bool {
     outbox.written().await
 }
 
-fn close_message(code: u16, reason: &'static str) -> Message {
+fn close_message(code: u16, reason: &str) -> Message {
     Message::Close(Some(CloseFrame {
         code,
-        reason: reason.into(),
+        reason: reason.to_owned().into(),
     }))
 }
 
@@ -52,8 +92,12 @@ pub(crate) async fn write_loop(
         tokio::select! {
             biased;
             _ = token.cancelled() => {
-                let (code, reason) = close_code(outbox.close_reason().unwrap_or(CloseReason::Shutdown));
-                let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(close_message(code, reason))).await;
+                // What is still queued is dropped; the close follows what the socket took.
+                rx.close();
+                let reason = outbox.close_reason().unwrap_or(CloseReason::Shutdown);
+                let wait = if reason == CloseReason::SlowConsumer { SLOW_CLOSE_WAIT } else { CLOSE_TIMEOUT };
+                let (code, text) = close_code(reason);
+                send_close(&mut sink, code, text, wait).await;
                 break;
             }
             n = rx.recv_many(&mut batch, MAX_BATCH) => {
@@ -96,8 +140,7 @@ async fn write_batch(sink: &mut SplitSink<WebSocket, Message>, batch: &mut Vec<O
                 let _ = done.send(());
             }
             Out::Close(code, reason) => {
-                let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(close_message(code, reason)))
-                    .await;
+                send_close(sink, code, reason, CLOSE_TIMEOUT).await;
                 return true;
             }
         }

@@ -71,12 +71,13 @@ pub async fn run(socket: WebSocket, ctx: Arc<Context>, hs: Handshake) {
     };
     metrics::connection_opened("pusher");
     let mut session = session;
-    read_loop(&mut session, &mut stream).await;
+    let violation = read_loop(&mut session, &mut stream).await;
     session.close().await;
     metrics::connection_closed("pusher");
     drop(session);
     // Ends the writer after what is queued; a no-op when a close is already queued.
-    outbox.push_close(1000, "");
+    let (code, reason) = violation.unwrap_or((1000, ""));
+    outbox.push_close(code, reason);
     // Let the writer flush what is queued (a close, typically), but not forever.
     if tokio::time::timeout(std::time::Duration::from_secs(5), writer)
         .await
@@ -141,7 +142,10 @@ fn open(ctx: &Arc<Context>, hs: Handshake, outbox: &Outbox) -> Option<Session> {
 
 /// Reads client messages until the client leaves, the connection is killed, or the client
 /// fails to answer a ping.
-async fn read_loop(s: &mut Session, stream: &mut futures_util::stream::SplitStream<WebSocket>) {
+async fn read_loop(
+    s: &mut Session,
+    stream: &mut futures_util::stream::SplitStream<WebSocket>,
+) -> Option<(u16, &'static str)> {
     let activity = s.ctx.config.server.activity_timeout();
     let pong_wait = s.ctx.config.server.pong_timeout();
     let token = s.outbox.token().clone();
@@ -150,11 +154,11 @@ async fn read_loop(s: &mut Session, stream: &mut futures_util::stream::SplitStre
     let mut pinged = false;
     loop {
         tokio::select! {
-            _ = token.cancelled() => return,
+            _ = token.cancelled() => return None,
             _ = &mut idle => {
                 if pinged {
                     s.outbox.push_close(code::PONG_TIMEOUT, "Pong reply not received in time");
-                    return;
+                    return None;
                 }
                 s.outbox.push(wire::ping());
                 pinged = true;
@@ -173,7 +177,8 @@ async fn read_loop(s: &mut Session, stream: &mut futures_util::stream::SplitStre
                         s.reject("binary", "Binary frames are not supported");
                     }
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                    Some(Err(e)) => return super::violation_close(e),
+                    Some(Ok(Message::Close(_))) | None => return None,
                 }
             }
         }
