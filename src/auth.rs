@@ -116,9 +116,7 @@ pub fn verify_bus_token(app: &App, token: &str) -> Result<BusClaims, String> {
     v.leeway = 0;
     let key = jsonwebtoken::DecodingKey::from_secret(app.secret.expose());
     let data = jsonwebtoken::decode::<BusClaims>(token, &key, &v).map_err(|e| e.to_string())?;
-    if data.claims.sub.is_empty() || data.claims.sub.len() > crate::ids::MAX_USER_ID_LEN {
-        return Err("sub must be a user id of 1 to 128 characters".into());
-    }
+    crate::ids::UserId::parse(&data.claims.sub).map_err(|e| format!("sub: {e}"))?;
     Ok(data.claims)
 }
 

@@ -59,6 +59,24 @@ pub const MAX_USER_ID_LEN: usize = 128;
 /// Prefix of the channel that carries send-to-user events.
 pub const SERVER_TO_USER_PREFIX: &str = "#server-to-user-";
 
+/// Why a string is not a user id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a user id is 1 to {MAX_USER_ID_LEN} bytes without control characters or '/'")]
+pub struct InvalidUserId;
+
+impl UserId {
+    /// Validates a user id wherever one arrives (sign-in, presence `channel_data`, a bus
+    /// token's `sub`, watchlists, API paths and bodies, ingest rows): 1 to
+    /// [`MAX_USER_ID_LEN`] bytes, no control characters (NUL included), no `/` (ids travel
+    /// in URL paths and store keys, where `../..` must not mean anything).
+    pub fn parse(s: &str) -> Result<Self, InvalidUserId> {
+        let ok = !s.is_empty()
+            && s.len() <= MAX_USER_ID_LEN
+            && !s.chars().any(|c| c.is_control() || c == '/');
+        ok.then(|| Self::new(s)).ok_or(InvalidUserId)
+    }
+}
+
 /// What a channel name's prefix makes it. Prefixes are matched with their hyphen,
 /// so `privatefoo` is public (Reverb's `startsWith('private')` bug).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -255,6 +273,32 @@ mod tests {
         assert_eq!(k("private-encrypted-foo"), ChannelKind::PrivateEncrypted);
         assert_eq!(k("presence-foo"), ChannelKind::Presence);
         assert_eq!(k("#server-to-user-42"), ChannelKind::ServerToUser);
+    }
+
+    #[test]
+    fn user_ids_are_validated() {
+        for ok in [
+            "1",
+            "alice",
+            "a@b.c",
+            "ünïcode",
+            "..",
+            &"x".repeat(MAX_USER_ID_LEN),
+        ] {
+            assert!(UserId::parse(ok).is_ok(), "{ok:?}");
+        }
+        let long = "x".repeat(MAX_USER_ID_LEN + 1);
+        for bad in [
+            "",
+            "../..",
+            "a/b",
+            "nul\0",
+            "tab\t",
+            "\u{7f}",
+            long.as_str(),
+        ] {
+            assert_eq!(UserId::parse(bad), Err(InvalidUserId), "{bad:?}");
+        }
     }
 
     #[test]

@@ -565,3 +565,22 @@ async fn unknown_route_is_404_json() {
     assert_error(api.raw("POST", "/apps/app-id/nope", "{}").await, 404);
     assert_error(api.get("/no/such/thing", &[]).await, 404);
 }
+
+#[tokio::test]
+async fn terminate_connections_refuses_user_ids_that_are_not_ids() {
+    let server = TestServer::start().await;
+    let api = server.api();
+    // Percent-encoded in the path: `../..`, a NUL, a newline.
+    for bad in ["..%2F..", "a%00b", "a%0Ab"] {
+        let path = format!("/users/{bad}/terminate_connections");
+        let answer = api.post(&path, "{}").await;
+        assert!(
+            answer.1["error"].as_str().unwrap_or("").contains("user id"),
+            "{answer:?}"
+        );
+        assert_error(answer, 400);
+    }
+    // Positive control: a plain id is accepted.
+    let (status, body) = api.post("/users/bob/terminate_connections", "{}").await;
+    assert_eq!(status, 200, "{body}");
+}

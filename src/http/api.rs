@@ -357,12 +357,11 @@ pub async fn terminate(
     Path((_, user)): Path<(String, String)>,
     req: Signed,
 ) -> Result<Json<Value>, ApiError> {
-    if user.is_empty() || user.len() > ids::MAX_USER_ID_LEN {
-        return Err(ApiError::BadRequest("Invalid user id".into()));
-    }
+    let user =
+        UserId::parse(&user).map_err(|e| ApiError::BadRequest(format!("Invalid user id: {e}")))?;
     let event = Event {
         app: req.app.id.clone(),
-        target: Target::User(UserId::new(user)),
+        target: Target::User(user),
         kind: EventKind::Terminate,
         exclude: None,
         meta: Default::default(),

@@ -22,7 +22,7 @@ use crate::contacts::MAX_CONTACTS;
 use crate::context::Context;
 use crate::event::{Event, EventKind, Meta, Priority, Target};
 use crate::hub::Refusal;
-use crate::ids::{UserId, MAX_USER_ID_LEN};
+use crate::ids::UserId;
 use crate::metrics;
 use crate::protocol::bus::now_secs;
 use crate::session::bus::{self, Handshake};
@@ -102,10 +102,7 @@ pub(super) fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiErro
 }
 
 pub(super) fn user_id(s: &str, what: &str) -> Result<UserId, ApiError> {
-    if s.is_empty() || s.len() > MAX_USER_ID_LEN {
-        return Err(ApiError::BadRequest(format!("Invalid {what} {s:?}")));
-    }
-    Ok(UserId::new(s))
+    UserId::parse(s).map_err(|e| ApiError::BadRequest(format!("Invalid {what} {s:?}: {e}")))
 }
 
 fn recipients(list: &[String], what: &str) -> Result<Vec<UserId>, ApiError> {

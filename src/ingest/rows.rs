@@ -49,7 +49,7 @@ pub(super) enum Reject {
     #[error("invalid_channel: {0}")]
     Channel(String),
     /// `user_id` is empty or too long.
-    #[error("invalid_user: user_id must be 1 to {MAX_USER_ID_LEN} bytes")]
+    #[error("invalid_user: user_id must be 1 to {MAX_USER_ID_LEN} bytes without control characters or '/'")]
     User,
     /// `event` is not a valid event name.
     #[error("invalid_event: {0}")]
@@ -110,9 +110,9 @@ pub(super) fn to_event(app: &App, row: &OutboxRow) -> Result<Event, Reject> {
             (target, kind)
         }
         (None, Some(user)) => {
-            if user.is_empty() || user.len() > MAX_USER_ID_LEN {
+            let Ok(user) = UserId::parse(user) else {
                 return Err(Reject::User);
-            }
+            };
             let kind = match row.event.as_str() {
                 "notification" | "message" | "action" => {
                     let kind = bus_kind(&row.event, data)?;
@@ -127,7 +127,7 @@ pub(super) fn to_event(app: &App, row: &OutboxRow) -> Result<Event, Reject> {
                 }
                 name => pusher_message(name, data, limit)?,
             };
-            (Target::User(UserId::new(user)), kind)
+            (Target::User(user), kind)
         }
         _ => return Err(Reject::Target),
     };

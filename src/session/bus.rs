@@ -21,7 +21,7 @@ use crate::auth::BusClaims;
 use crate::context::Context;
 use crate::event::{Event, EventKind, Status, Target};
 use crate::hub::{Admission, Outbox, Recipient};
-use crate::ids::{ChannelKind, ChannelName, SocketId, UserId, MAX_USER_ID_LEN};
+use crate::ids::{ChannelKind, ChannelName, SocketId, UserId};
 use crate::metrics;
 use crate::protocol::bus::{self as wire, close, code, interest, Command, Since};
 use crate::protocol::{Frame, Wire};
@@ -407,8 +407,7 @@ impl Session {
         let mut seen = HashSet::new();
         let ids = watchlist
             .iter()
-            .filter(|w| !w.is_empty() && w.len() <= MAX_USER_ID_LEN)
-            .map(|w| UserId::new(w.as_str()))
+            .filter_map(|w| UserId::parse(w).ok())
             .chain(contacts.iter().cloned());
         for w in ids {
             if self.watching.len() >= max {
@@ -460,15 +459,15 @@ impl Session {
     }
 
     async fn typing(&mut self, recipient: String, conversation_id: String) {
-        if recipient.is_empty() || recipient.len() > MAX_USER_ID_LEN {
+        let Ok(recipient) = UserId::parse(&recipient) else {
             return self.invalid("invalid recipient");
-        }
+        };
         if conversation_id.is_empty() || conversation_id.len() > MAX_FIELD_LEN {
             return self.invalid("invalid conversation_id");
         }
         let now = Instant::now();
         let throttle = Duration::from_millis(self.ctx.config.bus.typing_throttle_ms);
-        let key = (UserId::new(recipient), Arc::<str>::from(conversation_id));
+        let key = (recipient, Arc::<str>::from(conversation_id));
         if self.typing.get(&key).is_some_and(|t| now < *t + throttle) {
             return; // repeated indicator inside the throttle window: nothing new to say
         }

@@ -11,7 +11,7 @@ use crate::auth;
 use crate::event::{Event, EventKind, Status, Target};
 use crate::filter::Filter;
 use crate::hub::Recipient;
-use crate::ids::{self, ChannelKind, ChannelName, UserId, MAX_USER_ID_LEN};
+use crate::ids::{self, ChannelKind, ChannelName, UserId};
 use crate::metrics;
 use crate::presence::{Joined, Left, Member, PresenceError};
 use crate::protocol::pusher::{self as wire, code, PresenceMember};
@@ -44,7 +44,7 @@ fn user_id_of(v: &serde_json::Value) -> Option<UserId> {
         serde_json::Value::Number(n) => n.to_string(),
         _ => return None,
     };
-    (!s.is_empty() && s.len() <= MAX_USER_ID_LEN).then(|| UserId::new(s))
+    UserId::parse(&s).ok()
 }
 
 impl Session {
