@@ -211,6 +211,11 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Frames queued per connection before it is closed as a slow consumer.
     pub outbox_capacity: usize,
+    /// Bytes queued per connection before it is closed as a slow consumer (0 = no bound).
+    pub outbox_max_bytes: usize,
+    /// Bytes queued for all connections of the node; past it, connections holding more
+    /// than their share are closed as slow consumers (0 = no bound).
+    pub outbox_total_bytes: usize,
     /// Largest WebSocket message accepted from a client, in bytes.
     pub max_message_bytes: usize,
     /// Largest HTTP API request body, in bytes.
@@ -245,6 +250,8 @@ impl Default for ServerConfig {
             pong_timeout: 30,
             max_connections: 10_000,
             outbox_capacity: 1_000,
+            outbox_max_bytes: 4 * 1024 * 1024,
+            outbox_total_bytes: 1024 * 1024 * 1024,
             max_message_bytes: 64 * 1024,
             max_body_bytes: 1024 * 1024,
             shutdown_grace: 10,

@@ -29,6 +29,12 @@ pub fn connection_closed(protocol: &'static str) {
     gauge!("switchboard_connections", "protocol" => protocol).decrement(1.0);
 }
 
+/// A connection was closed because its queued bytes crossed a budget (`scope`:
+/// `connection` | `node`); it is also counted as a slow-consumer close.
+pub fn outbox_over_budget(scope: &'static str) {
+    counter!("switchboard_outbox_over_budget_total", "scope" => scope).increment(1);
+}
+
 /// `accept` failed (typically: out of file descriptors); the listener backs off.
 pub fn accept_error() {
     counter!("switchboard_accept_errors_total").increment(1);

@@ -14,7 +14,7 @@ use crate::broker::{MemoryBroker, RedisBroker};
 use crate::cluster::{self, Redis};
 use crate::config::Config;
 use crate::context::Context;
-use crate::hub::Hub;
+use crate::hub::{Hub, QueueBudget};
 use crate::offline::{EmbeddedInbox, RedisInbox};
 use crate::presence::{MemoryPresence, RedisPresence};
 use crate::push::store::{EmbeddedPushStore, RedisPushStore};
@@ -28,7 +28,11 @@ use crate::{http, ingest, metrics};
 /// `redis.url` is set (then the Redis tasks are started too).
 pub fn context(config: Config) -> std::io::Result<Arc<Context>> {
     let node = rand::random::<u32>() % 1_000_000_000;
-    let hub = Hub::new();
+    let server = &config.server;
+    let hub = Hub::with_budget(QueueBudget::new(
+        server.outbox_max_bytes,
+        server.outbox_total_bytes,
+    ));
     let apps = Arc::new(StaticAppStore::new(config.all_apps().map(App::from_config)));
     let store = Store::open(&config.data.dir, config.data.write_queue)?;
     let config_push = config.push.clone();

@@ -5,6 +5,7 @@
 //! `std::sync::Mutex`: no operation awaits while holding it, so a blocking mutex is both
 //! correct and cheaper than an async one.
 
+mod budget;
 mod delta;
 mod outbox;
 
@@ -15,6 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use indexmap::IndexMap;
 
+pub use budget::QueueBudget;
 pub use delta::DeltaSeen;
 pub use outbox::Outbox;
 
@@ -67,6 +69,8 @@ struct Inner {
     remote: Mutex<HashMap<AppId, usize>>,
     /// Bumped on every subscription or connection change, so syncs can skip idle rounds.
     generation: AtomicU64,
+    /// Bytes queued for this node's connections.
+    budget: Arc<QueueBudget>,
 }
 
 /// Cheap-to-clone handle to the node's connection registry.
@@ -111,6 +115,11 @@ impl Default for Hub {
 impl Hub {
     /// An empty hub.
     pub fn new() -> Self {
+        Self::with_budget(QueueBudget::unlimited())
+    }
+
+    /// An empty hub whose connections' queues share `budget`.
+    pub fn with_budget(budget: QueueBudget) -> Self {
         Self(Arc::new(Inner {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             hasher: Default::default(),
@@ -118,7 +127,17 @@ impl Hub {
             per_app: Mutex::default(),
             remote: Mutex::default(),
             generation: AtomicU64::new(0),
+            budget: Arc::new(budget),
         }))
+    }
+
+    /// A connection's outbound queue of `capacity` frames, under this node's byte budget.
+    pub fn outbox(
+        &self,
+        capacity: usize,
+        token: tokio_util::sync::CancellationToken,
+    ) -> (Outbox, tokio::sync::mpsc::Receiver<protocol::Out>) {
+        Outbox::new(capacity, token, self.0.budget.clone())
     }
 
     fn shard<K: Hash>(&self, key: &K) -> MutexGuard<'_, Shard> {

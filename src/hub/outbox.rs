@@ -1,12 +1,13 @@
 //! The bounded outbound queue of one connection.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::budget::QueueBudget;
 use crate::metrics;
 use crate::protocol::{CloseReason, Frame, Out};
 
@@ -29,6 +30,15 @@ struct Inner {
     /// drop the ones the replay already carried). `None` when not holding.
     held: Mutex<Option<Vec<Held>>>,
     holding: AtomicBool,
+    /// Bytes of the frames queued or held, charged to `budget`.
+    queued: AtomicUsize,
+    budget: Arc<QueueBudget>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.budget.close_queue(*self.queued.get_mut());
+    }
 }
 
 /// A frame held during a replay, with its (stream, id) when it has one, and the interest
@@ -44,9 +54,15 @@ const PACED_WAIT: Duration = Duration::from_secs(10);
 const RELEASE_STEP: usize = 64;
 
 impl Outbox {
-    /// A queue of `capacity` items whose end is signalled through `token`.
-    pub fn new(capacity: usize, token: CancellationToken) -> (Self, mpsc::Receiver<Out>) {
+    /// A queue of `capacity` items, its bytes charged to `budget`, whose end is signalled
+    /// through `token`.
+    pub fn new(
+        capacity: usize,
+        token: CancellationToken,
+        budget: Arc<QueueBudget>,
+    ) -> (Self, mpsc::Receiver<Out>) {
         let (tx, rx) = mpsc::channel(capacity);
+        budget.open_queue();
         let inner = Inner {
             tx,
             token,
@@ -54,6 +70,8 @@ impl Outbox {
             interests: AtomicU8::new(u8::MAX),
             held: Mutex::new(None),
             holding: AtomicBool::new(false),
+            queued: AtomicUsize::new(0),
+            budget,
         };
         (Self(Arc::new(inner)), rx)
     }
@@ -97,6 +115,9 @@ impl Outbox {
                     }
                     return false;
                 }
+                if !self.charge(frame.len()) {
+                    return false;
+                }
                 let key = crate::event::stream_of(event).zip(event.meta.id.clone());
                 let bit = crate::protocol::bus::required_interest(&event.kind);
                 list.push((key, bit, frame));
@@ -129,9 +150,11 @@ impl Outbox {
                 if key.is_some_and(|(s, id)| replayed(&s, &id))
                     || bit.is_some_and(|b| !self.wants(b))
                 {
+                    self.taken(frame.len());
                     continue;
                 }
-                if !self.send_paced(Out::Frame(frame)).await {
+                // Charged when it was held.
+                if !self.enqueue_paced(Out::Frame(frame)).await {
                     return false;
                 }
             }
@@ -143,6 +166,18 @@ impl Outbox {
     /// client that reads nothing for [`PACED_WAIT`] is closed as a slow consumer. Returns
     /// `false` when the connection ended (nothing was queued).
     pub async fn send_paced(&self, out: Out) -> bool {
+        let len = frame_len(&out);
+        self.0.budget.charge_unchecked(len);
+        self.0.queued.fetch_add(len, Ordering::AcqRel);
+        if self.enqueue_paced(out).await {
+            return true;
+        }
+        self.taken(len);
+        false
+    }
+
+    /// [`Self::send_paced`] of an item already charged.
+    async fn enqueue_paced(&self, out: Out) -> bool {
         let token = &self.0.token;
         let permit = tokio::select! {
             _ = token.cancelled() => return false,
@@ -197,7 +232,15 @@ impl Outbox {
     }
 
     fn push_out(&self, out: Out) -> bool {
-        match self.0.tx.try_send(out) {
+        let len = frame_len(&out);
+        if len > 0 && !self.charge(len) {
+            return false;
+        }
+        let sent = self.0.tx.try_send(out);
+        if sent.is_err() {
+            self.taken(len);
+        }
+        match sent {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 if self.kill(CloseReason::SlowConsumer) {
@@ -209,6 +252,41 @@ impl Outbox {
         }
     }
 
+    /// Charges a frame of `len` bytes to this queue and the node; over a budget the
+    /// connection is closed as a slow consumer (and nothing is charged).
+    fn charge(&self, len: usize) -> bool {
+        if self.0.token.is_cancelled() {
+            return false;
+        }
+        let mine = self.0.queued.load(Ordering::Acquire);
+        match self.0.budget.charge(mine, len) {
+            Ok(()) => {
+                self.0.queued.fetch_add(len, Ordering::AcqRel);
+                true
+            }
+            Err(over) => {
+                over.count();
+                if self.kill(CloseReason::SlowConsumer) {
+                    metrics::slow_consumer_closed();
+                }
+                false
+            }
+        }
+    }
+
+    /// `len` bytes left the queue (written, or dropped): the writer calls this for every
+    /// frame it takes.
+    pub fn taken(&self, len: usize) {
+        let removed = self
+            .0
+            .queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+                Some(q.saturating_sub(len))
+            })
+            .map_or(0, |q| q.min(len));
+        self.0.budget.release(removed);
+    }
+
     /// Ends the connection now, dropping whatever is queued. The first reason wins; returns
     /// whether this call set it.
     pub fn kill(&self, reason: CloseReason) -> bool {
@@ -218,6 +296,10 @@ impl Outbox {
             .compare_exchange(0, reason as u8, Ordering::AcqRel, Ordering::Acquire)
             .is_ok();
         self.0.token.cancel();
+        // Nothing queued will be written: its bytes go back to the node now.
+        self.0
+            .budget
+            .release(self.0.queued.swap(0, Ordering::AcqRel));
         first
     }
 
@@ -239,6 +321,14 @@ impl Outbox {
     /// The token cancelled when the connection must end.
     pub fn token(&self) -> &CancellationToken {
         &self.0.token
+    }
+}
+
+/// Bytes a queued item counts for (frames only).
+fn frame_len(out: &Out) -> usize {
+    match out {
+        Out::Frame(f) => f.len(),
+        _ => 0,
     }
 }
 
@@ -266,8 +356,33 @@ mod tests {
     }
 
     #[test]
+    fn queued_bytes_are_given_back_when_taken_killed_or_dropped() {
+        let budget = Arc::new(QueueBudget::new(100, 1000));
+        let (a, mut rx) = Outbox::new(10, CancellationToken::new(), budget.clone());
+        assert!(a.push(Frame::from("x".repeat(60))));
+        assert!(!a.push(Frame::from("x".repeat(60))), "over 100 bytes");
+        assert_eq!(a.close_reason(), Some(CloseReason::SlowConsumer));
+        assert_eq!(budget.used(), 0, "a killed queue gives its bytes back");
+        drop(rx.try_recv());
+        let (b, mut rx) = Outbox::new(10, CancellationToken::new(), budget.clone());
+        assert!(b.push(Frame::from("x".repeat(40))));
+        assert_eq!(budget.used(), 40);
+        if let Ok(Out::Frame(f)) = rx.try_recv() {
+            b.taken(f.len());
+        }
+        assert_eq!(budget.used(), 0, "the writer took it");
+        assert!(b.push(Frame::from("x".repeat(30))));
+        drop((a, b, rx));
+        assert_eq!(budget.used(), 0, "a dropped queue gives its bytes back");
+    }
+
+    #[test]
     fn low_priority_gives_way_when_the_queue_is_nearly_full() {
-        let (outbox, mut rx) = Outbox::new(10, CancellationToken::new());
+        let (outbox, mut rx) = Outbox::new(
+            10,
+            CancellationToken::new(),
+            Arc::new(QueueBudget::unlimited()),
+        );
         let mut low = event("1-1");
         low.meta.priority = crate::event::Priority::Low;
         assert!(
@@ -290,7 +405,11 @@ mod tests {
 
     #[tokio::test]
     async fn held_frames_follow_the_replay_without_duplicates() {
-        let (outbox, mut rx) = Outbox::new(16, CancellationToken::new());
+        let (outbox, mut rx) = Outbox::new(
+            16,
+            CancellationToken::new(),
+            Arc::new(QueueBudget::unlimited()),
+        );
         outbox.hold();
         // Live events arrive while the replay is being read; e2 is also in the replay.
         assert!(outbox.push_live(Frame::from("live-e2"), &event("1-2")));

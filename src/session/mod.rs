@@ -104,6 +104,11 @@ pub(crate) async fn write_loop(
                 if n == 0 {
                     break;
                 }
+                for out in &batch {
+                    if let Out::Frame(f) = out {
+                        outbox.taken(f.len());
+                    }
+                }
                 let done = tokio::select! {
                     biased;
                     // A stuck client must not keep the writer alive past a kill.

@@ -57,7 +57,9 @@ pub(crate) struct Session {
 /// Runs a Pusher connection to its end.
 pub async fn run(socket: WebSocket, ctx: Arc<Context>, hs: Handshake) {
     let token = ctx.shutdown.child_token();
-    let (outbox, rx) = Outbox::new(ctx.config.server.outbox_capacity, token.clone());
+    let (outbox, rx) = ctx
+        .hub
+        .outbox(ctx.config.server.outbox_capacity, token.clone());
     let (sink, mut stream) = socket.split();
     let writer = ctx
         .tracker

@@ -4,6 +4,7 @@
 pub mod bus;
 pub mod hooks;
 pub mod pg;
+pub mod raw;
 
 pub use bus::*;
 pub use pg::*;
