@@ -7,9 +7,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 mod database;
+mod idempotency;
 mod offline;
 mod push;
 pub use database::DatabaseConfig;
+pub use idempotency::IdempotencyConfig;
 pub use offline::OfflineConfig;
 pub use push::PushConfig;
 
@@ -41,6 +43,8 @@ pub struct Config {
     pub offline: OfflineConfig,
     /// Push notifications for offline users.
     pub push: PushConfig,
+    /// Idempotency keys of publishers' retries.
+    pub idempotency: IdempotencyConfig,
 }
 
 /// Event history per stream (a channel, or a user's events), for replay on reconnect.
@@ -538,6 +542,7 @@ impl Config {
         }
         self.database.validate().map_err(ConfigError::Invalid)?;
         self.offline.validate().map_err(ConfigError::Invalid)?;
+        self.idempotency.validate().map_err(ConfigError::Invalid)?;
         self.history.validate().map_err(ConfigError::Invalid)?;
         self.push.validate().map_err(ConfigError::Invalid)?;
         let mut ids = std::collections::HashSet::new();

@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::contacts::Contacts;
 use crate::event::Event;
 use crate::hub::Hub;
+use crate::idempotency::{Claimed, Idempotency, StoreDown};
 use crate::offline::Inbox;
 use crate::presence::PresenceStore;
 use crate::push::Push;
@@ -45,6 +46,8 @@ pub struct Context {
     pub store: Store,
     /// Push notifications for users who are offline.
     pub push: Push,
+    /// Idempotency keys of publishers' retries.
+    pub idempotency: Idempotency,
     /// This node's number: the first half of every socket id it hands out.
     pub node: u32,
     /// Cancelled on shutdown; every connection's token is a child of it.
@@ -70,6 +73,7 @@ impl Context {
         store: Store,
         inbox: Arc<dyn Inbox>,
         push: Push,
+        idempotency: Idempotency,
     ) -> Self {
         let tracker = TaskTracker::new();
         let throttle = std::time::Duration::from_millis(config.bus.presence_throttle_ms);
@@ -89,6 +93,7 @@ impl Context {
             store,
             inbox,
             push,
+            idempotency,
             shutdown: CancellationToken::new(),
             tracker,
             draining: AtomicBool::new(false),
@@ -116,6 +121,39 @@ impl Context {
         result
     }
 
+    /// [`Self::publish`] at most once per idempotency `key` (of the event's app) within the
+    /// window: `Ok(None)` when an earlier call with the key already published. A failed
+    /// publish gives the key back; one that went out but could not be queued
+    /// (`QueueFull`) keeps it, since a retry would deliver it twice.
+    pub async fn publish_once(
+        &self,
+        event: Event,
+        key: Option<&str>,
+    ) -> Result<Option<Receipt>, PublishError> {
+        let Some(key) = key else {
+            return self
+                .publish(event)
+                .await
+                .map(Some)
+                .map_err(PublishError::Broker);
+        };
+        let claim = match self.idempotency.claim(&event.app, key).await {
+            Ok(Ok(claim)) => claim,
+            Ok(Err(Claimed::Done)) => {
+                crate::metrics::idempotent_repeat();
+                return Ok(None);
+            }
+            Ok(Err(_)) => return Err(PublishError::InFlight),
+            Err(e) => return Err(PublishError::Store(e)),
+        };
+        let result = self.publish(event).await;
+        match &result {
+            Ok(_) | Err(BrokerError::QueueFull(_)) => self.idempotency.done(claim).await,
+            Err(_) => self.idempotency.release(claim).await,
+        }
+        result.map(Some).map_err(PublishError::Broker)
+    }
+
     /// Whether the node is shutting down (health check answers 503).
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
@@ -125,4 +163,18 @@ impl Context {
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::Release);
     }
+}
+
+/// Why [`Context::publish_once`] did not publish.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The broker refused or failed.
+    #[error(transparent)]
+    Broker(BrokerError),
+    /// A publish with the same idempotency key is still in progress.
+    #[error("a publish with this idempotency_key is in progress; retry later")]
+    InFlight,
+    /// The idempotency keys could not be read.
+    #[error(transparent)]
+    Store(StoreDown),
 }

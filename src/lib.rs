@@ -22,6 +22,7 @@
 //! - [`ingest`]: PostgreSQL outbox ingest (`database.url`): rows of `switchboard.outbox`
 //!   become events through the broker, on one node at a time.
 //! - [`push`]: push notifications for offline users (decision tree, providers, store).
+//! - [`idempotency`]: publishers' idempotency keys (memory, or Redis on a cluster).
 //! - [`store`]: the embedded store (redb under `data.dir`) for durable single-node state.
 //! - [`config`], [`metrics`], [`context`], [`server`]: settings, metrics, shared handles,
 //!   and the wiring with `server::run(listener, metrics_listener, config, shutdown)`.
@@ -40,6 +41,7 @@ pub mod event;
 pub mod filter;
 pub mod http;
 pub mod hub;
+pub mod idempotency;
 pub mod ids;
 pub mod ingest;
 pub mod metrics;

@@ -35,6 +35,11 @@ pub fn outbox_over_budget(scope: &'static str) {
     counter!("switchboard_outbox_over_budget_total", "scope" => scope).increment(1);
 }
 
+/// A publish was skipped: its idempotency key was already published.
+pub fn idempotent_repeat() {
+    counter!("switchboard_idempotent_repeats_total").increment(1);
+}
+
 /// `accept` failed (typically: out of file descriptors); the listener backs off.
 pub fn accept_error() {
     counter!("switchboard_accept_errors_total").increment(1);

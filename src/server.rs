@@ -15,6 +15,7 @@ use crate::cluster::{self, Redis};
 use crate::config::Config;
 use crate::context::Context;
 use crate::hub::{Hub, QueueBudget};
+use crate::idempotency::{Idempotency, MemoryKeys, RedisKeys};
 use crate::offline::{EmbeddedInbox, RedisInbox};
 use crate::presence::{MemoryPresence, RedisPresence};
 use crate::push::store::{EmbeddedPushStore, RedisPushStore};
@@ -36,6 +37,8 @@ pub fn context(config: Config) -> std::io::Result<Arc<Context>> {
     let apps = Arc::new(StaticAppStore::new(config.all_apps().map(App::from_config)));
     let store = Store::open(&config.data.dir, config.data.write_queue)?;
     let config_push = config.push.clone();
+    let idem = config.idempotency.clone();
+    let idem_window = Duration::from_secs(idem.window_secs);
     let Some(url) = config.redis.url.clone() else {
         let status = Arc::new(MemoryStatus::default());
         let inbox = Arc::new(EmbeddedInbox::new(store.clone(), config.offline.clone()));
@@ -61,6 +64,7 @@ pub fn context(config: Config) -> std::io::Result<Arc<Context>> {
             store.clone(),
             inbox.clone(),
             push(&config_push, Arc::new(EmbeddedPushStore::new(store)))?,
+            Idempotency::new(Arc::new(MemoryKeys::new(idem.max_keys)), idem_window),
         ));
         inbox.spawn_sweeper(&ctx.tracker, ctx.shutdown.clone());
         return Ok(ctx);
@@ -86,6 +90,7 @@ pub fn context(config: Config) -> std::io::Result<Arc<Context>> {
         store,
         Arc::new(RedisInbox::new(redis.clone())),
         push(&config_push, Arc::new(RedisPushStore::new(redis.clone())))?,
+        Idempotency::new(Arc::new(RedisKeys::new(redis.clone())), idem_window),
     ));
     redis.spawn_connector(&ctx.tracker, ctx.shutdown.clone());
     broker.spawn_subscriber(hub, &ctx.tracker, ctx.shutdown.clone());

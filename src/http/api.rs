@@ -15,6 +15,7 @@ use crate::apps::App;
 use crate::context::Context;
 use crate::event::{json_string, Event, EventKind, Meta, Priority, Target};
 use crate::filter::{parse_tags, Tags};
+use crate::idempotency::Idempotency;
 use crate::ids::{self, AppId, ChannelKind, ChannelName, SocketId, UserId};
 use crate::metrics;
 
@@ -37,6 +38,9 @@ struct Trigger<'a> {
     priority: Priority,
     #[serde(default)]
     ttl: Option<u32>,
+    /// A retry with the same key publishes nothing twice (per channel).
+    #[serde(default)]
+    idempotency_key: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -54,6 +58,7 @@ struct Checked {
     channels: Vec<ChannelName>,
     exclude: Option<SocketId>,
     info: Vec<String>,
+    key: Option<String>,
 }
 
 fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
@@ -62,6 +67,9 @@ fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
 }
 
 fn check(app: &App, t: Trigger<'_>) -> Result<Checked, ApiError> {
+    if let Some(k) = &t.idempotency_key {
+        Idempotency::check_key(k).map_err(ApiError::BadRequest)?;
+    }
     ids::check_event_name(&t.name)
         .map_err(|e| ApiError::BadRequest(format!("Invalid event name: {e}")))?;
     if t.name.starts_with("pusher:") || t.name.starts_with("pusher_internal:") {
@@ -147,6 +155,7 @@ fn check(app: &App, t: Trigger<'_>) -> Result<Checked, ApiError> {
         channels,
         exclude,
         info,
+        key: t.idempotency_key,
     })
 }
 
@@ -169,9 +178,8 @@ async fn publish(ctx: &Context, app: &AppId, c: &Checked) -> Result<(), ApiError
             meta: c.meta.clone(),
         };
         metrics::published("api");
-        ctx.publish(event)
-            .await
-            .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        let key = c.key.as_ref().map(|k| format!("{k}|{ch}"));
+        ctx.publish_once(event, key.as_deref()).await?;
     }
     Ok(())
 }

@@ -22,6 +22,7 @@ use crate::contacts::MAX_CONTACTS;
 use crate::context::Context;
 use crate::event::{Event, EventKind, Meta, Priority, Target};
 use crate::hub::Refusal;
+use crate::idempotency::Idempotency;
 use crate::ids::UserId;
 use crate::metrics;
 use crate::protocol::bus::now_secs;
@@ -128,7 +129,11 @@ async fn to_users(
     users: Vec<UserId>,
     kind: EventKind,
     (priority, ttl): (Priority, Option<u32>),
+    key: Option<&str>,
 ) -> Result<Json<Value>, ApiError> {
+    if let Some(k) = key {
+        Idempotency::check_key(k).map_err(ApiError::BadRequest)?;
+    }
     let max_bytes = app.limits.max_event_bytes;
     let size = serde_json::to_string(&kind).map_or(0, |s| s.len());
     if size > max_bytes {
@@ -149,9 +154,8 @@ async fn to_users(
             },
         };
         metrics::published("api");
-        ctx.publish(event)
-            .await
-            .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        let key = key.map(|k| format!("{k}|{u}"));
+        ctx.publish_once(event, key.as_deref()).await?;
     }
     let ids: Vec<&str> = users.iter().map(|u| u.as_str()).collect();
     Ok(Json(json!({ "recipients": ids })))
@@ -163,6 +167,9 @@ struct NotificationReq {
     priority: Priority,
     #[serde(default)]
     ttl: Option<u32>,
+    /// A retry with the same key publishes nothing twice (per recipient).
+    #[serde(default)]
+    idempotency_key: Option<String>,
     to: Vec<String>,
     notification_type: String,
     #[serde(default)]
@@ -186,7 +193,8 @@ pub async fn notifications(
         message: n.message.into(),
         action_url: n.action_url.map(Into::into),
     };
-    to_users(&ctx, &req.app, users, kind, envelope).await
+    let key = n.idempotency_key.as_deref();
+    to_users(&ctx, &req.app, users, kind, envelope, key).await
 }
 
 #[derive(Deserialize)]
@@ -195,6 +203,9 @@ struct MessageReq {
     priority: Priority,
     #[serde(default)]
     ttl: Option<u32>,
+    /// A retry with the same key publishes nothing twice (per recipient).
+    #[serde(default)]
+    idempotency_key: Option<String>,
     message_id: String,
     sender: String,
     participants: Vec<String>,
@@ -219,7 +230,8 @@ pub async fn messages(
         preview: preview.into(),
         conversation_id: m.conversation_id.map(Into::into),
     };
-    to_users(&ctx, &req.app, users, kind, envelope).await
+    let key = m.idempotency_key.as_deref();
+    to_users(&ctx, &req.app, users, kind, envelope, key).await
 }
 
 #[derive(Deserialize)]
@@ -228,6 +240,9 @@ struct ActionReq<'a> {
     priority: Priority,
     #[serde(default)]
     ttl: Option<u32>,
+    /// A retry with the same key publishes nothing twice (per recipient).
+    #[serde(default)]
+    idempotency_key: Option<String>,
     action_type: String,
     action_id: String,
     issuer: String,
@@ -295,7 +310,8 @@ pub async fn actions(
         content: a.content.map_or("null", |c| c.get()).into(),
         source: source.into(),
     };
-    to_users(&ctx, &req.app, users, kind, envelope).await
+    let key = a.idempotency_key.as_deref();
+    to_users(&ctx, &req.app, users, kind, envelope, key).await
 }
 
 #[derive(Deserialize)]

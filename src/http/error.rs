@@ -29,6 +29,9 @@ pub enum ApiError {
     /// Body or event data over the limit.
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// A request with the same idempotency key is still in progress.
+    #[error("{0}")]
+    Conflict(String),
     /// A quota is exhausted.
     #[error("{0}")]
     TooManyRequests(String),
@@ -49,6 +52,7 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -67,5 +71,14 @@ impl IntoResponse for ApiError {
             Json(serde_json::json!({ "error": self.to_string() })),
         )
             .into_response()
+    }
+}
+
+impl From<crate::context::PublishError> for ApiError {
+    fn from(e: crate::context::PublishError) -> Self {
+        match e {
+            crate::context::PublishError::InFlight => Self::Conflict(e.to_string()),
+            other => Self::Unavailable(other.to_string()),
+        }
     }
 }

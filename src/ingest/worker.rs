@@ -16,7 +16,7 @@ use super::rows::{to_event, OutboxRow};
 use super::schema::{self, MARK, READ, TRY_LOCK};
 use super::{describe, retention, sleep_or_stop, Backoff, LOCK_KEY, PGBOUNCER};
 use crate::broker::BrokerError;
-use crate::context::Context;
+use crate::context::{Context, PublishError};
 use crate::metrics;
 
 /// Why a session ended.
@@ -196,13 +196,17 @@ impl Worker {
             match event {
                 Ok(event) => {
                     metrics::published("ingest");
-                    let error = match self.ctx.publish(event).await {
+                    // The row's id is its idempotency key: a row published again (the
+                    // process died before its mark, or another node took the lock over)
+                    // is not delivered twice within the window.
+                    let key = format!("outbox:{}", row.id);
+                    let error = match self.ctx.publish_once(event, Some(&key)).await {
                         Ok(_) => None,
                         // Published, but not queued for its absent user. Retrying would
                         // publish it again and stall every row behind it until the queues
                         // drain; the row keeps the error instead (and the user's next drain
                         // reports it as dropped).
-                        Err(e @ BrokerError::QueueFull(_)) => {
+                        Err(PublishError::Broker(e @ BrokerError::QueueFull(_))) => {
                             tracing::warn!(error = %e, id = row.id, "ingest: outbox row not queued");
                             metrics::ingest_rejected("offline_queue_full");
                             Some(format!("offline_queue_full: {e}"))

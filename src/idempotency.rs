@@ -1,0 +1,308 @@
+//! Idempotent publishing: a publisher that retries after a timeout or a 503 sends the same
+//! `idempotency_key`, and the retry publishes nothing a second time.
+//!
+//! A key is claimed before the publish and kept for `idempotency.window_secs` once the
+//! publish went out; a publish that failed gives the key back, so its retry goes through.
+//! A retry while the first attempt is still running is answered 409. Keys are per app.
+//! Two stores: memory (one node; bounded, oldest evicted first) and Redis (a cluster:
+//! `SET NX PX`, so two nodes taking the same retry agree).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+use crate::cluster::Redis;
+use crate::ids::AppId;
+
+/// Longest key accepted.
+pub const MAX_KEY_LEN: usize = 128;
+
+/// What a claim found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claimed {
+    /// The key is new: publish, then [`Idempotency::done`] (or [`Idempotency::release`]).
+    New,
+    /// A publish with this key is in progress.
+    InFlight,
+    /// A publish with this key went out within the window.
+    Done,
+}
+
+/// The store could not be asked.
+#[derive(Debug, thiserror::Error)]
+#[error("idempotency store unavailable: {0}")]
+pub struct StoreDown(pub String);
+
+/// Where keys are kept.
+#[async_trait]
+pub trait KeyStore: Send + Sync + 'static {
+    /// Claims `key` for `ttl` unless it is held.
+    async fn claim(&self, key: &str, ttl: Duration) -> Result<Claimed, StoreDown>;
+    /// Marks a claimed key as published, for `ttl`.
+    async fn done(&self, key: &str, ttl: Duration) -> Result<(), StoreDown>;
+    /// Gives a claimed key back.
+    async fn release(&self, key: &str) -> Result<(), StoreDown>;
+}
+
+/// The idempotency keys of every app.
+#[derive(Clone)]
+pub struct Idempotency {
+    store: Arc<dyn KeyStore>,
+    window: Duration,
+}
+
+/// A key claimed for one publish; dropping it without [`Idempotency::done`] releases it.
+pub struct Claim {
+    key: String,
+}
+
+impl Idempotency {
+    /// Keys kept in `store` for `window` after their publish.
+    pub fn new(store: Arc<dyn KeyStore>, window: Duration) -> Self {
+        Self { store, window }
+    }
+
+    /// Validates a key as it arrives (1 to [`MAX_KEY_LEN`] printable bytes).
+    pub fn check_key(key: &str) -> Result<(), String> {
+        if key.is_empty() || key.len() > MAX_KEY_LEN || key.chars().any(char::is_control) {
+            return Err(format!(
+                "idempotency_key must be 1 to {MAX_KEY_LEN} bytes without control characters"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Claims `key` of `app` before publishing. `Ok(Ok(claim))`: publish, then
+    /// [`Self::done`] or [`Self::release`]; `Ok(Err(state))` when it is a repeat.
+    pub async fn claim(&self, app: &AppId, key: &str) -> Result<Result<Claim, Claimed>, StoreDown> {
+        // The app's length first: app "a:b" with key "c" is not app "a" with key "b:c".
+        let key = format!("{}:{}:{key}", app.as_str().len(), app.as_str());
+        // A claim outlives a stuck publish by at most the window.
+        match self.store.claim(&key, self.window).await? {
+            Claimed::New => Ok(Ok(Claim { key })),
+            other => Ok(Err(other)),
+        }
+    }
+
+    /// The publish of `claim` went out: repeats within the window are answered as done.
+    pub async fn done(&self, claim: Claim) {
+        if let Err(e) = self.store.done(&claim.key, self.window).await {
+            tracing::warn!(error = %e, "idempotency key not recorded");
+        }
+    }
+
+    /// The publish of `claim` failed: a retry may publish.
+    pub async fn release(&self, claim: Claim) {
+        if let Err(e) = self.store.release(&claim.key).await {
+            tracing::warn!(error = %e, "idempotency key not released");
+        }
+    }
+}
+
+/// Keys of one node, in memory: at most `max` (the oldest go first).
+pub struct MemoryKeys {
+    max: usize,
+    inner: Mutex<Keys>,
+}
+
+#[derive(Default)]
+struct Keys {
+    map: HashMap<String, (Instant, bool)>,
+    order: VecDeque<(Instant, String)>,
+}
+
+impl MemoryKeys {
+    /// Holds at most `max` keys.
+    pub fn new(max: usize) -> Self {
+        Self {
+            max: max.max(1),
+            inner: Mutex::default(),
+        }
+    }
+}
+
+impl Keys {
+    /// Drops expired keys and, past `max`, the oldest ones.
+    fn prune(&mut self, now: Instant, max: usize) {
+        while let Some((at, key)) = self.order.front() {
+            let current = self.map.get(key).map(|(exp, _)| *exp);
+            let stale = current != Some(*at);
+            if !(stale || *at <= now || self.map.len() >= max) {
+                break;
+            }
+            if !stale {
+                self.map.remove(key);
+            }
+            self.order.pop_front();
+        }
+    }
+
+    fn set(&mut self, key: &str, until: Instant, done: bool) {
+        self.map.insert(key.to_owned(), (until, done));
+        self.order.push_back((until, key.to_owned()));
+    }
+}
+
+#[async_trait]
+impl KeyStore for MemoryKeys {
+    async fn claim(&self, key: &str, ttl: Duration) -> Result<Claimed, StoreDown> {
+        let now = Instant::now();
+        let mut keys = self.inner.lock().expect("idempotency lock poisoned");
+        keys.prune(now, self.max);
+        match keys.map.get(key) {
+            Some((until, done)) if *until > now => Ok(if *done {
+                Claimed::Done
+            } else {
+                Claimed::InFlight
+            }),
+            _ => {
+                keys.set(key, now + ttl, false);
+                Ok(Claimed::New)
+            }
+        }
+    }
+
+    async fn done(&self, key: &str, ttl: Duration) -> Result<(), StoreDown> {
+        let mut keys = self.inner.lock().expect("idempotency lock poisoned");
+        keys.set(key, Instant::now() + ttl, true);
+        Ok(())
+    }
+
+    async fn release(&self, key: &str) -> Result<(), StoreDown> {
+        self.inner
+            .lock()
+            .expect("idempotency lock poisoned")
+            .map
+            .remove(key);
+        Ok(())
+    }
+}
+
+/// Keys of a cluster, in its Redis: `{prefix}:idem:{len}{app}:{key}` = `p` (in flight) or
+/// `d` (done), with a TTL.
+pub struct RedisKeys {
+    redis: Arc<Redis>,
+}
+
+impl RedisKeys {
+    /// Over the cluster's Redis.
+    pub fn new(redis: Arc<Redis>) -> Self {
+        Self { redis }
+    }
+
+    fn conn(&self) -> Result<redis::aio::ConnectionManager, StoreDown> {
+        self.redis.conn().map_err(|e| StoreDown(e.to_string()))
+    }
+}
+
+fn down(e: redis::RedisError) -> StoreDown {
+    StoreDown(format!("redis: {e}"))
+}
+
+#[async_trait]
+impl KeyStore for RedisKeys {
+    async fn claim(&self, key: &str, ttl: Duration) -> Result<Claimed, StoreDown> {
+        let key = self.redis.key(&["idem", key]);
+        let mut conn = self.conn()?;
+        let (set, held): (Option<String>, Option<String>) = redis::pipe()
+            .cmd("SET")
+            .arg(&key)
+            .arg("p")
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl.as_millis() as u64)
+            .cmd("GET")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .map_err(down)?;
+        Ok(match (set, held.as_deref()) {
+            (Some(_), _) => Claimed::New,
+            (None, Some("d")) => Claimed::Done,
+            _ => Claimed::InFlight,
+        })
+    }
+
+    async fn done(&self, key: &str, ttl: Duration) -> Result<(), StoreDown> {
+        let key = self.redis.key(&["idem", key]);
+        let mut conn = self.conn()?;
+        let _: Option<String> = redis::cmd("SET")
+            .arg(&key)
+            .arg("d")
+            .arg("PX")
+            .arg(ttl.as_millis() as u64)
+            .query_async(&mut conn)
+            .await
+            .map_err(down)?;
+        Ok(())
+    }
+
+    async fn release(&self, key: &str) -> Result<(), StoreDown> {
+        let key = self.redis.key(&["idem", key]);
+        let mut conn = self.conn()?;
+        let _: i64 = redis::cmd("DEL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .map_err(down)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(max: usize) -> Idempotency {
+        Idempotency::new(Arc::new(MemoryKeys::new(max)), Duration::from_secs(60))
+    }
+
+    #[tokio::test]
+    async fn a_key_is_new_then_in_flight_then_done_and_per_app() {
+        let idem = ids(100);
+        let (a, b) = (AppId::new("a"), AppId::new("b"));
+        let claim = idem.claim(&a, "k").await.unwrap().ok().expect("new");
+        assert_eq!(
+            idem.claim(&a, "k").await.unwrap().err(),
+            Some(Claimed::InFlight)
+        );
+        assert!(
+            idem.claim(&b, "k").await.unwrap().is_ok(),
+            "keys are per app"
+        );
+        idem.done(claim).await;
+        assert_eq!(
+            idem.claim(&a, "k").await.unwrap().err(),
+            Some(Claimed::Done)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_released_key_can_be_claimed_again() {
+        let idem = ids(100);
+        let a = AppId::new("a");
+        let claim = idem.claim(&a, "k").await.unwrap().ok().unwrap();
+        idem.release(claim).await;
+        assert!(idem.claim(&a, "k").await.unwrap().is_ok());
+    }
+
+    #[tokio::test]
+    async fn the_memory_store_keeps_at_most_max_keys() {
+        let idem = ids(3);
+        let a = AppId::new("a");
+        for k in ["1", "2", "3", "4"] {
+            let c = idem.claim(&a, k).await.unwrap().ok().unwrap();
+            idem.done(c).await;
+        }
+        assert!(
+            idem.claim(&a, "1").await.unwrap().is_ok(),
+            "the oldest was evicted"
+        );
+        assert_eq!(
+            idem.claim(&a, "4").await.unwrap().err(),
+            Some(Claimed::Done)
+        );
+    }
+}
