@@ -263,7 +263,7 @@ mod tests {
     async fn a_key_is_new_then_in_flight_then_done_and_per_app() {
         let idem = ids(100);
         let (a, b) = (AppId::new("a"), AppId::new("b"));
-        let claim = idem.claim(&a, "k").await.unwrap().ok().expect("new");
+        let claim = idem.claim(&a, "k").await.unwrap().ok().unwrap();
         assert_eq!(
             idem.claim(&a, "k").await.unwrap().err(),
             Some(Claimed::InFlight)
