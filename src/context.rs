@@ -56,7 +56,7 @@ pub struct Context {
     pub tracker: TaskTracker,
     draining: AtomicBool,
     /// The Redis handle in cluster mode, for the graceful departure.
-    pub redis: std::sync::Mutex<Option<Arc<crate::cluster::Redis>>>,
+    pub redis: std::sync::Mutex<Option<Arc<crate::redis_base::Redis>>>,
 }
 
 impl Context {

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use crate::cluster::Redis;
 use crate::ids::AppId;
+use crate::redis_base::Redis;
 
 /// Longest key accepted.
 pub const MAX_KEY_LEN: usize = 128;

@@ -33,6 +33,7 @@
 pub mod apps;
 pub mod auth;
 pub mod broker;
+pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod contacts;
@@ -49,6 +50,7 @@ pub mod offline;
 pub mod presence;
 pub mod protocol;
 pub mod push;
+pub mod redis_base;
 pub mod server;
 pub mod session;
 pub mod status;

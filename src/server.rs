@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 
 use crate::apps::{App, StaticAppStore};
 use crate::broker::{MemoryBroker, RedisBroker};
-use crate::cluster::{self, Redis};
+use crate::cluster;
 use crate::config::Config;
 use crate::context::Context;
 use crate::hub::{Hub, QueueBudget};
@@ -20,6 +20,7 @@ use crate::offline::{EmbeddedInbox, RedisInbox};
 use crate::presence::{MemoryPresence, RedisPresence};
 use crate::push::store::{EmbeddedPushStore, RedisPushStore};
 use crate::push::Push;
+use crate::redis_base::Redis;
 use crate::status::{MemoryStatus, RedisStatus};
 use crate::store::Store;
 use crate::webhooks::Webhooks;

@@ -126,7 +126,7 @@ impl MemoryBroker {
 #[async_trait]
 impl Broker for MemoryBroker {
     async fn publish(&self, mut event: Event) -> Result<Receipt, BrokerError> {
-        event.meta.ts_ms = crate::protocol::bus::now_ms();
+        event.meta.ts_ms = crate::clock::now_ms();
         if let Some(ch) = cache_key(&event) {
             let mut cache = self.cache.lock().expect("cache lock poisoned");
             let now = Instant::now();
@@ -202,7 +202,7 @@ impl Broker for MemoryBroker {
         since: &str,
     ) -> Result<History, BrokerError> {
         let streams = self.shard(app, stream);
-        Ok(streams.read(app, stream, since, crate::protocol::bus::now_ms()))
+        Ok(streams.read(app, stream, since, crate::clock::now_ms()))
     }
 
     async fn last_event(

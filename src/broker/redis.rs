@@ -10,13 +10,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{cache_key, parse_id, Broker, BrokerError, History, Receipt};
-use crate::cluster::Redis;
 use crate::config::{HistoryConfig, OfflineConfig};
 use crate::event::{stream_of, Event};
 use crate::hub::Hub;
 use crate::ids::{AppId, ChannelName};
 use crate::metrics;
 use crate::offline::{priority_rank, queue_user, ENQUEUE_LUA, TOTAL_LUA};
+use crate::redis_base::Redis;
 
 /// Publishes to one cluster-wide Redis channel (`{prefix}:events`); cache-channel events are
 /// also stored (`{prefix}:cache:{app}:{channel}`, expiring) in the same transaction.
@@ -180,7 +180,7 @@ impl Broker for RedisBroker {
     async fn publish(&self, mut event: Event) -> Result<Receipt, BrokerError> {
         let unavailable = |e: String| BrokerError::Unavailable(e);
         let mut conn = self.redis.conn().map_err(|e| unavailable(e.to_string()))?;
-        event.meta.ts_ms = crate::protocol::bus::now_ms();
+        event.meta.ts_ms = crate::clock::now_ms();
         let payload = serde_json::to_vec(&event).map_err(|e| unavailable(e.to_string()))?;
         let cache = cache_key(&event)
             .map(|ch| self.redis.key(&["cache", event.app.as_str(), ch.as_str()]))
@@ -276,7 +276,7 @@ impl Broker for RedisBroker {
             .iter()
             .map(|v| redis::from_redis_value_ref::<String>(v).unwrap_or_default())
             .collect();
-        let now = crate::protocol::bus::now_ms();
+        let now = crate::clock::now_ms();
         let ttl_ms = self.history.limits(app.as_str(), stream).1 * 1000;
         let mut h = History {
             events: Vec::new(),

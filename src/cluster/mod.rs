@@ -1,5 +1,5 @@
-//! Running several nodes as one server over Redis: the shared connection, node leases, the
-//! reaper that removes a dead node's presence, and the sync of local counts.
+//! Running several nodes as one server over Redis (see `redis_base` for the connection):
+//! node leases, the reaper that removes a dead node's presence, and the sync of local counts.
 //!
 //! Every node holds a lease (`{prefix}:nodes`, a sorted set of node → expiry) that it renews
 //! every `lease/3`. Shared state written by a node (presence members, user connection
@@ -9,12 +9,10 @@
 //! `ZREM`) then deletes its entries and announces what its death changed: `member_removed`
 //! and `offline`.
 
-mod lua;
 mod reaper;
-mod redis_conn;
 mod sync;
 
-pub use redis_conn::Redis;
+pub use crate::redis_base::Redis;
 
 pub use reaper::{resign, spawn_reaper};
 pub use sync::spawn_sync;

@@ -3,13 +3,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cluster::Redis;
 use crate::context::Context;
 use crate::event::{Event, EventKind, Target};
 use crate::ids::{AppId, ChannelName, UserId};
 use crate::lua;
 use crate::metrics;
 use crate::protocol::CloseReason;
+use crate::redis_base::Redis;
 use crate::status::Change;
 
 const RENEW: &str = lua!(

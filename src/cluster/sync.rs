@@ -7,10 +7,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cluster::Redis;
 use crate::context::Context;
 use crate::ids::AppId;
 use crate::lua;
+use crate::redis_base::Redis;
 
 const SYNC_INTERVAL: Duration = Duration::from_millis(250);
 

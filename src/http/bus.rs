@@ -18,6 +18,7 @@ use super::signed::Signed;
 use super::ws::{check_key, configure};
 use crate::apps::App;
 use crate::auth::{self, BusClaims};
+use crate::clock::now_secs;
 use crate::contacts::MAX_CONTACTS;
 use crate::context::Context;
 use crate::event::{Event, EventKind, Meta, Priority, Target};
@@ -25,7 +26,6 @@ use crate::hub::Refusal;
 use crate::idempotency::Idempotency;
 use crate::ids::UserId;
 use crate::metrics;
-use crate::protocol::bus::now_secs;
 use crate::session::bus::{self, Handshake};
 
 /// Most recipients of one API call.

@@ -154,7 +154,7 @@ impl EmbeddedInbox {
                     _ = stop.cancelled() => return,
                     _ = tick.tick() => {}
                 }
-                let now = crate::protocol::bus::now_ms();
+                let now = crate::clock::now_ms();
                 match this.store.write(move |txn| sweep(txn, now)).await {
                     Ok(n) if n > 0 => metrics::offline("expired", n as u64),
                     Ok(_) => {}
@@ -314,7 +314,7 @@ fn sweep(txn: &WriteTransaction, now: u64) -> Result<usize, StoreError> {
 impl Inbox for EmbeddedInbox {
     async fn pending(&self, app: &AppId, user: &UserId) -> Result<Pending, InboxError> {
         let (app, user) = (app.to_string(), user.to_string());
-        let now = crate::protocol::bus::now_ms();
+        let now = crate::clock::now_ms();
         // Ordered after every write submitted before (by the broker): they are visible.
         let p = self
             .store
@@ -352,7 +352,7 @@ impl Inbox for EmbeddedInbox {
         kept: Vec<Arc<str>>,
     ) -> Result<(), InboxError> {
         let (app, user) = (app.to_string(), user.to_string());
-        let now = crate::protocol::bus::now_ms();
+        let now = crate::clock::now_ms();
         let n = done.len();
         let done: HashSet<Arc<str>> = done.into_iter().collect();
         let kept: HashSet<Arc<str>> = kept.into_iter().collect();

@@ -15,11 +15,11 @@ use std::sync::{Arc, LazyLock};
 use async_trait::async_trait;
 
 use super::{Inbox, InboxError, Pending, Queued};
-use crate::cluster::Redis;
 use crate::event::Event;
 use crate::ids::{AppId, UserId};
 use crate::lua;
 use crate::metrics;
+use crate::redis_base::Redis;
 
 /// Lua functions keeping the cluster-wide total (after the `lua!` prelude): `count(base, n)`
 /// adds `n` to the total and to the queue's share; `reclaim(base)` gives back the shares of
@@ -232,7 +232,7 @@ impl Inbox for RedisInbox {
             .invoke_async(&mut conn)
             .await
             .map_err(|e| InboxError(e.to_string()))?;
-        let now = crate::protocol::bus::now_ms();
+        let now = crate::clock::now_ms();
         let dropped = raw.first().and_then(|d| d.parse().ok()).unwrap_or(0);
         let events = raw.iter().skip(1).filter_map(|r| decode(r, now)).collect();
         Ok(Pending { events, dropped })

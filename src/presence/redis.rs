@@ -10,10 +10,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::{Joined, Left, Member, PresenceError, PresenceStore};
-use crate::cluster::Redis;
 use crate::hub::Hub;
 use crate::ids::{AppId, ChannelName, SocketId, UserId};
 use crate::lua;
+use crate::redis_base::Redis;
 
 const JOIN: &str = lua!(
     r#"

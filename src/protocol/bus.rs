@@ -6,8 +6,6 @@
 //! `push_registered`, `push_unregistered`,
 //! `message`, `notification`, `action`, and `event` for room events.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use serde::Deserialize;
 
 use super::{push_json_str, CloseReason, Frame};
@@ -239,20 +237,6 @@ pub fn decode(text: &str) -> Result<Command, String> {
     })
 }
 
-/// Seconds since the Unix epoch.
-pub fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// A frame from `"type"` and pre-encoded fields (`"k":v,...`), with the timestamp added.
 fn message(kind: &str, fields: &str) -> Frame {
     let mut s = String::with_capacity(32 + fields.len());
@@ -263,7 +247,7 @@ fn message(kind: &str, fields: &str) -> Frame {
         s.push(',');
         s.push_str(fields);
     }
-    s.push_str(&format!(r#","timestamp":{}}}"#, now_secs()));
+    s.push_str(&format!(r#","timestamp":{}}}"#, crate::clock::now_secs()));
     Frame::from(s)
 }
 
@@ -481,7 +465,7 @@ pub fn encode_event(event: &Event) -> Option<Frame> {
             sent_at_ms,
         } => {
             // An indicator that waited longer than its lifetime (a backlog) is not shown.
-            if now_ms().saturating_sub(*sent_at_ms) > TYPING_TTL_MS {
+            if crate::clock::now_ms().saturating_sub(*sent_at_ms) > TYPING_TTL_MS {
                 return None;
             }
             field_str(&mut f, "user", user_id.as_str());
@@ -609,7 +593,7 @@ mod tests {
             kind: EventKind::Typing {
                 user_id: UserId::new("alice"),
                 conversation_id: "c".into(),
-                sent_at_ms: now_ms(),
+                sent_at_ms: crate::clock::now_ms(),
             },
             exclude: None,
             meta: Default::default(),

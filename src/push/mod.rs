@@ -341,7 +341,7 @@ impl Push {
             id: RegistrationId::random(),
             platform,
             device,
-            created_ms: crate::protocol::bus::now_ms(),
+            created_ms: crate::clock::now_ms(),
         };
         let id = reg.id.clone();
         inner

@@ -15,11 +15,11 @@ use super::decide::{self, Kind};
 use super::providers::{Message, Provider, Providers, SendError};
 use super::store::PushStore;
 use super::{Offer, Registration};
+use crate::clock::now_ms;
 use crate::config::PushConfig;
 use crate::event::Event;
 use crate::ids::{AppId, UserId};
 use crate::metrics;
-use crate::protocol::bus::now_ms;
 
 /// Users with reactions waiting to be grouped; beyond it, reactions are dropped (counted).
 const MAX_GROUPS: usize = 100_000;

@@ -490,7 +490,7 @@ impl Session {
             kind: EventKind::Typing {
                 user_id: self.user.clone(),
                 conversation_id: key.1,
-                sent_at_ms: wire::now_ms(),
+                sent_at_ms: crate::clock::now_ms(),
             },
             exclude: None,
             meta: Default::default(),

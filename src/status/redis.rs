@@ -11,11 +11,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{Change, StatusStore, Update};
-use crate::cluster::Redis;
 use crate::event::Status;
 use crate::ids::{AppId, UserId};
 use crate::lua;
 use crate::presence::PresenceError;
+use crate::redis_base::Redis;
 
 const APPLY: &str = lua!(
     r#"

@@ -204,7 +204,7 @@ impl PushStore for EmbeddedPushStore {
         expires_ms: u64,
     ) -> Result<bool, StoreFailure> {
         let (app, key, id) = (app.to_string(), key.to_owned(), id.to_string());
-        let now = crate::protocol::bus::now_ms();
+        let now = crate::clock::now_ms();
         let fresh = self
             .store
             .write(move |txn| {
@@ -292,7 +292,7 @@ mod tests {
         assert!(!s.take_quota(&app, &user, 2, t0 + 2).await.unwrap());
         assert!(s.take_quota(&app, &user, 2, t0 + HOUR_MS).await.unwrap());
         let id = RegistrationId::random();
-        let later = crate::protocol::bus::now_ms() + 60_000;
+        let later = crate::clock::now_ms() + 60_000;
         assert!(s.claim(&app, "u/1-1", &id, later).await.unwrap());
         assert!(!s.claim(&app, "u/1-1", &id, later).await.unwrap());
         assert!(s.claim(&app, "u/1-2", &id, later).await.unwrap());

@@ -10,10 +10,10 @@ use async_trait::async_trait;
 use redis::AsyncCommands;
 
 use super::{PushStore, StoreFailure, HOUR_MS};
-use crate::cluster::Redis;
 use crate::ids::{AppId, UserId};
 use crate::push::decide::Prefs;
 use crate::push::{Registration, RegistrationId};
+use crate::redis_base::Redis;
 
 /// KEYS: hash, zset. ARGV: device, json, created, max.
 const REGISTER: &str = r#"
@@ -201,9 +201,7 @@ impl PushStore for RedisPushStore {
         id: &RegistrationId,
         expires_ms: u64,
     ) -> Result<bool, StoreFailure> {
-        let ttl = expires_ms
-            .saturating_sub(crate::protocol::bus::now_ms())
-            .max(1);
+        let ttl = expires_ms.saturating_sub(crate::clock::now_ms()).max(1);
         let k = self
             .redis
             .key(&["push", "sent", app.as_str(), key, id.as_str()]);

@@ -1,4 +1,10 @@
-//! The shared Redis connection of a node.
+//! The Redis base of a cluster: one node's connection to the shared Redis (commands on one
+//! auto-reconnecting multiplexed connection; pub/sub on its own), key naming and the Lua
+//! prelude every script starts with. The Redis implementations of the seams (broker,
+//! presence, status, offline queues, push store, idempotency keys) import it; the cluster
+//! tasks (leases, reaper, count sync) live in `cluster`.
+
+mod lua;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
