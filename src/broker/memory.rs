@@ -14,7 +14,7 @@ use crate::event::{stream_of, Event, Priority};
 use crate::hub::Hub;
 use crate::ids::{AppId, ChannelName};
 use crate::offline::{queue_user, EmbeddedInbox, Queueing, Refusal};
-use crate::status::MemoryStatus;
+use crate::presence::users::MemoryStatus;
 use crate::store::Store;
 
 type Cache = HashMap<(AppId, ChannelName), (Event, Instant)>;

@@ -1,9 +1,11 @@
 //! Presence: which users are members of which presence channel, and how many connections
 //! subscribe to each channel. Membership is keyed by user
-//! id, not socket: a user's first connection joins, their last one leaves.
+//! id, not socket: a user's first connection joins, their last one leaves. And, in
+//! [`users`], which users are connected at all, with their declared status.
 
 mod memory;
 mod redis;
+pub mod users;
 
 use std::sync::Arc;
 

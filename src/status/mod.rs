@@ -1,89 +1,25 @@
 //! User status: online/away/busy/offline per user, across both protocols, announced to the
-//! user's watchers through the broker.
+//! user's watchers.
 //!
 //! A user is online while they have a connection anywhere (a bus session, or a Pusher
 //! connection signed in as them), unless they declared another status; `online` shows as
 //! `away` while every one of their bus sessions is idle. Announcements are throttled per user
 //! (at most one per `throttle` interval); changes inside the interval are coalesced and the
-//! last one wins. The state lives in a [`StatusStore`] (memory, or Redis on a cluster), which
-//! decides atomically what to announce, so each change is announced once cluster-wide.
-
-mod memory;
-mod redis;
+//! last one wins. The state lives in a [`StatusStore`] (`presence::users`: memory, or Redis
+//! on a cluster), which decides atomically what to announce, so each change is announced
+//! once cluster-wide.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use tokio_util::task::TaskTracker;
 
-pub use self::redis::RedisStatus;
-pub use memory::MemoryStatus;
+pub use crate::presence::users::{Change, StatusStore, Update};
 
 use crate::broker::Broker;
 use crate::event::{Event, EventKind, Status, Target};
 use crate::ids::{AppId, UserId};
 use crate::metrics;
-use crate::presence::PresenceError;
-
-/// What changed about a user.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Change {
-    /// A connection opened. A bus session is refused (see [`Update::refused`]) when the user
-    /// already has `limit` bus sessions (0 = no limit).
-    Connected {
-        /// A bus session (can go idle; counts against the limit) or a Pusher connection.
-        bus: bool,
-        /// Most bus sessions per user.
-        limit: usize,
-    },
-    /// A connection closed.
-    Disconnected {
-        /// It was a bus session.
-        bus: bool,
-        /// It was idle when it closed.
-        was_idle: bool,
-    },
-    /// A bus session went idle (`true`) or became active again.
-    Idle(bool),
-    /// The user declared a status.
-    Declared(Status, Option<Arc<str>>),
-    /// A throttled announcement is due: re-evaluate.
-    Retry,
-}
-
-/// What a change requires the caller to do.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Update {
-    /// Announce this to the user's watchers: (status, previous, activity).
-    pub announce: Option<(Status, Status, Option<Arc<str>>)>,
-    /// Re-evaluate with [`Change::Retry`] after this long (a throttled change is pending and
-    /// this caller owns the timer).
-    pub retry_in: Option<Duration>,
-    /// The connection was refused: the user has the most bus sessions allowed.
-    pub refused: bool,
-}
-
-/// Per-user status state, memory or shared.
-#[async_trait]
-pub trait StatusStore: Send + Sync + 'static {
-    /// Applies `change` for the connection's node and reports what to announce. Atomic per
-    /// user: concurrent changes anywhere in the cluster see each other.
-    async fn apply(
-        &self,
-        app: &AppId,
-        user: &UserId,
-        change: &Change,
-        throttle: Duration,
-    ) -> Result<Update, PresenceError>;
-
-    /// What watchers currently see.
-    async fn current(
-        &self,
-        app: &AppId,
-        user: &UserId,
-    ) -> Result<(Status, Option<Arc<str>>), PresenceError>;
-}
 
 /// The status tracker: applies changes to the store and makes the announcements.
 #[derive(Clone)]
@@ -184,27 +120,5 @@ impl UserStatus {
         if let Err(e) = self.0.broker.publish(event).await {
             tracing::warn!(error = %e, "presence announcement failed");
         }
-    }
-}
-
-/// The state of one user, as both stores keep it: connection counts summed over nodes.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Counts {
-    /// Connections (both protocols).
-    pub connections: u64,
-    /// Bus sessions.
-    pub bus: u64,
-    /// Idle bus sessions.
-    pub idle: u64,
-}
-
-/// The status watchers should see.
-pub fn effective(c: &Counts, declared: Status) -> Status {
-    if c.connections == 0 {
-        Status::Offline
-    } else if declared == Status::Online && c.bus > 0 && c.idle >= c.bus {
-        Status::Away
-    } else {
-        declared
     }
 }
