@@ -1,5 +1,5 @@
-//! Wiring: builds the components, serves HTTP and WebSocket, and shuts down in order. The
-//! only place that knows every component.
+//! Wiring: builds the components, hands each the handles it uses, serves HTTP and
+//! WebSocket, and shuts down in order. The only place that knows every component.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -8,105 +8,96 @@ use std::time::Duration;
 use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use crate::apps::{App, StaticAppStore};
-use crate::broker::{MemoryBroker, RedisBroker};
-use crate::cluster;
+use crate::apps::{App, AppStore, StaticAppStore};
+use crate::broker::{Broker, MemoryBroker, RedisBroker};
+use crate::cluster::{self, Reaper};
 use crate::config::Config;
-use crate::context::Context;
+use crate::contacts::Contacts;
 use crate::hub::{Hub, QueueBudget};
 use crate::idempotency::{Idempotency, MemoryKeys, RedisKeys};
-use crate::offline::{EmbeddedInbox, RedisInbox};
-use crate::presence::users::{MemoryStatus, RedisStatus};
-use crate::presence::{MemoryPresence, RedisPresence};
-use crate::push::store::{EmbeddedPushStore, RedisPushStore};
+use crate::ingest::{self, Ingest};
+use crate::offline::{EmbeddedInbox, Inbox, RedisInbox};
+use crate::presence::users::{MemoryStatus, RedisStatus, StatusStore};
+use crate::presence::{MemoryPresence, PresenceStore, RedisPresence};
+use crate::publish::Publisher;
+use crate::push::store::{EmbeddedPushStore, PushStore, RedisPushStore};
 use crate::push::Push;
 use crate::redis_base::Redis;
+use crate::session;
+use crate::status::UserStatus;
 use crate::store::Store;
 use crate::webhooks::Webhooks;
-use crate::{http, ingest, metrics};
+use crate::{http, metrics};
 
-/// Builds the shared state for `config`: in memory, or shared through Redis when
-/// `redis.url` is set (then the Redis tasks are started too).
-pub fn context(config: Config) -> std::io::Result<Arc<Context>> {
-    let node = rand::random::<u32>() % 1_000_000_000;
-    let server = &config.server;
-    let hub = Hub::with_budget(QueueBudget::new(
-        server.outbox_max_bytes,
-        server.outbox_total_bytes,
-    ));
-    let apps = Arc::new(StaticAppStore::new(config.all_apps().map(App::from_config)));
-    let store = Store::open(&config.data.dir, config.data.write_queue)?;
-    let config_push = config.push.clone();
-    let idem = config.idempotency.clone();
-    let idem_window = Duration::from_secs(idem.window_secs);
-    let Some(url) = config.redis.url.clone() else {
+/// The stores and transports of one node: in memory and the embedded store, or shared
+/// through Redis when `redis.url` is set.
+struct Backends {
+    broker: Arc<dyn Broker>,
+    presence: Arc<dyn PresenceStore>,
+    status: Arc<dyn StatusStore>,
+    inbox: Arc<dyn Inbox>,
+    push_store: Arc<dyn PushStore>,
+    idempotency: Idempotency,
+    redis: Option<Arc<Redis>>,
+}
+
+/// Builds the backends for `config`, starting the background tasks that belong to them
+/// (the offline sweeper; the Redis connector and the cluster subscriber) on `tracker`.
+fn backends(
+    config: &Config,
+    node: u32,
+    hub: &Hub,
+    store: &Store,
+    (tracker, stop): (&TaskTracker, &CancellationToken),
+) -> std::io::Result<Backends> {
+    let idem = &config.idempotency;
+    let window = Duration::from_secs(idem.window_secs);
+    let cache_ttl = Duration::from_secs(config.server.cache_ttl_secs);
+    let Some(url) = config.redis.url.as_deref() else {
         let status = Arc::new(MemoryStatus::default());
         let inbox = Arc::new(EmbeddedInbox::new(store.clone(), config.offline.clone()));
-        let broker = Arc::new(MemoryBroker::new(
+        inbox.spawn_sweeper(tracker, stop.clone());
+        let broker = MemoryBroker::new(
             hub.clone(),
             status.clone(),
             config.offline.enabled.then(|| inbox.clone()),
-            (
-                Duration::from_secs(config.server.cache_ttl_secs),
-                config.server.cache_max_channels,
-            ),
+            (cache_ttl, config.server.cache_max_channels),
             config.history.clone(),
             store.clone(),
-        ));
-        let ctx = Arc::new(Context::new(
-            node,
-            config,
-            hub.clone(),
-            broker,
-            Arc::new(MemoryPresence::new(hub)),
+        );
+        return Ok(Backends {
+            broker: Arc::new(broker),
+            presence: Arc::new(MemoryPresence::new(hub.clone())),
             status,
-            apps,
-            store.clone(),
-            inbox.clone(),
-            push(&config_push, Arc::new(EmbeddedPushStore::new(store)))?,
-            Idempotency::new(Arc::new(MemoryKeys::new(idem.max_keys)), idem_window),
-        ));
-        inbox.spawn_sweeper(&ctx.tracker, ctx.shutdown.clone());
-        return Ok(ctx);
+            inbox,
+            push_store: Arc::new(EmbeddedPushStore::new(store.clone())),
+            idempotency: Idempotency::new(Arc::new(MemoryKeys::new(idem.max_keys)), window),
+            redis: None,
+        });
     };
     let lease = Duration::from_secs(config.redis.lease_secs);
-    let redis = Redis::new(&url, &config.redis.prefix, node.to_string(), lease)
+    let redis = Redis::new(url, &config.redis.prefix, node.to_string(), lease)
         .map_err(|e| std::io::Error::other(e.to_string()))?;
-    let cache_ttl = Duration::from_secs(config.server.cache_ttl_secs);
-    let broker = Arc::new(RedisBroker::new(
+    redis.spawn_connector(tracker, stop.clone());
+    let broker = RedisBroker::new(
         redis.clone(),
         cache_ttl,
         config.history.clone(),
         config.offline.clone(),
-    ));
-    let ctx = Arc::new(Context::new(
-        node,
-        config,
-        hub.clone(),
-        broker.clone(),
-        Arc::new(RedisPresence::new(redis.clone(), hub.clone())),
-        Arc::new(RedisStatus::new(redis.clone())),
-        apps,
-        store,
-        Arc::new(RedisInbox::new(redis.clone())),
-        push(&config_push, Arc::new(RedisPushStore::new(redis.clone())))?,
-        Idempotency::new(Arc::new(RedisKeys::new(redis.clone())), idem_window),
-    ));
-    redis.spawn_connector(&ctx.tracker, ctx.shutdown.clone());
-    broker.spawn_subscriber(hub, &ctx.tracker, ctx.shutdown.clone());
-    cluster::spawn_reaper(redis.clone(), ctx.clone());
-    cluster::spawn_sync(redis.clone(), ctx.clone());
-    *ctx.redis.lock().expect("redis slot") = Some(redis);
-    Ok(ctx)
-}
-
-/// The push component over `store`; a bad provider key is fatal at start-up.
-fn push(
-    config: &crate::config::PushConfig,
-    store: Arc<dyn crate::push::store::PushStore>,
-) -> std::io::Result<Push> {
-    Push::new(config, store).map_err(std::io::Error::other)
+    );
+    broker.spawn_subscriber(hub.clone(), tracker, stop.clone());
+    Ok(Backends {
+        broker: Arc::new(broker),
+        presence: Arc::new(RedisPresence::new(redis.clone(), hub.clone())),
+        status: Arc::new(RedisStatus::new(redis.clone())),
+        inbox: Arc::new(RedisInbox::new(redis.clone())),
+        push_store: Arc::new(RedisPushStore::new(redis.clone())),
+        idempotency: Idempotency::new(Arc::new(RedisKeys::new(redis.clone())), window),
+        redis: Some(redis),
+    })
 }
 
 /// Serves until `shutdown` completes, then drains: `/up` answers 503, new connections are
@@ -120,26 +111,82 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let ctx = context(config)?;
-    ingest::spawn(&ctx).map_err(|e| std::io::Error::other(e.to_string()))?;
-    if let Some(rx) = ctx.webhook_queue.lock().expect("webhook slot").take() {
-        Webhooks::start(&ctx, rx);
+    let (tracker, stop) = (TaskTracker::new(), CancellationToken::new());
+    let node = rand::random::<u32>() % 1_000_000_000;
+    let server = &config.server;
+    let hub = Hub::with_budget(QueueBudget::new(
+        server.outbox_max_bytes,
+        server.outbox_total_bytes,
+    ));
+    let apps: Arc<dyn AppStore> =
+        Arc::new(StaticAppStore::new(config.all_apps().map(App::from_config)));
+    let store = Store::open(&config.data.dir, config.data.write_queue)?;
+    let b = backends(&config, node, &hub, &store, (&tracker, &stop))?;
+
+    // A bad provider key is fatal at start-up.
+    let push = Push::new(&config.push, b.push_store).map_err(std::io::Error::other)?;
+    push.spawn(&tracker, stop.clone());
+    let publisher = Publisher::new(b.broker.clone(), push.clone(), b.idempotency);
+    let throttle = Duration::from_millis(config.bus.presence_throttle_ms);
+    let status = UserStatus::new(b.status, publisher.clone(), tracker.clone(), throttle);
+    let webhooks = Webhooks::spawn(&config.webhooks, b.presence.clone(), &tracker, stop.clone());
+    let max_event_bytes = config.all_apps().map(|a| a.max_event_bytes).max();
+    ingest::spawn(Ingest {
+        config: config.database.clone(),
+        max_event_bytes: max_event_bytes.unwrap_or(0),
+        apps: apps.clone(),
+        publisher: publisher.clone(),
+        tracker: tracker.clone(),
+        stop: stop.clone(),
+    })
+    .map_err(|e| std::io::Error::other(e.to_string()))?;
+    if let Some(redis) = &b.redis {
+        let reaper = Reaper {
+            publisher: publisher.clone(),
+            status: status.clone(),
+            webhooks: webhooks.clone(),
+            apps: apps.clone(),
+            hub: hub.clone(),
+        };
+        cluster::spawn_reaper(redis.clone(), reaper, &tracker, stop.clone());
+        cluster::spawn_sync(redis.clone(), hub.clone(), &tracker, stop.clone());
     }
-    Push::start(&ctx);
+    let contacts = Arc::new(Contacts::default());
+    let sessions = Arc::new(session::Deps {
+        server: config.server.clone(),
+        bus: config.bus.clone(),
+        offline: config.offline.clone(),
+        node,
+        hub: hub.clone(),
+        publisher: publisher.clone(),
+        streams: b.broker.clone(),
+        presence: b.presence.clone(),
+        status,
+        contacts: contacts.clone(),
+        webhooks,
+        inbox: b.inbox,
+        push: push.clone(),
+        shutdown: stop.clone(),
+        tracker: tracker.clone(),
+    });
+    let health = http::Health::default();
+    let api = Arc::new(http::Api {
+        server: config.server.clone(),
+        bus: config.bus.clone(),
+        apps,
+        publisher,
+        presence: b.presence,
+        contacts,
+        push,
+        hub,
+        health: health.clone(),
+        redis: b.redis.clone(),
+        sessions,
+    });
     if let Some(ml) = metrics_listener {
-        let handle = metrics::install();
-        let routes =
-            Router::new().route("/metrics", get(move || std::future::ready(handle.render())));
-        let token = ctx.shutdown.clone();
-        ctx.tracker.spawn(async move {
-            let stop = token.cancelled_owned();
-            if let Err(e) = axum::serve(ml, routes).with_graceful_shutdown(stop).await {
-                tracing::error!(error = %e, "metrics listener failed");
-            }
-        });
+        serve_metrics(ml, &tracker, stop.clone());
     }
-    let redis = ctx.redis.lock().expect("redis slot").clone();
-    if let Some(redis) = redis {
+    if let Some(redis) = &b.redis {
         // Serve once this node counts in the cluster: before its lease is in Redis, the other
         // nodes ignore its connections (its users would look offline, be queued for, pushed).
         let wait = redis.lease.max(Duration::from_secs(2));
@@ -147,48 +194,50 @@ pub async fn run(
             tracing::warn!("no lease in Redis yet (is Redis down?); serving anyway");
         }
     }
-    let signal_ctx = ctx.clone();
+    let signal = (health, stop.clone());
     tokio::spawn(async move {
         tokio::select! {
             _ = shutdown => tracing::info!("shutting down: draining connections"),
-            _ = signal_ctx.shutdown.cancelled() => {}
+            _ = signal.1.cancelled() => {}
         }
-        signal_ctx.start_draining();
-        signal_ctx.shutdown.cancel();
+        signal.0.start_draining();
+        signal.1.cancel();
     });
-    let server = &ctx.config.server;
     let limits = http::DoorLimits {
         header_timeout: Duration::from_millis(server.header_timeout_ms),
         max_header_bytes: server.max_header_bytes,
         max_connections_per_ip: server.max_connections_per_ip,
     };
     let grace = Duration::from_secs(server.shutdown_grace);
-    http::serve(
-        listener,
-        http::router(ctx.clone()),
-        limits,
-        ctx.shutdown.clone(),
-        grace,
-    )
-    .await?;
-    ctx.shutdown.cancel();
-    ctx.tracker.close();
-    let redis = ctx.redis.lock().expect("redis slot").take();
-    let grace = Duration::from_secs(ctx.config.server.shutdown_grace);
-    if tokio::time::timeout(grace, ctx.tracker.wait())
-        .await
-        .is_err()
-    {
+    http::serve(listener, http::router(api), limits, stop.clone(), grace).await?;
+    stop.cancel();
+    tracker.close();
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         tracing::warn!(
-            remaining = ctx.tracker.len(),
+            remaining = tracker.len(),
             "shutdown grace period over; tasks still running are abandoned"
         );
     }
-    if let Some(redis) = redis {
-        cluster::resign(&redis).await;
+    if let Some(redis) = &b.redis {
+        cluster::resign(redis).await;
     }
-    ctx.broker.close().await;
-    ctx.store.close().await;
+    b.broker.close().await;
+    store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `/metrics` on its own listener, until `stop`.
+fn serve_metrics(listener: TcpListener, tracker: &TaskTracker, stop: CancellationToken) {
+    let handle = metrics::install();
+    let routes = Router::new().route("/metrics", get(move || std::future::ready(handle.render())));
+    tracker.spawn(async move {
+        let stop = stop.cancelled_owned();
+        if let Err(e) = axum::serve(listener, routes)
+            .with_graceful_shutdown(stop)
+            .await
+        {
+            tracing::error!(error = %e, "metrics listener failed");
+        }
+    });
 }

@@ -21,14 +21,14 @@ struct Stream {
 /// so an id from before a restart is recognised as out of reach.
 /// One shard of the streams (a stream always lives in the same shard, so its ids are
 /// assigned in delivery order); `epoch` and `next` are shared by all shards.
-pub(super) struct Streams {
+pub(super) struct Shard {
     epoch: u64,
     next: Arc<AtomicU64>,
     streams: HashMap<(AppId, String), Stream>,
     config: HistoryConfig,
 }
 
-impl Streams {
+impl Shard {
     pub(super) fn new(config: HistoryConfig, epoch: u64, next: Arc<AtomicU64>) -> Self {
         Self {
             epoch,

@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::history::Streams;
+use super::history::Shard;
 use super::snapshot::{self, Snapshot};
-use super::{cache_key, Broker, BrokerError, History, Receipt};
+use super::{cache_key, Broker, BrokerError, History, Receipt, Streams};
 use crate::config::HistoryConfig;
 use crate::event::{stream_of, Event, Priority};
 use crate::hub::Hub;
@@ -33,7 +33,7 @@ pub struct MemoryBroker {
     cache_max: usize,
     /// History per stream, sharded by stream. Appending and delivering happen under the
     /// stream's shard lock, so ids are assigned in delivery order.
-    streams: Box<[Mutex<Streams>]>,
+    streams: Box<[Mutex<Shard>]>,
     /// Id parts shared by the shards, saved with the history at shutdown.
     epoch: u64,
     next: Arc<std::sync::atomic::AtomicU64>,
@@ -81,7 +81,7 @@ impl MemoryBroker {
             cache_ttl,
             cache_max: cache_max.max(1),
             streams: (0..HISTORY_SHARDS)
-                .map(|_| Mutex::new(Streams::new(per_shard.clone(), snap.epoch, next.clone())))
+                .map(|_| Mutex::new(Shard::new(per_shard.clone(), snap.epoch, next.clone())))
                 .collect(),
             epoch: snap.epoch,
             next,
@@ -116,7 +116,7 @@ impl MemoryBroker {
         })
     }
 
-    fn shard(&self, app: &AppId, stream: &str) -> std::sync::MutexGuard<'_, Streams> {
+    fn shard(&self, app: &AppId, stream: &str) -> std::sync::MutexGuard<'_, Shard> {
         use std::hash::BuildHasher;
         let i = (self.hasher.hash_one((app, stream)) as usize) % HISTORY_SHARDS;
         self.streams[i].lock().expect("history lock poisoned")
@@ -190,7 +190,10 @@ impl Broker for MemoryBroker {
             Err(e) => tracing::warn!(error = %e, "history not saved"),
         }
     }
+}
 
+#[async_trait]
+impl Streams for MemoryBroker {
     async fn head(&self, app: &AppId, stream: &str) -> Result<Option<Arc<str>>, BrokerError> {
         Ok(self.shard(app, stream).head(app, stream))
     }

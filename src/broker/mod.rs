@@ -30,14 +30,24 @@ pub enum BrokerError {
     QueueFull(Receipt),
 }
 
-/// Orders and delivers events to every node's hub, this node included.
+/// Orders and delivers events to every node's hub, this node included. Only the publish
+/// entry (`publish::Publisher`) holds it to publish; readers of history hold its
+/// [`Streams`] side.
 #[async_trait]
-pub trait Broker: Send + Sync + 'static {
+pub trait Broker: Streams {
     /// Hands the event to every node's hub. Events published by one caller reach each
     /// channel's subscribers in the order of the calls. Returns once the event is delivered
     /// locally (memory) or accepted by the transport (cluster).
     async fn publish(&self, event: Event) -> Result<Receipt, BrokerError>;
 
+    /// Called once at shutdown, after the connections closed: keeps what must outlive the
+    /// process (the single-node history).
+    async fn close(&self) {}
+}
+
+/// The read side of what the broker ordered: cache channels, history, stream heads.
+#[async_trait]
+pub trait Streams: Send + Sync + 'static {
     /// The last event published on a cache channel, if one was published within the cache
     /// TTL. Kept by `publish` itself, so the cache and the stream never disagree on order.
     async fn last_event(&self, app: &AppId, ch: &ChannelName)
@@ -47,10 +57,6 @@ pub trait Broker: Send + Sync + 'static {
     /// `since`. Ids are assigned by `publish`, in stream order, atomically with delivery.
     async fn history(&self, app: &AppId, stream: &str, since: &str)
         -> Result<History, BrokerError>;
-
-    /// Called once at shutdown, after the connections closed: keeps what must outlive the
-    /// process (the single-node history).
-    async fn close(&self) {}
 
     /// The id of the latest event of `stream` still in history, if any.
     async fn head(&self, app: &AppId, stream: &str) -> Result<Option<Arc<str>>, BrokerError>;

@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{cache_key, parse_id, Broker, BrokerError, History, Receipt};
+use super::{cache_key, parse_id, Broker, BrokerError, History, Receipt, Streams};
 use crate::config::{HistoryConfig, OfflineConfig};
 use crate::event::{stream_of, Event};
 use crate::hub::Hub;
@@ -232,7 +232,10 @@ impl Broker for RedisBroker {
         }
         Ok(receipt)
     }
+}
 
+#[async_trait]
+impl Streams for RedisBroker {
     async fn head(&self, app: &AppId, stream: &str) -> Result<Option<Arc<str>>, BrokerError> {
         let mut conn = self
             .redis

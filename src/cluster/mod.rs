@@ -14,5 +14,5 @@ mod sync;
 
 pub use crate::redis_base::Redis;
 
-pub use reaper::{resign, spawn_reaper};
+pub use reaper::{resign, spawn_reaper, Reaper};
 pub use sync::spawn_sync;

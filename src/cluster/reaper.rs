@@ -3,14 +3,21 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::context::Context;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::apps::AppStore;
 use crate::event::{Event, EventKind, Target};
+use crate::hub::Hub;
 use crate::ids::{AppId, ChannelName, UserId};
 use crate::lua;
 use crate::metrics;
 use crate::protocol::CloseReason;
+use crate::publish::Publisher;
 use crate::redis_base::Redis;
 use crate::status::Change;
+use crate::status::UserStatus;
+use crate::webhooks::Webhooks;
 
 const RENEW: &str = lua!(
     r#"
@@ -75,10 +82,29 @@ return {removed, users}
 "#
 );
 
-/// Renews this node's lease every `lease/3`, and reaps dead nodes every `lease/4`.
-pub fn spawn_reaper(redis: Arc<Redis>, ctx: Arc<Context>) {
-    let stop = ctx.shutdown.clone();
-    let tracker = ctx.tracker.clone();
+/// What the reaper uses: it announces what a dead node took with it and, when this node's
+/// own lease was lost, asks its clients to reconnect.
+pub struct Reaper {
+    /// Where `member_removed` is published.
+    pub publisher: Publisher,
+    /// Whose `offline` is re-evaluated.
+    pub status: UserStatus,
+    /// Webhooks of the removed members.
+    pub webhooks: Webhooks,
+    /// Apps by id (for their webhooks).
+    pub apps: Arc<dyn AppStore>,
+    /// This node's connections.
+    pub hub: Hub,
+}
+
+/// Renews this node's lease every `lease/3`, and reaps dead nodes every `lease/4`, on
+/// `tracker` until `stop`.
+pub fn spawn_reaper(
+    redis: Arc<Redis>,
+    ctx: Reaper,
+    tracker: &TaskTracker,
+    stop: CancellationToken,
+) {
     tracker.spawn(async move {
         let renew = redis::Script::new(RENEW);
         let reap = redis::Script::new(REAP);
@@ -119,7 +145,7 @@ pub fn spawn_reaper(redis: Arc<Redis>, ctx: Arc<Context>) {
 /// reaped) or Redis lost its data: the cluster no longer knows this node's presence members
 /// and user connections. Rather than serve an inconsistent view, the node asks every client
 /// holding shared state to reconnect now (Pusher 4200, bus 4200); they re-register on arrival.
-fn lease_lost(ctx: &Context) {
+fn lease_lost(ctx: &Reaper) {
     let n = ctx.hub.kill_subscribed(CloseReason::Shutdown);
     metrics::lease_lost();
     tracing::warn!(
@@ -142,7 +168,7 @@ pub async fn resign(redis: &Redis) {
     }
 }
 
-async fn reap_all(redis: &Redis, reap: &redis::Script, ctx: &Context) {
+async fn reap_all(redis: &Redis, reap: &redis::Script, ctx: &Reaper) {
     // Bounded: a burst of dead nodes is handled over several ticks.
     for _ in 0..16 {
         let Ok(mut conn) = redis.conn() else { return };
@@ -178,7 +204,7 @@ async fn reap_all(redis: &Redis, reap: &redis::Script, ctx: &Context) {
                     meta: Default::default(),
                 };
                 metrics::published("internal");
-                if let Err(e) = ctx.broker.publish(event).await {
+                if let Err(e) = ctx.publisher.publish(event).await {
                     tracing::warn!(error = %e, "member_removed of a dead node not published");
                 }
             }

@@ -7,7 +7,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::context::Context;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::hub::Hub;
 use crate::ids::AppId;
 use crate::lua;
 use crate::redis_base::Redis;
@@ -50,10 +53,9 @@ return out
 "#
 );
 
-/// Starts the sync task.
-pub fn spawn_sync(redis: Arc<Redis>, ctx: Arc<Context>) {
-    let stop = ctx.shutdown.clone();
-    ctx.tracker.clone().spawn(async move {
+/// Starts the sync task of `hub`'s counts on `tracker`, until `stop`.
+pub fn spawn_sync(redis: Arc<Redis>, hub: Hub, tracker: &TaskTracker, stop: CancellationToken) {
+    tracker.spawn(async move {
         let script = redis::Script::new(SYNC);
         let mut tick = tokio::time::interval(SYNC_INTERVAL);
         let mut last_generation = u64::MAX;
@@ -64,7 +66,7 @@ pub fn spawn_sync(redis: Arc<Redis>, ctx: Arc<Context>) {
                 _ = tick.tick() => {}
             }
             rounds += 1;
-            let generation = ctx.hub.generation();
+            let generation = hub.generation();
             // Unchanged counts are still rewritten now and then, for other nodes' quotas;
             // the other nodes' connections are read every round, so a quota sees them
             // within a round of their sync.
@@ -73,7 +75,7 @@ pub fn spawn_sync(redis: Arc<Redis>, ctx: Arc<Context>) {
             let mut inv = script.prepare_invoke();
             inv.arg(&redis.prefix).arg(&redis.node);
             if write {
-                let apps = ctx.hub.snapshot();
+                let apps = hub.snapshot();
                 inv.arg(apps.len());
                 for (app, conns, channels) in &apps {
                     inv.arg(app.as_str()).arg(*conns).arg(channels.len());
@@ -93,7 +95,7 @@ pub fn spawn_sync(redis: Arc<Redis>, ctx: Arc<Context>) {
                                 n.parse::<usize>().unwrap_or(0);
                         }
                     }
-                    ctx.hub.set_remote_connections(remote);
+                    hub.set_remote_connections(remote);
                     last_generation = generation;
                 }
                 Err(e) => tracing::warn!(error = %e, "count sync failed"),

@@ -11,8 +11,8 @@ use serde_json::{json, Map, Value};
 
 use super::error::ApiError;
 use super::signed::Signed;
+use super::Api;
 use crate::apps::App;
-use crate::context::Context;
 use crate::event::{json_string, Event, EventKind, Meta, Priority, Target};
 use crate::filter::{parse_tags, Tags};
 use crate::idempotency::Idempotency;
@@ -159,7 +159,7 @@ fn check(app: &App, t: Trigger<'_>) -> Result<Checked, ApiError> {
     })
 }
 
-async fn publish(ctx: &Context, app: &AppId, c: &Checked) -> Result<(), ApiError> {
+async fn publish(ctx: &Api, app: &AppId, c: &Checked) -> Result<(), ApiError> {
     for ch in &c.channels {
         let target = match ch.server_to_user() {
             Some(user) => Target::User(UserId::new(user)),
@@ -179,17 +179,13 @@ async fn publish(ctx: &Context, app: &AppId, c: &Checked) -> Result<(), ApiError
         };
         metrics::published("api");
         let key = c.key.as_ref().map(|k| format!("{k}|{ch}"));
-        ctx.publish_once(event, key.as_deref()).await?;
+        ctx.publisher.publish_once(event, key.as_deref()).await?;
     }
     Ok(())
 }
 
 /// Cluster-wide subscribers of one channel.
-async fn subscription_count(
-    ctx: &Context,
-    app: &AppId,
-    ch: &ChannelName,
-) -> Result<usize, ApiError> {
+async fn subscription_count(ctx: &Api, app: &AppId, ch: &ChannelName) -> Result<usize, ApiError> {
     let counts = ctx
         .presence
         .occupancy(app, Some(ch))
@@ -200,7 +196,7 @@ async fn subscription_count(
 
 /// Channel attributes requested through `info`.
 async fn channel_info(
-    ctx: &Context,
+    ctx: &Api,
     app: &AppId,
     ch: &ChannelName,
     info: &[String],
@@ -229,7 +225,7 @@ async fn channel_info(
 }
 
 /// `POST /apps/{id}/events`.
-pub async fn events(State(ctx): State<Arc<Context>>, req: Signed) -> Result<Json<Value>, ApiError> {
+pub async fn events(State(ctx): State<Arc<Api>>, req: Signed) -> Result<Json<Value>, ApiError> {
     let t: Trigger<'_> = parse_json(&req.body)?;
     let c = check(&req.app, t)?;
     publish(&ctx, &req.app.id, &c).await?;
@@ -246,7 +242,7 @@ pub async fn events(State(ctx): State<Arc<Context>>, req: Signed) -> Result<Json
 
 /// `POST /apps/{id}/batch_events`.
 pub async fn batch_events(
-    State(ctx): State<Arc<Context>>,
+    State(ctx): State<Arc<Api>>,
     req: Signed,
 ) -> Result<Json<Value>, ApiError> {
     let b: Batch<'_> = parse_json(&req.body)?;
@@ -292,10 +288,7 @@ fn info_param(req: &Signed) -> Vec<String> {
 }
 
 /// `GET /apps/{id}/channels`.
-pub async fn channels(
-    State(ctx): State<Arc<Context>>,
-    req: Signed,
-) -> Result<Json<Value>, ApiError> {
+pub async fn channels(State(ctx): State<Arc<Api>>, req: Signed) -> Result<Json<Value>, ApiError> {
     let prefix = req.param("filter_by_prefix").unwrap_or("");
     let info = info_param(&req);
     if info.iter().any(|i| i == "user_count") && !prefix.starts_with("presence-") {
@@ -324,7 +317,7 @@ fn channel_path(name: &str) -> Result<ChannelName, ApiError> {
 
 /// `GET /apps/{id}/channels/{name}`.
 pub async fn channel(
-    State(ctx): State<Arc<Context>>,
+    State(ctx): State<Arc<Api>>,
     Path((_, name)): Path<(String, String)>,
     req: Signed,
 ) -> Result<Json<Value>, ApiError> {
@@ -337,7 +330,7 @@ pub async fn channel(
 
 /// `GET /apps/{id}/channels/{name}/users`.
 pub async fn users(
-    State(ctx): State<Arc<Context>>,
+    State(ctx): State<Arc<Api>>,
     Path((_, name)): Path<(String, String)>,
     req: Signed,
 ) -> Result<Json<Value>, ApiError> {
@@ -361,7 +354,7 @@ pub async fn users(
 
 /// `POST /apps/{id}/users/{user_id}/terminate_connections`.
 pub async fn terminate(
-    State(ctx): State<Arc<Context>>,
+    State(ctx): State<Arc<Api>>,
     Path((_, user)): Path<(String, String)>,
     req: Signed,
 ) -> Result<Json<Value>, ApiError> {
@@ -375,7 +368,8 @@ pub async fn terminate(
         meta: Default::default(),
     };
     metrics::published("api");
-    ctx.publish(event)
+    ctx.publisher
+        .publish(event)
         .await
         .map_err(|e| ApiError::Unavailable(e.to_string()))?;
     Ok(Json(json!({})))

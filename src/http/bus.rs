@@ -16,11 +16,11 @@ use serde_json::{json, Value};
 use super::error::ApiError;
 use super::signed::Signed;
 use super::ws::{check_key, configure};
+use super::Api;
 use crate::apps::App;
 use crate::auth::{self, BusClaims};
 use crate::clock::now_secs;
 use crate::contacts::MAX_CONTACTS;
-use crate::context::Context;
 use crate::event::{Event, EventKind, Meta, Priority, Target};
 use crate::hub::Refusal;
 use crate::idempotency::Idempotency;
@@ -39,10 +39,10 @@ pub async fn upgrade(
     ws: WebSocketUpgrade,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
-    State(ctx): State<Arc<Context>>,
+    State(ctx): State<Arc<Api>>,
 ) -> Result<Response, ApiError> {
     check_key(&headers)?;
-    if ctx.is_draining() {
+    if ctx.health.is_draining() {
         return Err(ApiError::Unavailable("Server is shutting down".into()));
     }
     let bearer = headers
@@ -69,7 +69,7 @@ pub async fn upgrade(
     let admission = match ctx.hub.admit(
         &app.id,
         app.limits.max_connections,
-        ctx.config.server.max_connections,
+        ctx.server.max_connections,
     ) {
         Ok(a) => a,
         Err(Refusal::NodeFull) => {
@@ -83,15 +83,15 @@ pub async fn upgrade(
             ));
         }
     };
-    let guard = ctx.tracker.token();
+    let guard = ctx.sessions.tracker.token();
     let hs = Handshake {
         app,
         claims,
         admission,
     };
     Ok(
-        configure(ws, &ctx.config.server).on_upgrade(move |socket| async move {
-            bus::run(socket, ctx, hs).await;
+        configure(ws, &ctx.server).on_upgrade(move |socket| async move {
+            bus::run(socket, ctx.sessions.clone(), hs).await;
             drop(guard);
         }),
     )
@@ -124,7 +124,7 @@ fn recipients(list: &[String], what: &str) -> Result<Vec<UserId>, ApiError> {
 
 /// Publishes one event per recipient user; answers with the recipients.
 async fn to_users(
-    ctx: &Context,
+    ctx: &Api,
     app: &App,
     users: Vec<UserId>,
     kind: EventKind,
@@ -155,7 +155,7 @@ async fn to_users(
         };
         metrics::published("api");
         let key = key.map(|k| format!("{k}|{u}"));
-        ctx.publish_once(event, key.as_deref()).await?;
+        ctx.publisher.publish_once(event, key.as_deref()).await?;
     }
     let ids: Vec<&str> = users.iter().map(|u| u.as_str()).collect();
     Ok(Json(json!({ "recipients": ids })))
@@ -181,7 +181,7 @@ struct NotificationReq {
 
 /// `POST /apps/{id}/bus/notifications`: a notification to each user of `to`.
 pub async fn notifications(
-    State(ctx): State<Arc<Context>>,
+    State(ctx): State<Arc<Api>>,
     req: Signed,
 ) -> Result<Json<Value>, ApiError> {
     let n: NotificationReq = parse(&req.body)?;
@@ -216,10 +216,7 @@ struct MessageReq {
 
 /// `POST /apps/{id}/bus/messages`: a direct-message notification to every participant, with
 /// a preview of the first 100 characters.
-pub async fn messages(
-    State(ctx): State<Arc<Context>>,
-    req: Signed,
-) -> Result<Json<Value>, ApiError> {
+pub async fn messages(State(ctx): State<Arc<Api>>, req: Signed) -> Result<Json<Value>, ApiError> {
     let m: MessageReq = parse(&req.body)?;
     let envelope = (m.priority, m.ttl);
     let users = recipients(&m.participants, "participants")?;
@@ -283,10 +280,7 @@ fn action_audience(a: &ActionReq<'_>, federated: bool) -> Result<Vec<UserId>, Ap
 }
 
 /// `POST /apps/{id}/bus/actions`.
-pub async fn actions(
-    State(ctx): State<Arc<Context>>,
-    req: Signed,
-) -> Result<Json<Value>, ApiError> {
+pub async fn actions(State(ctx): State<Arc<Api>>, req: Signed) -> Result<Json<Value>, ApiError> {
     let a: ActionReq<'_> = parse(&req.body)?;
     let envelope = (a.priority, a.ttl);
     let source = a.source.clone().unwrap_or_else(|| "local".into());
@@ -326,10 +320,10 @@ struct TokenReq {
 }
 
 /// `POST /apps/{id}/bus/tokens`: mints a bus token, for backends without a JWT library.
-pub async fn tokens(State(ctx): State<Arc<Context>>, req: Signed) -> Result<Json<Value>, ApiError> {
+pub async fn tokens(State(ctx): State<Arc<Api>>, req: Signed) -> Result<Json<Value>, ApiError> {
     let t: TokenReq = parse(&req.body)?;
     user_id(&t.user_id, "user_id")?;
-    let max = ctx.config.bus.max_token_ttl;
+    let max = ctx.bus.max_token_ttl;
     let ttl = t.ttl.unwrap_or(3600);
     if ttl == 0 || ttl > max {
         return Err(ApiError::BadRequest(format!(
@@ -355,7 +349,7 @@ struct ContactsReq {
 /// `PUT /apps/{id}/users/{user_id}/contacts`: the users whose presence `user_id` may see,
 /// applied to the user's next bus connections.
 pub async fn set_contacts(
-    State(ctx): State<Arc<Context>>,
+    State(ctx): State<Arc<Api>>,
     Path((_, user)): Path<(String, String)>,
     req: Signed,
 ) -> Result<Json<Value>, ApiError> {
@@ -377,7 +371,7 @@ pub async fn set_contacts(
 
 /// `GET /apps/{id}/users/{user_id}/contacts`.
 pub async fn get_contacts(
-    State(ctx): State<Arc<Context>>,
+    State(ctx): State<Arc<Api>>,
     Path((_, user)): Path<(String, String)>,
     req: Signed,
 ) -> Result<Json<Value>, ApiError> {

@@ -74,10 +74,10 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<crate::context::PublishError> for ApiError {
-    fn from(e: crate::context::PublishError) -> Self {
+impl From<crate::publish::PublishError> for ApiError {
+    fn from(e: crate::publish::PublishError) -> Self {
         match e {
-            crate::context::PublishError::InFlight => Self::Conflict(e.to_string()),
+            crate::publish::PublishError::InFlight => Self::Conflict(e.to_string()),
             other => Self::Unavailable(other.to_string()),
         }
     }

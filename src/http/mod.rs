@@ -6,6 +6,7 @@ mod error;
 mod push;
 mod serve;
 mod signed;
+mod state;
 mod ws;
 
 use std::sync::Arc;
@@ -20,13 +21,13 @@ use axum::{Json, Router};
 
 pub use error::ApiError;
 pub use serve::{serve, DoorLimits};
+pub use state::{Api, Health};
 
-use crate::context::Context;
 use crate::metrics;
 
 /// The whole HTTP application. Tests drive this same router.
-pub fn router(ctx: Arc<Context>) -> Router {
-    let body_limit = ctx.config.server.max_body_bytes;
+pub fn router(ctx: Arc<Api>) -> Router {
+    let body_limit = ctx.server.max_body_bytes;
     Router::new()
         .route("/app/{key}", get(ws::pusher))
         .route("/apps/{app_id}/events", post(api::events))
@@ -67,12 +68,12 @@ pub fn router(ctx: Arc<Context>) -> Router {
 /// `GET /up`: 200 while accepting traffic, 503 while draining. In cluster mode the body
 /// also says whether Redis is reachable (`"redis": "up" | "down"`); a node without Redis
 /// still serves its connections, so it stays 200.
-async fn health(State(ctx): State<Arc<Context>>) -> Response {
+async fn health(State(ctx): State<Arc<Api>>) -> Response {
     let mut body = serde_json::json!({"status": "ok"});
-    if let Some(redis) = ctx.redis.lock().expect("redis slot").as_ref() {
+    if let Some(redis) = ctx.redis.as_ref() {
         body["redis"] = if redis.is_up() { "up" } else { "down" }.into();
     }
-    if ctx.is_draining() {
+    if ctx.health.is_draining() {
         body["status"] = "draining".into();
         (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
     } else {
@@ -87,12 +88,12 @@ async fn not_found() -> ApiError {
 /// Reads a request's body before the handler runs: within `server.body_timeout_ms`
 /// (408 after), within `server.max_body_bytes` (413), and only JSON (415), which is all
 /// this API takes. A body that trickles in cannot hold a handler, or its socket, forever.
-async fn bounded_body(State(ctx): State<Arc<Context>>, req: Request, next: Next) -> Response {
+async fn bounded_body(State(ctx): State<Arc<Api>>, req: Request, next: Next) -> Response {
     use axum::http::{header, Method};
     if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
         return next.run(req).await;
     }
-    let limit = ctx.config.server.max_body_bytes;
+    let limit = ctx.server.max_body_bytes;
     let (parts, body) = req.into_parts();
     if let Some(kind) = parts.headers.get(header::CONTENT_TYPE) {
         if !is_json(kind.to_str().unwrap_or("")) {
@@ -101,7 +102,7 @@ async fn bounded_body(State(ctx): State<Arc<Context>>, req: Request, next: Next)
         }
     }
     let read = axum::body::to_bytes(body, limit);
-    let bytes = match tokio::time::timeout(ctx.config.server.body_timeout(), read).await {
+    let bytes = match tokio::time::timeout(ctx.server.body_timeout(), read).await {
         Err(_) => {
             metrics::client_error("body_timeout");
             return ApiError::RequestTimeout("Request body not received in time".into())

@@ -10,12 +10,12 @@ use serde_json::{json, Value};
 use super::bus::{parse, user_id};
 use super::error::ApiError;
 use super::signed::Signed;
-use crate::context::Context;
+use super::Api;
 use crate::push::decide::Prefs;
 use crate::push::store::{PushStore, StoreFailure};
 use crate::push::RegistrationId;
 
-fn store(ctx: &Context) -> Result<&Arc<dyn PushStore>, ApiError> {
+fn store(ctx: &Api) -> Result<&Arc<dyn PushStore>, ApiError> {
     ctx.push
         .store()
         .ok_or_else(|| ApiError::NotFound("Push notifications are not configured".into()))
@@ -28,7 +28,7 @@ fn unavailable(e: StoreFailure) -> ApiError {
 /// `GET /apps/{id}/users/{user_id}/push`: the user's registrations, oldest first; tokens are
 /// shortened and subscriptions reduced to their push service's origin.
 pub async fn list(
-    State(ctx): State<Arc<Context>>,
+    State(ctx): State<Arc<Api>>,
     Path((_, user)): Path<(String, String)>,
     req: Signed,
 ) -> Result<Json<Value>, ApiError> {
@@ -49,7 +49,7 @@ pub async fn list(
 
 /// `DELETE /apps/{id}/users/{user_id}/push/{registration_id}`: 404 when it does not exist.
 pub async fn delete(
-    State(ctx): State<Arc<Context>>,
+    State(ctx): State<Arc<Api>>,
     Path((_, user, id)): Path<(String, String, String)>,
     req: Signed,
 ) -> Result<Json<Value>, ApiError> {
@@ -68,7 +68,7 @@ pub async fn delete(
 
 /// `GET /apps/{id}/users/{user_id}/push/preferences`.
 pub async fn get_prefs(
-    State(ctx): State<Arc<Context>>,
+    State(ctx): State<Arc<Api>>,
     Path((_, user)): Path<(String, String)>,
     req: Signed,
 ) -> Result<Json<Prefs>, ApiError> {
@@ -82,7 +82,7 @@ pub async fn get_prefs(
 
 /// `PUT /apps/{id}/users/{user_id}/push/preferences` with `{"enabled":true,"types":{"REACT":false}}`.
 pub async fn set_prefs(
-    State(ctx): State<Arc<Context>>,
+    State(ctx): State<Arc<Api>>,
     Path((_, user)): Path<(String, String)>,
     req: Signed,
 ) -> Result<Json<Prefs>, ApiError> {

@@ -10,9 +10,9 @@ use md5::{Digest, Md5};
 use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
+use super::Api;
 use crate::apps::App;
 use crate::auth;
-use crate::context::Context;
 
 /// How far `auth_timestamp` may be from the server's clock, in seconds.
 const MAX_SKEW_SECS: i64 = 600;
@@ -37,10 +37,10 @@ impl Signed {
     }
 }
 
-impl FromRequest<Arc<Context>> for Signed {
+impl FromRequest<Arc<Api>> for Signed {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, ctx: &Arc<Context>) -> Result<Self, ApiError> {
+    async fn from_request(req: Request, ctx: &Arc<Api>) -> Result<Self, ApiError> {
         let method = req.method().as_str().to_owned();
         // Verify against the path as the client signed it (no proxy prefix rewriting).
         let path = req.uri().path().to_owned();

@@ -8,9 +8,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 
+use super::Api;
 use super::ApiError;
 use crate::config::ServerConfig;
-use crate::context::Context;
 use crate::session::pusher::{self, Handshake};
 
 /// Refuses an upgrade whose `Sec-WebSocket-Key` is not what RFC 6455 (4.1) requires: the
@@ -44,12 +44,12 @@ pub async fn pusher(
     ws: WebSocketUpgrade,
     Path(key): Path<String>,
     Query(query): Query<HashMap<String, String>>,
-    State(ctx): State<Arc<Context>>,
+    State(ctx): State<Arc<Api>>,
 ) -> Response {
     if let Err(e) = check_key(&headers) {
         return e.into_response();
     }
-    if ctx.is_draining() {
+    if ctx.health.is_draining() {
         return ApiError::Unavailable("Server is shutting down".into()).into_response();
     }
     let app = match ctx.apps.by_key(&key).await {
@@ -60,9 +60,9 @@ pub async fn pusher(
         .get("protocol")
         .map(|p| p.parse::<u8>().map_err(|_| ()));
     // axum spawns the upgraded connection itself; the tracker token makes shutdown wait for it.
-    let guard = ctx.tracker.token();
-    configure(ws, &ctx.config.server).on_upgrade(move |socket| async move {
-        pusher::run(socket, ctx, Handshake { app, protocol }).await;
+    let guard = ctx.sessions.tracker.token();
+    configure(ws, &ctx.server).on_upgrade(move |socket| async move {
+        pusher::run(socket, ctx.sessions.clone(), Handshake { app, protocol }).await;
         drop(guard);
     })
 }

@@ -50,7 +50,11 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::context::Context;
+use tokio_util::task::TaskTracker;
+
+use crate::apps::AppStore;
+use crate::config::DatabaseConfig;
+use crate::publish::Publisher;
 
 /// The channel the outbox trigger notifies.
 pub const NOTIFY_CHANNEL: &str = "switchboard_outbox";
@@ -71,27 +75,40 @@ const PGBOUNCER: &str = "PostgreSQL ingest does not work through PgBouncer (or a
 #[error("invalid database.url: {0}")]
 pub struct BadUrl(String);
 
-/// Starts the listener and the worker on `ctx.tracker` when `database.url` is set; they
-/// stop on `ctx.shutdown`. Connecting happens in the background, with retries.
-pub fn spawn(ctx: &Arc<Context>) -> Result<(), BadUrl> {
-    let Some(url) = ctx.config.database.url.as_deref() else {
+/// What ingest uses: its settings, the apps, the publish entry and the task handles.
+pub struct Ingest {
+    /// `[database]`.
+    pub config: DatabaseConfig,
+    /// The largest `max_event_bytes` of any app (rows above it cannot be valid).
+    pub max_event_bytes: usize,
+    /// Rows name their app by id.
+    pub apps: Arc<dyn AppStore>,
+    /// Where rows are published.
+    pub publisher: Publisher,
+    /// Runs the listener, the worker and their helpers.
+    pub tracker: TaskTracker,
+    /// Stops them.
+    pub stop: CancellationToken,
+}
+
+/// Starts the listener and the worker when `database.url` is set; they stop with
+/// `deps.stop`. Connecting happens in the background, with retries.
+pub fn spawn(deps: Ingest) -> Result<(), BadUrl> {
+    let Some(url) = deps.config.url.as_deref() else {
         return Ok(());
     };
     let base: tokio_postgres::Config = url.parse().map_err(|e| BadUrl(describe(&e)))?;
     let wake = Arc::new(Notify::new());
-    let poll = Duration::from_millis(ctx.config.database.poll_interval_ms);
-    ctx.tracker.spawn(listener::run(
+    let poll = Duration::from_millis(deps.config.poll_interval_ms);
+    deps.tracker.spawn(listener::run(
         pg_config(&base, LISTEN_APP_NAME),
         wake.clone(),
-        ctx.tracker.clone(),
-        ctx.shutdown.clone(),
+        deps.tracker.clone(),
+        deps.stop.clone(),
         poll,
     ));
-    ctx.tracker.spawn(worker::run(
-        pg_config(&base, QUERY_APP_NAME),
-        wake,
-        ctx.clone(),
-    ));
+    let tracker = deps.tracker.clone();
+    tracker.spawn(worker::run(pg_config(&base, QUERY_APP_NAME), wake, deps));
     Ok(())
 }
 

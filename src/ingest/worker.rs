@@ -14,10 +14,10 @@ use tokio_postgres::{Client, Config, NoTls, Row, Statement};
 
 use super::rows::{to_event, OutboxRow};
 use super::schema::{self, MARK, READ, TRY_LOCK};
-use super::{describe, retention, sleep_or_stop, Backoff, LOCK_KEY, PGBOUNCER};
+use super::{describe, retention, sleep_or_stop, Backoff, Ingest, LOCK_KEY, PGBOUNCER};
 use crate::broker::BrokerError;
-use crate::context::{Context, PublishError};
 use crate::metrics;
+use crate::publish::PublishError;
 
 /// Why a session ended.
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +49,7 @@ enum Next {
 struct Worker {
     cfg: Config,
     wake: Arc<Notify>,
-    ctx: Arc<Context>,
+    deps: Ingest,
     marks: Marks,
     migrated: bool,
     next_cleanup: Instant,
@@ -57,11 +57,10 @@ struct Worker {
     max_data: i32,
 }
 
-/// Runs until `ctx.shutdown`.
-pub(super) async fn run(cfg: Config, wake: Arc<Notify>, ctx: Arc<Context>) {
+/// Runs until `deps.stop`.
+pub(super) async fn run(cfg: Config, wake: Arc<Notify>, deps: Ingest) {
     // The worst JSON escape (`\u0001`) is 6 bytes for 1; no row above this can be valid.
-    let largest = ctx.config.all_apps().map(|a| a.max_event_bytes).max();
-    let max_data = largest.unwrap_or(0).saturating_mul(6).saturating_add(1024);
+    let max_data = deps.max_event_bytes.saturating_mul(6).saturating_add(1024);
     let mut w = Worker {
         cfg,
         wake,
@@ -69,9 +68,9 @@ pub(super) async fn run(cfg: Config, wake: Arc<Notify>, ctx: Arc<Context>) {
         migrated: false,
         next_cleanup: Instant::now(),
         max_data: i32::try_from(max_data).unwrap_or(i32::MAX),
-        ctx,
+        deps,
     };
-    let stop = w.ctx.shutdown.clone();
+    let stop = w.deps.stop.clone();
     let mut backoff = Backoff::new();
     loop {
         match w.session(&mut backoff).await {
@@ -103,12 +102,12 @@ pub(super) async fn run(cfg: Config, wake: Arc<Notify>, ctx: Arc<Context>) {
 impl Worker {
     /// One connection's life: `Ok` on shutdown, `Err` when the connection failed.
     async fn session(&mut self, backoff: &mut Backoff) -> Result<(), Failure> {
-        let stop = self.ctx.shutdown.clone();
+        let stop = self.deps.stop.clone();
         let (mut client, conn) = tokio::select! {
             _ = stop.cancelled() => return Ok(()),
             c = self.cfg.connect(NoTls) => c?,
         };
-        self.ctx.tracker.spawn(async move {
+        self.deps.tracker.spawn(async move {
             let _ = conn.await;
         });
         if !self.migrated {
@@ -119,7 +118,7 @@ impl Worker {
         let mark = client.prepare(MARK).await?;
         self.flush(&client, &mark).await?;
         backoff.reset();
-        let lock_retry = Duration::from_millis(self.ctx.config.database.lock_retry_ms);
+        let lock_retry = Duration::from_millis(self.deps.config.lock_retry_ms);
         let mut standby_logged = false;
         let pid = loop {
             let row = client.query_one(TRY_LOCK, &[&LOCK_KEY]).await?;
@@ -149,7 +148,7 @@ impl Worker {
                 Next::More => continue,
                 Next::Idle => self.wake_or_poll(),
                 Next::Retry => {
-                    let poll = Duration::from_millis(self.ctx.config.database.poll_interval_ms);
+                    let poll = Duration::from_millis(self.deps.config.poll_interval_ms);
                     Box::pin(tokio::time::sleep(poll))
                 }
             };
@@ -168,7 +167,7 @@ impl Worker {
         mark: &Statement,
         pid: i32,
     ) -> Result<Next, Failure> {
-        let batch = self.ctx.config.database.batch_size;
+        let batch = self.deps.config.batch_size;
         let rows = client
             .query(read, &[&(batch as i64), &self.max_data])
             .await?;
@@ -184,7 +183,7 @@ impl Worker {
         let mut published = 0;
         for r in &rows {
             let row = outbox_row(r);
-            let event = match self.ctx.apps.by_id(&row.app_id).await {
+            let event = match self.deps.apps.by_id(&row.app_id).await {
                 Ok(Some(app)) => to_event(&app, &row),
                 Ok(None) => Err(super::rows::Reject::UnknownApp(row.app_id.clone())),
                 Err(e) => {
@@ -200,7 +199,7 @@ impl Worker {
                     // process died before its mark, or another node took the lock over)
                     // is not delivered twice within the window.
                     let key = format!("outbox:{}", row.id);
-                    let error = match self.ctx.publish_once(event, Some(&key)).await {
+                    let error = match self.deps.publisher.publish_once(event, Some(&key)).await {
                         Ok(_) => None,
                         // Published, but not queued for its absent user. Retrying would
                         // publish it again and stall every row behind it until the queues
@@ -253,11 +252,11 @@ impl Worker {
     }
 
     fn cleanup_due(&self) -> bool {
-        self.ctx.config.database.retention_secs > 0 && Instant::now() >= self.next_cleanup
+        self.deps.config.retention_secs > 0 && Instant::now() >= self.next_cleanup
     }
 
     async fn cleanup(&mut self, client: &Client) -> Result<(), Failure> {
-        let db = &self.ctx.config.database;
+        let db = &self.deps.config;
         let more = retention::pass(client, Duration::from_secs(db.retention_secs)).await?;
         self.next_cleanup = if more {
             Instant::now()
@@ -270,9 +269,9 @@ impl Worker {
     /// Resolves on a NOTIFY, after the poll interval, or when a cleanup is due.
     fn wake_or_poll(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
         let wake = self.wake.clone();
-        let poll = Duration::from_millis(self.ctx.config.database.poll_interval_ms);
+        let poll = Duration::from_millis(self.deps.config.poll_interval_ms);
         let mut until = Instant::now() + poll;
-        if self.ctx.config.database.retention_secs > 0 {
+        if self.deps.config.retention_secs > 0 {
             until = until.min(self.next_cleanup);
         }
         Box::pin(async move {

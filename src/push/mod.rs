@@ -1,6 +1,6 @@
 //! Push notifications for users who are offline.
 //!
-//! `Context::publish` offers every user event it published to [`Push::offer`] together with
+//! `Publisher::publish` offers every user event it published to [`Push::offer`] together with
 //! the broker's verdict on whether the user had a connection anywhere in the cluster
 //! (`Receipt::offline`). The offer never waits: it is put on a bounded queue (full → dropped
 //! and counted). One worker task takes the decision tree, in this order: the user is online
@@ -28,7 +28,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::PushConfig;
-use crate::context::Context;
 use crate::event::{Event, EventKind, Target};
 use crate::ids::{AppId, UserId};
 use crate::metrics;
@@ -175,9 +174,10 @@ pub enum RegisterError {
     Store(#[from] store::StoreFailure),
 }
 
-/// The push component's handle. Cheap to share; `offer` never waits.
+/// The push component's handle. Cheap to clone; `offer` never waits.
+#[derive(Clone)]
 pub struct Push {
-    inner: Option<Inner>,
+    inner: Option<Arc<Inner>>,
 }
 
 struct Inner {
@@ -203,13 +203,13 @@ impl Push {
         let providers = Arc::new(Providers::from_config(config)?);
         let (tx, rx) = mpsc::channel(config.queue_capacity);
         Ok(Self {
-            inner: Some(Inner {
+            inner: Some(Arc::new(Inner {
                 config: config.clone(),
                 store,
                 providers,
                 tx,
                 rx: Mutex::new(Some(rx)),
-            }),
+            })),
         })
     }
 
@@ -221,11 +221,6 @@ impl Push {
     /// The registrations and preferences store, when push is on.
     pub fn store(&self) -> Option<&Arc<dyn PushStore>> {
         self.inner.as_ref().map(|i| &i.store)
-    }
-
-    /// Starts the worker on `ctx.tracker`; it stops with `ctx.shutdown`.
-    pub fn start(ctx: &Arc<Context>) {
-        ctx.push.spawn(&ctx.tracker, ctx.shutdown.clone());
     }
 
     /// Starts the worker on `tracker` (once; later calls do nothing); it stops with `stop`.
@@ -248,7 +243,7 @@ impl Push {
     }
 
     /// Whether `event` could lead to a push: push is on and it is a user event of a kind
-    /// that carries a notification. Cheap; `Context::publish` keeps a copy only then.
+    /// that carries a notification. Cheap; `Publisher::publish` keeps a copy only then.
     pub fn wants(&self, event: &Event) -> bool {
         self.inner.is_some()
             && matches!(event.target, Target::User(_))

@@ -18,13 +18,13 @@ mod catch_up;
 use super::write_loop;
 use crate::apps::App;
 use crate::auth::BusClaims;
-use crate::context::Context;
 use crate::event::{Event, EventKind, Status, Target};
 use crate::hub::{Admission, Outbox, Recipient};
 use crate::ids::{ChannelKind, ChannelName, SocketId, UserId};
 use crate::metrics;
 use crate::protocol::bus::{self as wire, close, code, interest, Command, Since};
 use crate::protocol::{Frame, Wire};
+use crate::session::Deps;
 use crate::status::Change;
 
 /// Longest `activity` and `conversation_id` accepted.
@@ -43,7 +43,7 @@ pub struct Handshake {
 }
 
 struct Session {
-    ctx: Arc<Context>,
+    ctx: Arc<Deps>,
     app: Arc<App>,
     id: SocketId,
     user: UserId,
@@ -62,11 +62,9 @@ struct Session {
 }
 
 /// Runs a bus connection to its end.
-pub async fn run(socket: WebSocket, ctx: Arc<Context>, hs: Handshake) {
+pub async fn run(socket: WebSocket, ctx: Arc<Deps>, hs: Handshake) {
     let token = ctx.shutdown.child_token();
-    let (outbox, rx) = ctx
-        .hub
-        .outbox(ctx.config.server.outbox_capacity, token.clone());
+    let (outbox, rx) = ctx.hub.outbox(ctx.server.outbox_capacity, token.clone());
     let (sink, mut stream) = socket.split();
     let writer = ctx
         .tracker
@@ -74,7 +72,7 @@ pub async fn run(socket: WebSocket, ctx: Arc<Context>, hs: Handshake) {
     let _admission = hs.admission;
     let id = SocketId::next(ctx.node);
     let user = UserId::new(hs.claims.sub.as_str());
-    let limit = ctx.config.bus.max_connections_per_user;
+    let limit = ctx.bus.max_connections_per_user;
     // Registered (holding user events until the first subscribe) before counted as
     // connected: a user event published meanwhile is then queued, or held here, or both.
     outbox.set_interests(interest::USER);
@@ -103,7 +101,7 @@ pub async fn run(socket: WebSocket, ctx: Arc<Context>, hs: Handshake) {
     }
     metrics::connection_opened("bus");
     outbox.push(wire::welcome(&id.to_string(), user.as_str()));
-    let bus = &ctx.config.bus;
+    let bus = &ctx.bus;
     let quota =
         Quota::per_minute(NonZeroU32::new(bus.messages_per_minute).unwrap_or(NonZeroU32::MIN))
             .allow_burst(NonZeroU32::new(bus.message_burst).unwrap_or(NonZeroU32::MIN));
@@ -160,9 +158,9 @@ async fn read_loop(
     stream: &mut SplitStream<WebSocket>,
     exp: u64,
 ) -> Option<(u16, &'static str)> {
-    let server = &s.ctx.config.server;
+    let server = &s.ctx.server;
     let (activity, pong_wait) = (server.activity_timeout(), server.pong_timeout());
-    let idle_after = Duration::from_secs(s.ctx.config.bus.idle_timeout);
+    let idle_after = Duration::from_secs(s.ctx.bus.idle_timeout);
     let token = s.outbox.token().clone();
     let expiry = tokio::time::sleep_until(instant_of(exp));
     let heartbeat = tokio::time::sleep(activity);
@@ -323,7 +321,7 @@ impl Session {
         let first = !self.started;
         self.started = true;
         let user_bits = bits & interest::USER != 0;
-        let drain = user_bits && !self.drained && self.ctx.config.offline.enabled;
+        let drain = user_bits && !self.drained && self.ctx.offline.enabled;
         // Live events wait while missed or queued ones are sent (see `catch_up`); before
         // the first subscribe they are already held.
         let catch_up = first || since.is_some() || drain;
@@ -359,7 +357,7 @@ impl Session {
             if self.rooms.contains(&ch) {
                 continue;
             }
-            if self.rooms.len() >= self.ctx.config.bus.max_rooms_per_connection {
+            if self.rooms.len() >= self.ctx.bus.max_rooms_per_connection {
                 self.denied("too many rooms on this connection");
                 break;
             }
@@ -404,7 +402,7 @@ impl Session {
 
     /// Watches the token's watchlist and the user's contacts.
     fn watch(&mut self, watchlist: &[String]) {
-        let max = self.ctx.config.bus.max_watchlist;
+        let max = self.ctx.bus.max_watchlist;
         let contacts = self.ctx.contacts.get(&self.app.id, &self.user);
         let mut seen = HashSet::new();
         let ids = watchlist
@@ -468,7 +466,7 @@ impl Session {
             return self.invalid("invalid conversation_id");
         }
         let now = Instant::now();
-        let throttle = Duration::from_millis(self.ctx.config.bus.typing_throttle_ms);
+        let throttle = Duration::from_millis(self.ctx.bus.typing_throttle_ms);
         let key = (recipient, Arc::<str>::from(conversation_id));
         if self.typing.get(&key).is_some_and(|t| now < *t + throttle) {
             return; // repeated indicator inside the throttle window: nothing new to say
@@ -496,7 +494,7 @@ impl Session {
             meta: Default::default(),
         };
         metrics::published("client");
-        if let Err(e) = self.ctx.broker.publish(event).await {
+        if let Err(e) = self.ctx.publisher.publish(event).await {
             tracing::warn!(error = %e, "typing indicator not published");
         }
     }

@@ -4,6 +4,8 @@
 pub mod bus;
 pub mod pusher;
 
+use std::sync::Arc;
+
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
@@ -11,8 +13,54 @@ use futures_util::stream::SplitSink;
 use futures_util::SinkExt;
 use tokio::sync::mpsc;
 
-use crate::hub::Outbox;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::broker::Streams;
+use crate::config::{BusConfig, OfflineConfig, ServerConfig};
+use crate::contacts::Contacts;
+use crate::hub::{Hub, Outbox};
+use crate::offline::Inbox;
+use crate::presence::PresenceStore;
 use crate::protocol::{CloseReason, Frame, Out};
+use crate::publish::Publisher;
+use crate::push::Push;
+use crate::status::UserStatus;
+use crate::webhooks::Webhooks;
+
+/// What sessions use: the handles of the node's components.
+pub struct Deps {
+    /// `[server]`: outbox, heartbeat, limits.
+    pub server: ServerConfig,
+    /// `[bus]`: per-user and per-connection limits, throttles.
+    pub bus: BusConfig,
+    /// `[offline]`: whether queues are drained.
+    pub offline: OfflineConfig,
+    /// This node's number (the first half of its socket ids).
+    pub node: u32,
+    /// This node's connections, channels, users and watchers.
+    pub hub: Hub,
+    /// Where client events, typing, presence and member changes are published.
+    pub publisher: Publisher,
+    /// History, stream heads and cache channels.
+    pub streams: Arc<dyn Streams>,
+    /// Presence-channel membership.
+    pub presence: Arc<dyn PresenceStore>,
+    /// User status and its announcements.
+    pub status: UserStatus,
+    /// Who may see whose presence.
+    pub contacts: Arc<Contacts>,
+    /// Webhook events, reported without waiting.
+    pub webhooks: Webhooks,
+    /// Offline queues: drained and acknowledged by sessions.
+    pub inbox: Arc<dyn Inbox>,
+    /// Push registrations made over the bus.
+    pub push: Push,
+    /// Cancelled on shutdown; every connection's token is a child of it.
+    pub shutdown: CancellationToken,
+    /// Tracks every connection, so shutdown can wait for them.
+    pub tracker: TaskTracker,
+}
 
 /// Frames written per flush: queued frames are coalesced into one socket write.
 const MAX_BATCH: usize = 64;

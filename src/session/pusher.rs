@@ -14,12 +14,12 @@ use tokio::time::Instant;
 
 use super::write_loop;
 use crate::apps::App;
-use crate::context::Context;
 use crate::hub::{Admission, DeltaSeen, Outbox, Recipient, Refusal};
 use crate::ids::{ChannelName, SocketId, UserId};
 use crate::metrics;
 use crate::protocol::pusher::{self as wire, code, Command, DecodeError};
 use crate::protocol::{Frame, Wire};
+use crate::session::Deps;
 
 /// Protocol versions accepted in `?protocol=`.
 const PROTOCOLS: std::ops::RangeInclusive<u8> = 5..=7;
@@ -41,7 +41,7 @@ struct SignedIn {
 /// One connection's protocol state. Owned by its reader task; the hub only holds its
 /// [`Outbox`].
 pub(crate) struct Session {
-    ctx: Arc<Context>,
+    ctx: Arc<Deps>,
     app: Arc<App>,
     id: SocketId,
     outbox: Outbox,
@@ -55,11 +55,9 @@ pub(crate) struct Session {
 }
 
 /// Runs a Pusher connection to its end.
-pub async fn run(socket: WebSocket, ctx: Arc<Context>, hs: Handshake) {
+pub async fn run(socket: WebSocket, ctx: Arc<Deps>, hs: Handshake) {
     let token = ctx.shutdown.child_token();
-    let (outbox, rx) = ctx
-        .hub
-        .outbox(ctx.config.server.outbox_capacity, token.clone());
+    let (outbox, rx) = ctx.hub.outbox(ctx.server.outbox_capacity, token.clone());
     let (sink, mut stream) = socket.split();
     let writer = ctx
         .tracker
@@ -90,7 +88,7 @@ pub async fn run(socket: WebSocket, ctx: Arc<Context>, hs: Handshake) {
 }
 
 /// Checks app, protocol and limits; sends `connection_established` or the refusal.
-fn open(ctx: &Arc<Context>, hs: Handshake, outbox: &Outbox) -> Option<Session> {
+fn open(ctx: &Arc<Deps>, hs: Handshake, outbox: &Outbox) -> Option<Session> {
     let refuse = |c: u16, msg: &'static str| {
         outbox.push(wire::error(Some(c), msg));
         outbox.push_close(c, msg);
@@ -110,7 +108,7 @@ fn open(ctx: &Arc<Context>, hs: Handshake, outbox: &Outbox) -> Option<Session> {
     let admission = match ctx.hub.admit(
         &app.id,
         app.limits.max_connections,
-        ctx.config.server.max_connections,
+        ctx.server.max_connections,
     ) {
         Ok(a) => a,
         Err(Refusal::NodeFull) => {
@@ -125,7 +123,7 @@ fn open(ctx: &Arc<Context>, hs: Handshake, outbox: &Outbox) -> Option<Session> {
     let id = SocketId::next(ctx.node);
     outbox.push(wire::connection_established(
         id,
-        ctx.config.server.activity_timeout,
+        ctx.server.activity_timeout,
     ));
     let client_events = NonZeroU32::new(app.limits.client_events_per_second)
         .map(|n| RateLimiter::direct(Quota::per_second(n)));
@@ -148,8 +146,8 @@ async fn read_loop(
     s: &mut Session,
     stream: &mut futures_util::stream::SplitStream<WebSocket>,
 ) -> Option<(u16, &'static str)> {
-    let activity = s.ctx.config.server.activity_timeout();
-    let pong_wait = s.ctx.config.server.pong_timeout();
+    let activity = s.ctx.server.activity_timeout();
+    let pong_wait = s.ctx.server.pong_timeout();
     let token = s.outbox.token().clone();
     let idle = tokio::time::sleep(activity);
     tokio::pin!(idle);

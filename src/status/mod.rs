@@ -16,10 +16,10 @@ use tokio_util::task::TaskTracker;
 
 pub use crate::presence::users::{Change, StatusStore, Update};
 
-use crate::broker::Broker;
 use crate::event::{Event, EventKind, Status, Target};
 use crate::ids::{AppId, UserId};
 use crate::metrics;
+use crate::publish::Publisher;
 
 /// The status tracker: applies changes to the store and makes the announcements.
 #[derive(Clone)]
@@ -27,23 +27,23 @@ pub struct UserStatus(Arc<Inner>);
 
 struct Inner {
     store: Arc<dyn StatusStore>,
-    broker: Arc<dyn Broker>,
+    publisher: Publisher,
     tracker: TaskTracker,
     throttle: Duration,
 }
 
 impl UserStatus {
-    /// A tracker over `store`, announcing through `broker`; delayed announcements run on
+    /// A tracker over `store`, announcing through `publisher`; delayed announcements run on
     /// `tracker` (one timer per throttled user at most).
     pub fn new(
         store: Arc<dyn StatusStore>,
-        broker: Arc<dyn Broker>,
+        publisher: Publisher,
         tracker: TaskTracker,
         throttle: Duration,
     ) -> Self {
         Self(Arc::new(Inner {
             store,
-            broker,
+            publisher,
             tracker,
             throttle,
         }))
@@ -117,7 +117,7 @@ impl UserStatus {
             meta: Default::default(),
         };
         metrics::published("internal");
-        if let Err(e) = self.0.broker.publish(event).await {
+        if let Err(e) = self.0.publisher.publish(event).await {
             tracing::warn!(error = %e, "presence announcement failed");
         }
     }

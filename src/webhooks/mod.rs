@@ -20,10 +20,14 @@ use std::sync::Arc;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
 use crate::apps::App;
-use crate::context::Context;
+use crate::config::WebhooksConfig;
 use crate::ids::{ChannelName, UserId};
 use crate::metrics;
+use crate::presence::PresenceStore;
 
 /// Something that happened, reported by a session.
 pub enum Input {
@@ -44,16 +48,18 @@ pub struct Webhooks {
 }
 
 impl Webhooks {
-    /// Starts the worker on `ctx.tracker`; it stops with `ctx.shutdown` after a last flush.
-    pub fn start(ctx: &Arc<Context>, rx: mpsc::Receiver<Input>) {
-        let worker = worker::Worker::new(ctx.clone(), rx);
-        ctx.tracker.spawn(worker.run());
-    }
-
-    /// A handle and the queue its worker reads.
-    pub fn channel(capacity: usize) -> (Self, mpsc::Receiver<Input>) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        (Self { tx }, rx)
+    /// The handle, with its worker started on `tracker`: it reads occupancy from
+    /// `presence` and stops with `stop` after a last flush.
+    pub fn spawn(
+        config: &WebhooksConfig,
+        presence: Arc<dyn PresenceStore>,
+        tracker: &TaskTracker,
+        stop: CancellationToken,
+    ) -> Self {
+        let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
+        let worker = worker::Worker::new(config.clone(), presence, (tracker.clone(), stop), rx);
+        tracker.spawn(worker.run());
+        Self { tx }
     }
 
     fn send(&self, input: Input) {

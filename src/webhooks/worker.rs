@@ -7,13 +7,16 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tokio_util::time::{delay_queue, DelayQueue};
 
 use super::{sender, Input};
 use crate::apps::App;
-use crate::context::Context;
+use crate::config::WebhooksConfig;
 use crate::ids::{AppId, ChannelName, UserId};
 use crate::metrics;
+use crate::presence::PresenceStore;
 
 /// How long a changed channel waits before its cluster-wide count is read: other nodes'
 /// counts sync every 250 ms.
@@ -33,7 +36,10 @@ enum Due {
 type Batch = (Arc<App>, Vec<Value>);
 
 pub(super) struct Worker {
-    ctx: Arc<Context>,
+    config: WebhooksConfig,
+    presence: Arc<dyn PresenceStore>,
+    tracker: TaskTracker,
+    stop: CancellationToken,
     rx: mpsc::Receiver<Input>,
     http: reqwest::Client,
     delays: DelayQueue<Due>,
@@ -46,10 +52,18 @@ pub(super) struct Worker {
 }
 
 impl Worker {
-    pub(super) fn new(ctx: Arc<Context>, rx: mpsc::Receiver<Input>) -> Self {
-        let permits = Arc::new(Semaphore::new(ctx.config.webhooks.concurrency.max(1)));
+    pub(super) fn new(
+        config: WebhooksConfig,
+        presence: Arc<dyn PresenceStore>,
+        (tracker, stop): (TaskTracker, CancellationToken),
+        rx: mpsc::Receiver<Input>,
+    ) -> Self {
+        let permits = Arc::new(Semaphore::new(config.concurrency.max(1)));
         Self {
-            ctx,
+            config,
+            presence,
+            tracker,
+            stop,
             rx,
             http: reqwest::Client::new(),
             delays: DelayQueue::new(),
@@ -62,10 +76,8 @@ impl Worker {
     }
 
     pub(super) async fn run(mut self) {
-        let stop = self.ctx.shutdown.clone();
-        let mut flush = tokio::time::interval(Duration::from_millis(
-            self.ctx.config.webhooks.batch_ms.max(1),
-        ));
+        let stop = self.stop.clone();
+        let mut flush = tokio::time::interval(Duration::from_millis(self.config.batch_ms.max(1)));
         loop {
             tokio::select! {
                 _ = stop.cancelled() => break,
@@ -114,7 +126,7 @@ impl Worker {
     }
 
     fn leave_delay(&self) -> Duration {
-        Duration::from_millis(self.ctx.config.webhooks.leave_delay_ms)
+        Duration::from_millis(self.config.leave_delay_ms)
     }
 
     async fn due(&mut self, due: Due) {
@@ -126,7 +138,7 @@ impl Worker {
             Due::Removed(app, ch, user) => {
                 self.removed
                     .remove(&(app.id.clone(), ch.clone(), user.clone()));
-                let back = match self.ctx.presence.members(&app.id, &ch).await {
+                let back = match self.presence.members(&app.id, &ch).await {
                     Ok(m) => m.iter().any(|m| m.user_id == user),
                     Err(e) => {
                         tracing::warn!(error = %e, "member check for a webhook failed");
@@ -144,7 +156,7 @@ impl Worker {
     /// Reads the channel's cluster-wide count and announces what changed since the last
     /// announcement anywhere in the cluster.
     async fn channel(&mut self, app: Arc<App>, ch: ChannelName, confirm: bool) {
-        let presence = self.ctx.presence.clone();
+        let presence = self.presence.clone();
         let n = match presence.occupancy(&app.id, Some(&ch)).await {
             Ok(c) => c.first().map_or(0, |(_, n)| *n),
             Err(e) => {
@@ -222,7 +234,7 @@ impl Worker {
     }
 
     async fn flush_all(&mut self) {
-        let max = self.ctx.config.webhooks.batch_max.max(1);
+        let max = self.config.batch_max.max(1);
         let batches: Vec<((AppId, String), Batch)> = self.batches.drain().collect();
         for ((_, url), (app, events)) in batches {
             for chunk in events.chunks(max) {
@@ -233,9 +245,9 @@ impl Worker {
                 };
                 metrics::webhook_queued(chunk.len());
                 let (http, app, url) = (self.http.clone(), app.clone(), url.clone());
-                let (config, stop) = (self.ctx.config.webhooks.clone(), self.ctx.shutdown.clone());
+                let (config, stop) = (self.config.clone(), self.stop.clone());
                 let chunk = chunk.to_vec();
-                self.ctx.tracker.spawn(async move {
+                self.tracker.spawn(async move {
                     sender::deliver(http, app, url, chunk, config, stop).await;
                     drop(permit);
                 });

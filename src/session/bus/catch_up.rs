@@ -20,7 +20,7 @@ impl Session {
     pub(super) async fn heads(&self, streams: &[String]) -> Vec<(String, Arc<str>)> {
         let mut out = Vec::new();
         for stream in streams {
-            match self.ctx.broker.head(&self.app.id, stream).await {
+            match self.ctx.streams.head(&self.app.id, stream).await {
                 Ok(Some(id)) => out.push((label_of(stream), id)),
                 Ok(None) => {}
                 Err(e) => tracing::warn!(error = %e, "stream head read failed"),
@@ -47,7 +47,7 @@ impl Session {
                 continue;
             }
             let (mut events, mut complete) = match since {
-                Some(id) => match self.ctx.broker.history(&self.app.id, stream, id).await {
+                Some(id) => match self.ctx.streams.history(&self.app.id, stream, id).await {
                     Ok(h) => (h.events, h.complete),
                     Err(e) => {
                         tracing::warn!(error = %e, "history read failed");

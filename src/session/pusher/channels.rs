@@ -149,7 +149,7 @@ impl Session {
         if !ch.is_cache() {
             return;
         }
-        match self.ctx.broker.last_event(&self.app.id, ch).await {
+        match self.ctx.streams.last_event(&self.app.id, ch).await {
             Ok(Some(event)) => {
                 if let Some(f) = wire::encode_event(&event) {
                     self.send(f);
@@ -371,7 +371,7 @@ impl Session {
     /// live are not sent again), and what was not stays queued.
     async fn drain_offline(&self, user: &UserId) -> HashSet<Arc<str>> {
         let mut sent = HashSet::new();
-        if !self.ctx.config.offline.enabled {
+        if !self.ctx.offline.enabled {
             return sent;
         }
         let pending = match self.ctx.inbox.pending(&self.app.id, user).await {
@@ -500,7 +500,7 @@ impl Session {
 
     async fn publish(&self, source: &'static str, event: Event) {
         metrics::published(source);
-        if let Err(e) = self.ctx.broker.publish(event).await {
+        if let Err(e) = self.ctx.publisher.publish(event).await {
             tracing::warn!(error = %e, "publish from a connection failed");
             self.send(wire::error(
                 Some(code::RECONNECT),
