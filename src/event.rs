@@ -239,3 +239,41 @@ pub fn json_string(s: &str) -> Arc<str> {
         .expect("a string always serializes")
         .into()
 }
+
+/// Kinds of events a connection opts in to, as bits (the bus subscribes by type name; a
+/// Pusher connection wants all). Channel and room events need no opt-in: the subscription
+/// is the opt-in.
+pub mod interest {
+    /// Actions.
+    pub const ACTION: u8 = 1;
+    /// Presence (status) announcements of watched users.
+    pub const PRESENCE: u8 = 2;
+    /// Typing indicators.
+    pub const TYPING: u8 = 4;
+    /// Notifications.
+    pub const NOTIFICATION: u8 = 8;
+    /// Direct messages.
+    pub const MESSAGE: u8 = 16;
+    /// Every kind.
+    pub const ALL: u8 = 31;
+    /// The user's own events (kept in the user's stream and offline queue).
+    pub const USER: u8 = ACTION | NOTIFICATION | MESSAGE;
+}
+
+impl EventKind {
+    /// The interest bit a connection needs to receive this kind, `None` for channel events
+    /// (the subscription is the opt-in) and kinds every connection receives.
+    pub fn interest(&self) -> Option<u8> {
+        match self {
+            Self::Presence { .. } => Some(interest::PRESENCE),
+            Self::Typing { .. } => Some(interest::TYPING),
+            Self::Notification { .. } => Some(interest::NOTIFICATION),
+            Self::DirectMessage { .. } => Some(interest::MESSAGE),
+            Self::Action { .. } => Some(interest::ACTION),
+            Self::Message { .. }
+            | Self::MemberAdded { .. }
+            | Self::MemberRemoved { .. }
+            | Self::Terminate => None,
+        }
+    }
+}

@@ -39,6 +39,7 @@ pub mod config;
 pub mod contacts;
 pub mod event;
 pub mod filter;
+pub mod frame;
 pub mod http;
 pub mod hub;
 pub mod idempotency;

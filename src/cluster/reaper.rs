@@ -8,11 +8,11 @@ use tokio_util::task::TaskTracker;
 
 use crate::apps::AppStore;
 use crate::event::{Event, EventKind, Target};
+use crate::frame::CloseReason;
 use crate::hub::Hub;
 use crate::ids::{AppId, ChannelName, UserId};
 use crate::lua;
 use crate::metrics;
-use crate::protocol::CloseReason;
 use crate::publish::Publisher;
 use crate::redis_base::Redis;
 use crate::status::Change;

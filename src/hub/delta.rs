@@ -10,9 +10,8 @@ use std::sync::{Arc, Mutex};
 use base64::Engine;
 
 use crate::event::{Event, EventKind};
+use crate::frame::{DeltaEncoder, Frame};
 use crate::ids::ChannelName;
-use crate::protocol::pusher;
-use crate::protocol::Frame;
 
 /// Event names remembered per channel, and (channel, event) pairs per connection.
 const MAX_NAMES: usize = 64;
@@ -71,7 +70,7 @@ impl ChannelDeltas {
 
 impl DeltaFrames<'_> {
     /// The frame for a connection that last saw `seen`'s entry; records this sequence.
-    pub(crate) fn frame_for(&mut self, seen: &DeltaSeen) -> Option<Frame> {
+    pub(crate) fn frame_for(&mut self, seen: &DeltaSeen, enc: &DeltaEncoder) -> Option<Frame> {
         let key = (self.channel.clone(), self.name.clone());
         let last = {
             let mut map = seen.lock().expect("delta lock poisoned");
@@ -82,19 +81,19 @@ impl DeltaFrames<'_> {
         };
         if let (Some(base), Some((prev_seq, _))) = (last, &self.prev) {
             if base == *prev_seq {
-                if let Some(f) = self.delta() {
+                if let Some(f) = self.delta(enc) {
                     return Some(f);
                 }
             }
         }
         if self.full.is_none() {
-            self.full = pusher::encode_event_with_sequence(self.event, self.seq);
+            self.full = (enc.sequenced)(self.event, self.seq);
         }
         self.full.clone()
     }
 
     /// The delta frame, if it is smaller than sending the data again.
-    fn delta(&mut self) -> Option<Frame> {
+    fn delta(&mut self, enc: &DeltaEncoder) -> Option<Frame> {
         if self.delta.is_none() {
             let built = self.prev.as_ref().and_then(|(prev_seq, prev)| {
                 let EventKind::Message { data, .. } = &self.event.kind else {
@@ -104,13 +103,7 @@ impl DeltaFrames<'_> {
                 let d = fossil_delta::delta(data.as_bytes(), prev.as_bytes());
                 let b64 = base64::engine::general_purpose::STANDARD.encode(d);
                 (b64.len() < data.len()).then(|| {
-                    pusher::delta_frame(
-                        self.channel.as_str(),
-                        &self.name,
-                        &b64,
-                        *prev_seq,
-                        self.seq,
-                    )
+                    (enc.delta)(self.channel.as_str(), &self.name, &b64, *prev_seq, self.seq)
                 })
             });
             self.delta = Some(built);

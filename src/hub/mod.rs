@@ -18,15 +18,15 @@ use indexmap::IndexMap;
 
 pub use budget::QueueBudget;
 pub use delta::DeltaSeen;
-pub use outbox::Outbox;
+pub use outbox::{Out, Outbox};
 
 use delta::ChannelDeltas;
 
 use crate::event::{Event, EventKind, Target};
 use crate::filter::{Filter, Tags};
+use crate::frame::{CloseReason, Encoder, Frame, FORMATS};
 use crate::ids::{AppId, ChannelName, SocketId, UserId};
 use crate::metrics;
-use crate::protocol::{self, CloseReason, Frame, Wire};
 
 const SHARDS: usize = 64;
 
@@ -35,8 +35,8 @@ static EMPTY_TAGS: Tags = Tags::new();
 /// A connection as the hub sees it: where to queue frames and in which wire format.
 #[derive(Clone)]
 pub struct Recipient {
-    /// Wire format of the connection.
-    pub wire: Wire,
+    /// How the connection's wire format encodes events.
+    pub encoder: &'static Encoder,
     /// Its outbound queue.
     pub outbox: Outbox,
     /// For a channel subscription: only events whose tags match (an extension).
@@ -136,7 +136,7 @@ impl Hub {
         &self,
         capacity: usize,
         token: tokio_util::sync::CancellationToken,
-    ) -> (Outbox, tokio::sync::mpsc::Receiver<protocol::Out>) {
+    ) -> (Outbox, tokio::sync::mpsc::Receiver<Out>) {
         Outbox::new(capacity, token, self.0.budget.clone())
     }
 
@@ -391,9 +391,8 @@ fn remove<K: Hash + Eq + Clone>(
 
 /// Queues `event` to every member but the excluded one, encoding lazily once per wire.
 fn fan_out(set: &Members, event: &Event, mut deltas: Option<&mut delta::DeltaFrames<'_>>) -> usize {
-    let mut pusher: Option<Option<Frame>> = None;
-    let mut bus: Option<Option<Frame>> = None;
-    let interest = protocol::bus::required_interest(&event.kind);
+    let mut frames: [Option<Option<Frame>>; FORMATS] = Default::default();
+    let interest = event.kind.interest();
     let mut n = 0;
     for (id, r) in set {
         if event.exclude == Some(*id) {
@@ -404,23 +403,21 @@ fn fan_out(set: &Members, event: &Event, mut deltas: Option<&mut delta::DeltaFra
                 continue;
             }
         }
-        if let (Some(seen), Some(d)) = (&r.delta, deltas.as_deref_mut()) {
-            if let Some(f) = d.frame_for(seen) {
+        if let (Some(seen), Some(d), Some(enc)) =
+            (&r.delta, deltas.as_deref_mut(), &r.encoder.delta)
+        {
+            if let Some(f) = d.frame_for(seen, enc) {
                 if r.outbox.push(f) {
                     n += 1;
                 }
             }
             continue;
         }
-        let frame = match r.wire {
-            Wire::Pusher => pusher.get_or_insert_with(|| protocol::encode(Wire::Pusher, event)),
-            Wire::Bus => {
-                if interest.is_some_and(|bit| !r.outbox.wants(bit)) {
-                    continue;
-                }
-                bus.get_or_insert_with(|| protocol::encode(Wire::Bus, event))
-            }
-        };
+        if interest.is_some_and(|bit| !r.outbox.wants(bit)) {
+            continue;
+        }
+        let encoder = r.encoder;
+        let frame = frames[encoder.slot].get_or_insert_with(|| (encoder.encode)(event));
         if let Some(f) = frame {
             if r.outbox.push_live(f.clone(), event) {
                 n += 1;

@@ -8,8 +8,23 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::budget::QueueBudget;
+use crate::frame::{CloseReason, Frame};
 use crate::metrics;
-use crate::protocol::{CloseReason, Frame, Out};
+
+/// What a connection's writer sends: a frame, or a close with a wire-specific code after
+/// everything queued before it.
+#[derive(Debug)]
+pub enum Out {
+    /// A text frame.
+    Frame(Frame),
+    /// A transport-level ping (the bus's heartbeat; browsers answer it themselves).
+    Ping,
+    /// Close the connection with this code and reason, then stop.
+    Close(u16, &'static str),
+    /// Answered once everything queued before it was written to the socket (a catch-up
+    /// removes events from a queue only then).
+    Written(tokio::sync::oneshot::Sender<()>),
+}
 
 /// The sending half of a connection's outbound queue, shared by the hub and the session.
 ///
@@ -119,7 +134,7 @@ impl Outbox {
                     return false;
                 }
                 let key = crate::event::stream_of(event).zip(event.meta.id.clone());
-                let bit = crate::protocol::bus::required_interest(&event.kind);
+                let bit = event.kind.interest();
                 list.push((key, bit, frame));
                 return true;
             }

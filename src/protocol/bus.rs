@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use super::{push_json_str, CloseReason, Frame};
 use crate::event::{Event, EventKind, Priority, Status, Target};
+use crate::frame::Encoder;
 
 /// Error codes of `error` messages.
 pub mod code {
@@ -53,20 +54,7 @@ pub fn close_code(reason: CloseReason) -> (u16, &'static str) {
 
 /// Event types a client subscribes to, as bits of an interest mask.
 pub mod interest {
-    /// `action`
-    pub const ACTION: u8 = 1;
-    /// `presence`
-    pub const PRESENCE: u8 = 2;
-    /// `typing`
-    pub const TYPING: u8 = 4;
-    /// `notification`
-    pub const NOTIFICATION: u8 = 8;
-    /// `message`
-    pub const MESSAGE: u8 = 16;
-    /// Every type.
-    pub const ALL: u8 = 31;
-    /// The user's own events (kept in the user's stream and offline queue).
-    pub const USER: u8 = ACTION | NOTIFICATION | MESSAGE;
+    pub use crate::event::interest::*;
 
     /// The bit of an event type name.
     pub fn of(name: &str) -> Option<u8> {
@@ -89,21 +77,12 @@ pub mod interest {
     }
 }
 
-/// The interest bit an event needs, or `None` for room events (the room subscription is the
-/// opt-in) and kinds the bus never receives.
-pub fn required_interest(kind: &EventKind) -> Option<u8> {
-    match kind {
-        EventKind::Presence { .. } => Some(interest::PRESENCE),
-        EventKind::Typing { .. } => Some(interest::TYPING),
-        EventKind::Notification { .. } => Some(interest::NOTIFICATION),
-        EventKind::DirectMessage { .. } => Some(interest::MESSAGE),
-        EventKind::Action { .. } => Some(interest::ACTION),
-        EventKind::Message { .. }
-        | EventKind::MemberAdded { .. }
-        | EventKind::MemberRemoved { .. }
-        | EventKind::Terminate => None,
-    }
-}
+/// How the bus encodes events for the hub.
+pub static ENCODER: Encoder = Encoder {
+    slot: 1,
+    encode: encode_event,
+    delta: None,
+};
 
 /// A decoded client message.
 #[derive(Debug, PartialEq, Deserialize)]

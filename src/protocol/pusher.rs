@@ -9,6 +9,7 @@ use serde_json::value::RawValue;
 
 use super::{push_json_str, CloseReason, Frame};
 use crate::event::{Event, EventKind, Status, Target};
+use crate::frame::{DeltaEncoder, Encoder};
 use crate::ids::{SocketId, SERVER_TO_USER_PREFIX};
 
 /// Pusher error and close codes used by this server.
@@ -50,6 +51,16 @@ pub fn close_code(reason: CloseReason) -> (u16, &'static str) {
         CloseReason::Terminated => (code::UNAUTHORIZED, "Connection terminated by the app"),
     }
 }
+
+/// How Pusher encodes events for the hub, delta compression included.
+pub static ENCODER: Encoder = Encoder {
+    slot: 0,
+    encode: encode_event,
+    delta: Some(DeltaEncoder {
+        sequenced: encode_event_with_sequence,
+        delta: delta_frame,
+    }),
+};
 
 /// A decoded client message.
 #[derive(Debug, PartialEq)]

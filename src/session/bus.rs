@@ -19,11 +19,11 @@ use super::write_loop;
 use crate::apps::App;
 use crate::auth::BusClaims;
 use crate::event::{Event, EventKind, Status, Target};
+use crate::frame::Frame;
 use crate::hub::{Admission, Outbox, Recipient};
 use crate::ids::{ChannelKind, ChannelName, SocketId, UserId};
 use crate::metrics;
 use crate::protocol::bus::{self as wire, close, code, interest, Command, Since};
-use crate::protocol::{Frame, Wire};
 use crate::session::Deps;
 use crate::status::Change;
 
@@ -78,7 +78,7 @@ pub async fn run(socket: WebSocket, ctx: Arc<Deps>, hs: Handshake) {
     outbox.set_interests(interest::USER);
     outbox.hold();
     let recipient = Recipient {
-        wire: Wire::Bus,
+        encoder: &wire::ENCODER,
         outbox: outbox.clone(),
         filter: None,
         delta: None,
@@ -230,7 +230,7 @@ impl Session {
 
     fn recipient(&self) -> Recipient {
         Recipient {
-            wire: Wire::Bus,
+            encoder: &wire::ENCODER,
             outbox: self.outbox.clone(),
             filter: None,
             delta: None,

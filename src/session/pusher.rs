@@ -14,11 +14,11 @@ use tokio::time::Instant;
 
 use super::write_loop;
 use crate::apps::App;
+use crate::frame::Frame;
 use crate::hub::{Admission, DeltaSeen, Outbox, Recipient, Refusal};
 use crate::ids::{ChannelName, SocketId, UserId};
 use crate::metrics;
 use crate::protocol::pusher::{self as wire, code, Command, DecodeError};
-use crate::protocol::{Frame, Wire};
 use crate::session::Deps;
 
 /// Protocol versions accepted in `?protocol=`.
@@ -192,7 +192,7 @@ impl Session {
 
     fn recipient(&self) -> Recipient {
         Recipient {
-            wire: Wire::Pusher,
+            encoder: &wire::ENCODER,
             outbox: self.outbox.clone(),
             filter: None,
             delta: self.delta.clone(),

@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use super::{Session, MAX_FIELD_LEN};
 use crate::event::Event;
+use crate::frame::Frame;
+use crate::hub::Out;
 use crate::protocol::bus::{self as wire, code, Since};
-use crate::protocol::{Frame, Out};
 
 /// Most ids in one `ack`.
 const MAX_ACK_IDS: usize = 100;
@@ -72,9 +73,7 @@ impl Session {
             }
             let frames: Vec<(Arc<str>, Frame)> = events
                 .iter()
-                .filter(|e| {
-                    wire::required_interest(&e.kind).is_none_or(|b| self.interests & b != 0)
-                })
+                .filter(|e| e.kind.interest().is_none_or(|b| self.interests & b != 0))
                 .filter_map(|e| Some((e.meta.id.clone()?, wire::encode_event(e)?)))
                 .collect();
             // A drain with nothing to say stays silent: no header without `since`.
