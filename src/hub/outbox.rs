@@ -246,7 +246,8 @@ impl Outbox {
         }
     }
 
-    fn push_out(&self, out: Out) -> bool {
+    /// Queues any item (a frame is charged to the budgets), never waiting.
+    pub fn push_out(&self, out: Out) -> bool {
         let len = frame_len(&out);
         if len > 0 && !self.charge(len) {
             return false;

@@ -1,26 +1,24 @@
-//! A bus connection (`/ws/bus`): welcome, event-type and room subscriptions, presence,
-//! typing, heartbeat, token expiry and rate limits.
+//! A bus connection (`/ws/bus`) over the session core: welcome, event-type and room
+//! subscriptions, presence, typing, token expiry, idleness and rate limits.
 
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::ws::{Message, WebSocket};
-use futures_util::stream::SplitStream;
-use futures_util::StreamExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::time::Instant;
 use wildmatch::WildMatch;
 
 mod catch_up;
 
-use super::write_loop;
+use super::transport::Transport;
+use super::{Connection, Protocol};
 use crate::apps::App;
 use crate::auth::BusClaims;
 use crate::event::{Event, EventKind, Status, Target};
 use crate::frame::Frame;
-use crate::hub::{Admission, Outbox, Recipient};
+use crate::hub::{Admission, Out, Outbox, Recipient};
 use crate::ids::{ChannelKind, ChannelName, SocketId, UserId};
 use crate::metrics;
 use crate::protocol::bus::{self as wire, close, code, interest, Command, Since};
@@ -53,23 +51,35 @@ struct Session {
     allowed_rooms: Vec<WildMatch>,
     watching: Vec<UserId>,
     idle: bool,
+    /// Client silence (no message but heartbeats) after which the user shows as away.
+    idle_after: Duration,
+    /// When the connection goes idle unless the client says something.
+    idle_at: Instant,
+    /// When the token expires (`E-WS-AUTH`, close 4001).
+    expiry: Instant,
     /// A subscribe was handled (until then live user events are held).
     started: bool,
     /// The offline queue was drained on this connection.
     drained: bool,
     limiter: DefaultDirectRateLimiter,
     typing: HashMap<(UserId, Arc<str>), Instant>,
+    _admission: Admission,
 }
 
-/// Runs a bus connection to its end.
-pub async fn run(socket: WebSocket, ctx: Arc<Deps>, hs: Handshake) {
-    let token = ctx.shutdown.child_token();
-    let (outbox, rx) = ctx.hub.outbox(ctx.server.outbox_capacity, token.clone());
-    let (sink, mut stream) = socket.split();
-    let writer = ctx
-        .tracker
-        .spawn(write_loop(sink, rx, outbox.clone(), wire::close_code));
-    let _admission = hs.admission;
+/// Runs a bus connection over `transport` to its end.
+pub async fn run(transport: impl Transport, ctx: Arc<Deps>, hs: Handshake) {
+    let (sink, mut source) = transport.split();
+    let conn = Connection::open(&ctx, sink, wire::close_code);
+    match open(&ctx, hs, &conn.outbox).await {
+        Some(session) => conn.serve(session, &mut source, &ctx).await,
+        // The refusal (error + close) is queued; the writer sends it and stops.
+        None => conn.refused().await,
+    }
+}
+
+/// Registers the user's connection and sends `welcome`, or queues the refusal of a user
+/// over the per-user limit.
+async fn open(ctx: &Arc<Deps>, hs: Handshake, outbox: &Outbox) -> Option<Session> {
     let id = SocketId::next(ctx.node);
     let user = UserId::new(hs.claims.sub.as_str());
     let limit = ctx.bus.max_connections_per_user;
@@ -96,15 +106,14 @@ pub async fn run(socket: WebSocket, ctx: Arc<Deps>, hs: Handshake) {
             &format!("At most {limit} connections per user"),
         ));
         outbox.push_close(close::PERMISSION, "Too many connections for this user");
-        let _ = writer.await;
-        return;
+        return None;
     }
-    metrics::connection_opened("bus");
     outbox.push(wire::welcome(&id.to_string(), user.as_str()));
     let bus = &ctx.bus;
     let quota =
         Quota::per_minute(NonZeroU32::new(bus.messages_per_minute).unwrap_or(NonZeroU32::MIN))
             .allow_burst(NonZeroU32::new(bus.message_burst).unwrap_or(NonZeroU32::MIN));
+    let idle_after = Duration::from_secs(bus.idle_timeout);
     let mut s = Session {
         ctx: ctx.clone(),
         id,
@@ -120,24 +129,80 @@ pub async fn run(socket: WebSocket, ctx: Arc<Deps>, hs: Handshake) {
             .collect(),
         watching: Vec::new(),
         idle: false,
+        idle_after,
+        idle_at: Instant::now() + idle_after,
+        expiry: instant_of(hs.claims.exp),
         started: false,
         drained: false,
         limiter: RateLimiter::direct(quota),
         typing: HashMap::new(),
         app: hs.app,
+        _admission: hs.admission,
     };
     s.watch(&hs.claims.watchlist);
-    let violation = read_loop(&mut s, &mut stream, hs.claims.exp).await;
-    s.close().await;
-    metrics::connection_closed("bus");
-    drop(s);
-    let (code, reason) = violation.unwrap_or((1000, ""));
-    outbox.push_close(code, reason);
-    if tokio::time::timeout(Duration::from_secs(5), writer)
-        .await
-        .is_err()
-    {
-        token.cancel();
+    Some(s)
+}
+
+impl Protocol for Session {
+    const NAME: &'static str = "bus";
+
+    /// A WebSocket-level ping: browsers answer it themselves.
+    fn heartbeat(&self) -> Out {
+        Out::Ping
+    }
+
+    fn pong_timeout(&self) -> (u16, &'static str) {
+        (close::PONG_TIMEOUT, "Ping not answered in time")
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        Some(if self.idle {
+            self.expiry
+        } else {
+            self.expiry.min(self.idle_at)
+        })
+    }
+
+    async fn on_deadline(&mut self) -> bool {
+        let now = Instant::now();
+        if now >= self.expiry {
+            self.outbox.push(wire::error(code::AUTH, "Token expired"));
+            self.outbox.push_close(close::AUTH, "Token expired");
+            return false;
+        }
+        if !self.idle && now >= self.idle_at {
+            self.idle = true;
+            let change = Change::Idle(true);
+            self.ctx
+                .status
+                .apply(&self.app.id, &self.user, change)
+                .await;
+        }
+        true
+    }
+
+    async fn on_text(&mut self, text: &str) {
+        metrics::message_in("bus");
+        // Heartbeats are not user activity: a tab left open goes idle.
+        if self.handle_text(text).await {
+            self.idle_at = Instant::now() + self.idle_after;
+            if self.idle {
+                self.idle = false;
+                let change = Change::Idle(false);
+                self.ctx
+                    .status
+                    .apply(&self.app.id, &self.user, change)
+                    .await;
+            }
+        }
+    }
+
+    fn on_binary(&mut self) {
+        self.invalid("Binary frames are not supported");
+    }
+
+    async fn close(&mut self) {
+        self.leave().await;
     }
 }
 
@@ -151,66 +216,6 @@ fn instant_of(exp: u64) -> Instant {
     let century = Duration::from_secs(100 * 365 * 86_400);
     let left = Duration::from_secs(exp.saturating_sub(now)).min(century);
     start + left
-}
-
-async fn read_loop(
-    s: &mut Session,
-    stream: &mut SplitStream<WebSocket>,
-    exp: u64,
-) -> Option<(u16, &'static str)> {
-    let server = &s.ctx.server;
-    let (activity, pong_wait) = (server.activity_timeout(), server.pong_timeout());
-    let idle_after = Duration::from_secs(s.ctx.bus.idle_timeout);
-    let token = s.outbox.token().clone();
-    let expiry = tokio::time::sleep_until(instant_of(exp));
-    let heartbeat = tokio::time::sleep(activity);
-    let idle = tokio::time::sleep(idle_after);
-    tokio::pin!(expiry, heartbeat, idle);
-    let mut pinged = false;
-    loop {
-        tokio::select! {
-            _ = token.cancelled() => return None,
-            _ = &mut expiry => {
-                s.outbox.push(wire::error(code::AUTH, "Token expired"));
-                s.outbox.push_close(close::AUTH, "Token expired");
-                return None;
-            }
-            _ = &mut heartbeat => {
-                if pinged {
-                    s.outbox.push_close(close::PONG_TIMEOUT, "Ping not answered in time");
-                    return None;
-                }
-                s.outbox.push_ping();
-                pinged = true;
-                heartbeat.as_mut().reset(Instant::now() + pong_wait);
-            }
-            _ = &mut idle, if !s.idle => {
-                s.idle = true;
-                s.ctx.status.apply(&s.app.id, &s.user, Change::Idle(true)).await;
-            }
-            msg = stream.next() => {
-                pinged = false;
-                heartbeat.as_mut().reset(Instant::now() + activity);
-                match msg {
-                    Some(Ok(Message::Text(text))) => {
-                        metrics::message_in("bus");
-                        // Heartbeats are not user activity: a tab left open goes idle.
-                        if s.handle_text(&text).await {
-                            idle.as_mut().reset(Instant::now() + idle_after);
-                            if s.idle {
-                                s.idle = false;
-                                s.ctx.status.apply(&s.app.id, &s.user, Change::Idle(false)).await;
-                            }
-                        }
-                    }
-                    Some(Ok(Message::Binary(_))) => s.invalid("Binary frames are not supported"),
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                    Some(Err(e)) => return super::violation_close(e),
-                    Some(Ok(Message::Close(_))) | None => return None,
-                }
-            }
-        }
-    }
 }
 
 impl Session {
@@ -499,7 +504,8 @@ impl Session {
         }
     }
 
-    async fn close(&mut self) {
+    /// Leaves every room, watch and the user registry; the user may go offline.
+    async fn leave(&mut self) {
         let app = self.app.id.clone();
         for ch in self.rooms.drain() {
             self.ctx.hub.unsubscribe(&app, &ch, self.id);

@@ -1,5 +1,5 @@
-//! A Pusher protocol v7 connection: handshake, heartbeat, and the reader loop that turns
-//! client messages into hub, presence and broker calls.
+//! A Pusher protocol v7 connection over the session core: the handshake's checks, and the
+//! command handler that turns client messages into hub, presence and publish calls.
 
 mod channels;
 
@@ -7,15 +7,13 @@ use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
-use axum::extract::ws::{Message, WebSocket};
-use futures_util::StreamExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use tokio::time::Instant;
 
-use super::write_loop;
+use super::transport::Transport;
+use super::{Connection, Protocol};
 use crate::apps::App;
 use crate::frame::Frame;
-use crate::hub::{Admission, DeltaSeen, Outbox, Recipient, Refusal};
+use crate::hub::{Admission, DeltaSeen, Out, Outbox, Recipient, Refusal};
 use crate::ids::{ChannelName, SocketId, UserId};
 use crate::metrics;
 use crate::protocol::pusher::{self as wire, code, Command, DecodeError};
@@ -54,36 +52,44 @@ pub(crate) struct Session {
     _admission: Admission,
 }
 
-/// Runs a Pusher connection to its end.
-pub async fn run(socket: WebSocket, ctx: Arc<Deps>, hs: Handshake) {
-    let token = ctx.shutdown.child_token();
-    let (outbox, rx) = ctx.hub.outbox(ctx.server.outbox_capacity, token.clone());
-    let (sink, mut stream) = socket.split();
-    let writer = ctx
-        .tracker
-        .spawn(write_loop(sink, rx, outbox.clone(), wire::close_code));
-
-    let Some(session) = open(&ctx, hs, &outbox) else {
+/// Runs a Pusher connection over `transport` to its end.
+pub async fn run(transport: impl Transport, ctx: Arc<Deps>, hs: Handshake) {
+    let (sink, mut source) = transport.split();
+    let conn = Connection::open(&ctx, sink, wire::close_code);
+    match open(&ctx, hs, &conn.outbox) {
+        Some(session) => conn.serve(session, &mut source, &ctx).await,
         // The refusal (error + close) is queued; the writer sends it and stops.
-        drop(outbox);
-        let _ = writer.await;
-        return;
-    };
-    metrics::connection_opened("pusher");
-    let mut session = session;
-    let violation = read_loop(&mut session, &mut stream).await;
-    session.close().await;
-    metrics::connection_closed("pusher");
-    drop(session);
-    // Ends the writer after what is queued; a no-op when a close is already queued.
-    let (code, reason) = violation.unwrap_or((1000, ""));
-    outbox.push_close(code, reason);
-    // Let the writer flush what is queued (a close, typically), but not forever.
-    if tokio::time::timeout(std::time::Duration::from_secs(5), writer)
-        .await
-        .is_err()
-    {
-        token.cancel();
+        None => conn.refused().await,
+    }
+}
+
+impl Protocol for Session {
+    const NAME: &'static str = "pusher";
+
+    fn heartbeat(&self) -> Out {
+        Out::Frame(wire::ping())
+    }
+
+    fn pong_timeout(&self) -> (u16, &'static str) {
+        (code::PONG_TIMEOUT, "Pong reply not received in time")
+    }
+
+    async fn on_text(&mut self, text: &str) {
+        metrics::message_in("pusher");
+        self.handle_text(text).await;
+    }
+
+    fn on_binary(&mut self) {
+        self.reject("binary", "Binary frames are not supported");
+    }
+
+    /// Leaves every channel and the user registry.
+    async fn close(&mut self) {
+        let channels: Vec<ChannelName> = self.channels.keys().cloned().collect();
+        for ch in channels {
+            self.unsubscribe(&ch).await;
+        }
+        self.signout().await;
     }
 }
 
@@ -138,51 +144,6 @@ fn open(ctx: &Arc<Deps>, hs: Handshake, outbox: &Outbox) -> Option<Session> {
         delta: None,
         _admission: admission,
     })
-}
-
-/// Reads client messages until the client leaves, the connection is killed, or the client
-/// fails to answer a ping.
-async fn read_loop(
-    s: &mut Session,
-    stream: &mut futures_util::stream::SplitStream<WebSocket>,
-) -> Option<(u16, &'static str)> {
-    let activity = s.ctx.server.activity_timeout();
-    let pong_wait = s.ctx.server.pong_timeout();
-    let token = s.outbox.token().clone();
-    let idle = tokio::time::sleep(activity);
-    tokio::pin!(idle);
-    let mut pinged = false;
-    loop {
-        tokio::select! {
-            _ = token.cancelled() => return None,
-            _ = &mut idle => {
-                if pinged {
-                    s.outbox.push_close(code::PONG_TIMEOUT, "Pong reply not received in time");
-                    return None;
-                }
-                s.outbox.push(wire::ping());
-                pinged = true;
-                idle.as_mut().reset(Instant::now() + pong_wait);
-            }
-            msg = stream.next() => {
-                // Any message counts as activity, pongs and protocol-level pings included.
-                pinged = false;
-                idle.as_mut().reset(Instant::now() + activity);
-                match msg {
-                    Some(Ok(Message::Text(text))) => {
-                        metrics::message_in("pusher");
-                        s.handle_text(&text).await;
-                    }
-                    Some(Ok(Message::Binary(_))) => {
-                        s.reject("binary", "Binary frames are not supported");
-                    }
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                    Some(Err(e)) => return super::violation_close(e),
-                    Some(Ok(Message::Close(_))) | None => return None,
-                }
-            }
-        }
-    }
 }
 
 impl Session {
@@ -242,14 +203,5 @@ impl Session {
             Err(e @ DecodeError::BadField { .. }) => self.reject("bad_field", &e.to_string()),
             Err(e @ DecodeError::UnknownEvent(_)) => self.reject("unknown_event", &e.to_string()),
         }
-    }
-
-    /// Leaves every channel and the user registry. Runs once, when the connection ends.
-    async fn close(&mut self) {
-        let channels: Vec<ChannelName> = self.channels.keys().cloned().collect();
-        for ch in channels {
-            self.unsubscribe(&ch).await;
-        }
-        self.signout().await;
     }
 }

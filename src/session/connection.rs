@@ -1,0 +1,249 @@
+//! The neutral session: what every connection has, whatever its protocol or transport. A
+//! bounded outbox and the writer task that drains it into the transport; the reader loop
+//! with the heartbeat (after `activity_timeout` of silence a ping, then a close if no answer
+//! comes within `pong_timeout`) and the protocol's own deadlines; the close with its code.
+//! A protocol is a [`Protocol`]: it handles what the client sends and says what its
+//! heartbeat and its close codes are.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::transport::{FrameSink, FrameSource, Inbound};
+use super::Deps;
+use crate::frame::{CloseReason, Frame};
+use crate::hub::{Out, Outbox};
+use crate::metrics;
+
+/// Frames written per flush: queued frames are coalesced into one socket write.
+const MAX_BATCH: usize = 64;
+/// How long a close frame may take to go out before the socket is dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long the close frame of a slow consumer waits for the client to read again: it goes
+/// after what the socket already holds, so the client sees it (4100: back off) once it
+/// catches up, instead of a bare TCP close.
+const SLOW_CLOSE_WAIT: Duration = Duration::from_secs(30);
+/// How long the writer may take to send what is queued after the reader ended.
+const DRAIN_WAIT: Duration = Duration::from_secs(5);
+
+/// A wire protocol over the session core.
+pub(crate) trait Protocol: Send {
+    /// The protocol's label in metrics.
+    const NAME: &'static str;
+
+    /// What to send after `activity_timeout` of client silence.
+    fn heartbeat(&self) -> Out;
+
+    /// The close of a connection that did not answer the heartbeat in time.
+    fn pong_timeout(&self) -> (u16, &'static str);
+
+    /// The protocol's next deadline (the bus: token expiry, idleness), if any.
+    fn deadline(&self) -> Option<Instant> {
+        None
+    }
+
+    /// The deadline passed. `false` ends the connection (the protocol queued its close).
+    fn on_deadline(&mut self) -> impl Future<Output = bool> + Send {
+        std::future::ready(true)
+    }
+
+    /// A text message from the client.
+    fn on_text(&mut self, text: &str) -> impl Future<Output = ()> + Send;
+
+    /// A binary message from the client.
+    fn on_binary(&mut self);
+
+    /// The connection ended, whatever the reason: undo what it registered.
+    fn close(&mut self) -> impl Future<Output = ()> + Send;
+}
+
+/// One connection's outbox and writer.
+pub(crate) struct Connection {
+    /// Where the hub and the protocol queue frames.
+    pub outbox: Outbox,
+    writer: JoinHandle<()>,
+}
+
+impl Connection {
+    /// Opens the connection's bounded outbox and starts its writer over `sink`;
+    /// `close_code` is the protocol's mapping of why the server ends a connection.
+    pub fn open(
+        deps: &Deps,
+        sink: impl FrameSink,
+        close_code: fn(CloseReason) -> (u16, &'static str),
+    ) -> Self {
+        let token = deps.shutdown.child_token();
+        let (outbox, rx) = deps.hub.outbox(deps.server.outbox_capacity, token);
+        let writer = deps
+            .tracker
+            .spawn(write_loop(sink, rx, outbox.clone(), close_code));
+        Self { outbox, writer }
+    }
+
+    /// Ends a connection that was refused: the refusal it queued is written.
+    pub async fn refused(self) {
+        drop(self.outbox);
+        let _ = self.writer.await;
+    }
+
+    /// Runs `proto` on the messages of `source` until the connection ends; then undoes its
+    /// state and closes (with the code a violation earned, else 1000).
+    pub async fn serve<P: Protocol>(
+        self,
+        mut proto: P,
+        source: &mut impl FrameSource,
+        deps: &Deps,
+    ) {
+        metrics::connection_opened(P::NAME);
+        let timing = (deps.server.activity_timeout(), deps.server.pong_timeout());
+        let violation = drive(&mut proto, source, &self.outbox, timing).await;
+        proto.close().await;
+        metrics::connection_closed(P::NAME);
+        drop(proto);
+        let (code, reason) = violation.unwrap_or((1000, ""));
+        // Ends the writer after what is queued; a no-op when a close is already queued.
+        self.outbox.push_close(code, reason);
+        let token = self.outbox.token().clone();
+        if tokio::time::timeout(DRAIN_WAIT, self.writer).await.is_err() {
+            token.cancel();
+        }
+    }
+}
+
+/// Reads client messages until the client leaves, the connection is killed, a deadline
+/// ends it, or the client fails to answer the heartbeat. Any message is activity.
+async fn drive<P: Protocol>(
+    proto: &mut P,
+    source: &mut impl FrameSource,
+    outbox: &Outbox,
+    (activity, pong_wait): (Duration, Duration),
+) -> Option<(u16, &'static str)> {
+    let token = outbox.token().clone();
+    let heartbeat = tokio::time::sleep(activity);
+    tokio::pin!(heartbeat);
+    let mut pinged = false;
+    loop {
+        let deadline = proto.deadline();
+        let timer = async move {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = token.cancelled() => return None,
+            _ = &mut heartbeat => {
+                if pinged {
+                    let (code, reason) = proto.pong_timeout();
+                    outbox.push_close(code, reason);
+                    return None;
+                }
+                outbox.push_out(proto.heartbeat());
+                pinged = true;
+                heartbeat.as_mut().reset(Instant::now() + pong_wait);
+            }
+            _ = timer => {
+                if !proto.on_deadline().await {
+                    return None;
+                }
+            }
+            msg = source.next() => {
+                pinged = false;
+                heartbeat.as_mut().reset(Instant::now() + activity);
+                match msg {
+                    Inbound::Text(text) => proto.on_text(&text).await,
+                    Inbound::Binary => proto.on_binary(),
+                    Inbound::Control => {}
+                    Inbound::End(violation) => return violation,
+                }
+            }
+        }
+    }
+}
+
+/// Queues `frames` paced by the outbox (never overflowing it) and waits until they were
+/// written to the socket. `false` when the connection ended first.
+pub(crate) async fn send_page(outbox: &Outbox, frames: Vec<Frame>) -> bool {
+    for f in frames {
+        if !outbox.send_paced(Out::Frame(f)).await {
+            return false;
+        }
+    }
+    outbox.written().await
+}
+
+/// Writes queued frames until the queue ends, a close is queued, the transport fails or
+/// the connection's token is cancelled (then a close with the kill reason's code is sent).
+/// Cancels the token on exit, so the reader stops too.
+async fn write_loop(
+    mut sink: impl FrameSink,
+    mut rx: mpsc::Receiver<Out>,
+    outbox: Outbox,
+    close_code: fn(CloseReason) -> (u16, &'static str),
+) {
+    let token = outbox.token().clone();
+    let mut batch: Vec<Out> = Vec::new();
+    loop {
+        tokio::select! {
+            biased;
+            _ = token.cancelled() => {
+                // What is still queued is dropped; the close follows what the socket took.
+                rx.close();
+                let reason = outbox.close_reason().unwrap_or(CloseReason::Shutdown);
+                let wait = if reason == CloseReason::SlowConsumer { SLOW_CLOSE_WAIT } else { CLOSE_TIMEOUT };
+                let (code, text) = close_code(reason);
+                sink.close(code, text, wait).await;
+                break;
+            }
+            n = rx.recv_many(&mut batch, MAX_BATCH) => {
+                if n == 0 {
+                    break;
+                }
+                for out in &batch {
+                    if let Out::Frame(f) = out {
+                        outbox.taken(f.len());
+                    }
+                }
+                let done = tokio::select! {
+                    biased;
+                    // A stuck client must not keep the writer alive past a kill.
+                    _ = token.cancelled() => continue,
+                    done = write_batch(&mut sink, &mut batch) => done,
+                };
+                if done {
+                    break;
+                }
+            }
+        }
+    }
+    token.cancel();
+}
+
+/// Writes a batch with one flush. Returns `true` when the connection is finished.
+async fn write_batch(sink: &mut impl FrameSink, batch: &mut Vec<Out>) -> bool {
+    for out in batch.drain(..) {
+        let written = match out {
+            Out::Frame(f) => sink.feed(f).await,
+            Out::Ping => sink.ping().await,
+            Out::Written(done) => {
+                let flushed = sink.flush().await;
+                // Only what reached the socket counts as written.
+                if flushed.is_ok() {
+                    let _ = done.send(());
+                }
+                flushed
+            }
+            Out::Close(code, reason) => {
+                sink.close(code, reason, CLOSE_TIMEOUT).await;
+                return true;
+            }
+        };
+        if written.is_err() {
+            return true;
+        }
+    }
+    sink.flush().await.is_err()
+}
