@@ -13,11 +13,12 @@ use super::error::ApiError;
 use super::signed::Signed;
 use super::Api;
 use crate::apps::App;
-use crate::event::{json_string, Event, EventKind, Meta, Priority, Target};
+use crate::event::{Event, EventKind, Meta, Priority, Target};
 use crate::filter::{parse_tags, Tags};
 use crate::idempotency::Idempotency;
-use crate::ids::{self, AppId, ChannelKind, ChannelName, SocketId, UserId};
+use crate::ids::{AppId, ChannelKind, ChannelName, SocketId, UserId};
 use crate::metrics;
+use crate::publish::input;
 
 #[derive(Deserialize)]
 struct Trigger<'a> {
@@ -61,22 +62,11 @@ struct Checked {
     key: Option<String>,
 }
 
-fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::BadRequest(format!("Invalid JSON body: {e}")))
-}
-
 fn check(app: &App, t: Trigger<'_>) -> Result<Checked, ApiError> {
     if let Some(k) = &t.idempotency_key {
         Idempotency::check_key(k).map_err(ApiError::BadRequest)?;
     }
-    ids::check_event_name(&t.name)
-        .map_err(|e| ApiError::BadRequest(format!("Invalid event name: {e}")))?;
-    if t.name.starts_with("pusher:") || t.name.starts_with("pusher_internal:") {
-        return Err(ApiError::BadRequest(
-            "Event names starting with pusher: are reserved".into(),
-        ));
-    }
+    input::event_name(&t.name)?;
     let names = match (t.channels, t.channel) {
         (Some(list), None) => list,
         (None, Some(one)) => vec![one],
@@ -95,27 +85,9 @@ fn check(app: &App, t: Trigger<'_>) -> Result<Checked, ApiError> {
     }
     let channels = names
         .iter()
-        .map(|n| {
-            ChannelName::parse(n)
-                .map_err(|e| ApiError::BadRequest(format!("Invalid channel name {n:?}: {e}")))
-        })
+        .map(|n| input::channel(n))
         .collect::<Result<Vec<_>, _>>()?;
-    // Pusher's data is a string: a JSON string literal passes through as sent; any other
-    // JSON value is sent as the string of its JSON text.
-    let raw = t.data.get();
-    let (data, len) = if raw.starts_with('"') {
-        let s: String =
-            serde_json::from_str(raw).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        (Arc::<str>::from(raw), s.len())
-    } else {
-        (json_string(raw), raw.len())
-    };
-    if len > app.limits.max_event_bytes {
-        return Err(ApiError::PayloadTooLarge(format!(
-            "Event data is {len} bytes; the limit is {}",
-            app.limits.max_event_bytes
-        )));
-    }
+    let data = input::pusher_data(t.data.get(), app.limits.max_event_bytes)?;
     let exclude = match t.socket_id {
         None => None,
         Some(s) => Some(
@@ -226,7 +198,7 @@ async fn channel_info(
 
 /// `POST /apps/{id}/events`.
 pub async fn events(State(ctx): State<Arc<Api>>, req: Signed) -> Result<Json<Value>, ApiError> {
-    let t: Trigger<'_> = parse_json(&req.body)?;
+    let t: Trigger<'_> = input::json(&req.body)?;
     let c = check(&req.app, t)?;
     publish(&ctx, &req.app.id, &c).await?;
     if c.info.is_empty() {
@@ -245,7 +217,7 @@ pub async fn batch_events(
     State(ctx): State<Arc<Api>>,
     req: Signed,
 ) -> Result<Json<Value>, ApiError> {
-    let b: Batch<'_> = parse_json(&req.body)?;
+    let b: Batch<'_> = input::json(&req.body)?;
     if b.batch.len() > req.app.limits.max_batch_size {
         return Err(ApiError::BadRequest(format!(
             "At most {} events per batch",

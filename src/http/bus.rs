@@ -26,12 +26,12 @@ use crate::hub::Refusal;
 use crate::idempotency::Idempotency;
 use crate::ids::UserId;
 use crate::metrics;
+use crate::publish::input;
+use crate::session;
 use crate::session::bus::{self, Handshake};
 
 /// Most recipients of one API call.
 const MAX_RECIPIENTS: usize = 100;
-/// Characters of a message's content kept in its preview.
-const PREVIEW_CHARS: usize = 100;
 
 /// `GET /ws/bus?token=JWT` (or `Authorization: Bearer JWT`). Every refusal happens before the
 /// upgrade: 401 for a bad token, 503 when the node is full, 429 when the app is.
@@ -66,21 +66,13 @@ pub async fn upgrade(
     if !app.enabled {
         return Err(ApiError::Forbidden("App is disabled".into()));
     }
-    let admission = match ctx.hub.admit(
-        &app.id,
-        app.limits.max_connections,
-        ctx.server.max_connections,
-    ) {
+    let admission = match session::admit(&ctx.hub, &app, ctx.server.max_connections) {
         Ok(a) => a,
-        Err(Refusal::NodeFull) => {
-            metrics::connection_refused("node");
-            return Err(ApiError::Unavailable("Server over capacity".into()));
-        }
+        Err(Refusal::NodeFull) => return Err(ApiError::Unavailable("Server over capacity".into())),
         Err(Refusal::AppQuota) => {
-            metrics::connection_refused("app");
             return Err(ApiError::TooManyRequests(
                 "App over connection quota".into(),
-            ));
+            ))
         }
     };
     let guard = ctx.sessions.tracker.token();
@@ -97,13 +89,8 @@ pub async fn upgrade(
     )
 }
 
-pub(super) fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::BadRequest(format!("Invalid JSON body: {e}")))
-}
-
 pub(super) fn user_id(s: &str, what: &str) -> Result<UserId, ApiError> {
-    UserId::parse(s).map_err(|e| ApiError::BadRequest(format!("Invalid {what} {s:?}: {e}")))
+    input::user(s).map_err(|e| ApiError::BadRequest(format!("{what}: {e}")))
 }
 
 fn recipients(list: &[String], what: &str) -> Result<Vec<UserId>, ApiError> {
@@ -134,13 +121,7 @@ async fn to_users(
     if let Some(k) = key {
         Idempotency::check_key(k).map_err(ApiError::BadRequest)?;
     }
-    let max_bytes = app.limits.max_event_bytes;
-    let size = serde_json::to_string(&kind).map_or(0, |s| s.len());
-    if size > max_bytes {
-        return Err(ApiError::PayloadTooLarge(format!(
-            "Event is {size} bytes; the limit is {max_bytes}"
-        )));
-    }
+    input::bus_size(&kind, app.limits.max_event_bytes)?;
     for u in &users {
         let event = Event {
             app: app.id.clone(),
@@ -184,15 +165,10 @@ pub async fn notifications(
     State(ctx): State<Arc<Api>>,
     req: Signed,
 ) -> Result<Json<Value>, ApiError> {
-    let n: NotificationReq = parse(&req.body)?;
+    let n: NotificationReq = input::json(&req.body)?;
     let envelope = (n.priority, n.ttl);
     let users = recipients(&n.to, "to")?;
-    let kind = EventKind::Notification {
-        notification_type: n.notification_type.into(),
-        from: n.from.map(Into::into),
-        message: n.message.into(),
-        action_url: n.action_url.map(Into::into),
-    };
+    let kind = input::notification(n.notification_type, n.from, n.message, n.action_url);
     let key = n.idempotency_key.as_deref();
     to_users(&ctx, &req.app, users, kind, envelope, key).await
 }
@@ -217,16 +193,10 @@ struct MessageReq {
 /// `POST /apps/{id}/bus/messages`: a direct-message notification to every participant, with
 /// a preview of the first 100 characters.
 pub async fn messages(State(ctx): State<Arc<Api>>, req: Signed) -> Result<Json<Value>, ApiError> {
-    let m: MessageReq = parse(&req.body)?;
+    let m: MessageReq = input::json(&req.body)?;
     let envelope = (m.priority, m.ttl);
     let users = recipients(&m.participants, "participants")?;
-    let preview: String = m.content.chars().take(PREVIEW_CHARS).collect();
-    let kind = EventKind::DirectMessage {
-        message_id: m.message_id.into(),
-        sender: m.sender.into(),
-        preview: preview.into(),
-        conversation_id: m.conversation_id.map(Into::into),
-    };
+    let kind = input::direct_message(m.message_id, m.sender, &m.content, m.conversation_id);
     let key = m.idempotency_key.as_deref();
     to_users(&ctx, &req.app, users, kind, envelope, key).await
 }
@@ -281,29 +251,17 @@ fn action_audience(a: &ActionReq<'_>, federated: bool) -> Result<Vec<UserId>, Ap
 
 /// `POST /apps/{id}/bus/actions`.
 pub async fn actions(State(ctx): State<Arc<Api>>, req: Signed) -> Result<Json<Value>, ApiError> {
-    let a: ActionReq<'_> = parse(&req.body)?;
+    let a: ActionReq<'_> = input::json(&req.body)?;
     let envelope = (a.priority, a.ttl);
-    let source = a.source.clone().unwrap_or_else(|| "local".into());
-    let federated = match source.as_str() {
-        "local" => false,
-        "federated" => true,
-        other => {
-            return Err(ApiError::BadRequest(format!(
-                "source must be local or federated, not {other:?}"
-            )))
-        }
-    };
-    if a.action_type.is_empty() || a.action_type.len() > 32 {
-        return Err(ApiError::BadRequest("Invalid action_type".into()));
-    }
+    let kind = input::action(
+        &a.action_type,
+        a.action_id.clone(),
+        a.issuer.clone(),
+        a.content.map(|c| c.get()),
+        a.source.as_deref(),
+    )?;
+    let federated = a.source.as_deref() == Some("federated");
     let users = action_audience(&a, federated)?;
-    let kind = EventKind::Action {
-        action_type: a.action_type.as_str().into(),
-        action_id: a.action_id.as_str().into(),
-        issuer: a.issuer.as_str().into(),
-        content: a.content.map_or("null", |c| c.get()).into(),
-        source: source.into(),
-    };
     let key = a.idempotency_key.as_deref();
     to_users(&ctx, &req.app, users, kind, envelope, key).await
 }
@@ -321,7 +279,7 @@ struct TokenReq {
 
 /// `POST /apps/{id}/bus/tokens`: mints a bus token, for backends without a JWT library.
 pub async fn tokens(State(ctx): State<Arc<Api>>, req: Signed) -> Result<Json<Value>, ApiError> {
-    let t: TokenReq = parse(&req.body)?;
+    let t: TokenReq = input::json(&req.body)?;
     user_id(&t.user_id, "user_id")?;
     let max = ctx.bus.max_token_ttl;
     let ttl = t.ttl.unwrap_or(3600);
@@ -354,7 +312,7 @@ pub async fn set_contacts(
     req: Signed,
 ) -> Result<Json<Value>, ApiError> {
     let user = user_id(&user, "user id")?;
-    let c: ContactsReq = parse(&req.body)?;
+    let c: ContactsReq = input::json(&req.body)?;
     if c.contacts.len() > MAX_CONTACTS {
         return Err(ApiError::BadRequest(format!(
             "At most {MAX_CONTACTS} contacts"

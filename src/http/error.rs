@@ -82,3 +82,13 @@ impl From<crate::publish::PublishError> for ApiError {
         }
     }
 }
+
+impl From<crate::publish::input::InputError> for ApiError {
+    fn from(e: crate::publish::input::InputError) -> Self {
+        use crate::publish::input::InputError;
+        match e {
+            InputError::TooLarge { .. } => Self::PayloadTooLarge(e.to_string()),
+            other => Self::BadRequest(other.to_string()),
+        }
+    }
+}

@@ -7,10 +7,11 @@ use axum::extract::{Path, State};
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::bus::{parse, user_id};
+use super::bus::user_id;
 use super::error::ApiError;
 use super::signed::Signed;
 use super::Api;
+use crate::publish::input;
 use crate::push::decide::Prefs;
 use crate::push::store::{PushStore, StoreFailure};
 use crate::push::RegistrationId;
@@ -87,7 +88,7 @@ pub async fn set_prefs(
     req: Signed,
 ) -> Result<Json<Prefs>, ApiError> {
     let user = user_id(&user, "user id")?;
-    let prefs: Prefs = parse(&req.body)?;
+    let prefs: Prefs = input::json(&req.body)?;
     prefs.validate().map_err(ApiError::BadRequest)?;
     store(&ctx)?
         .set_prefs(&req.app.id, &user, &prefs)

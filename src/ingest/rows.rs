@@ -1,18 +1,13 @@
-//! One outbox row → one [`Event`], validated like the HTTP APIs validate (`http::api` for
-//! channel and Pusher user events, `http::bus` for notification, message and action), or
-//! the reason it is refused.
-
-use std::sync::Arc;
+//! One outbox row → one [`Event`], validated as the HTTP APIs validate it (by
+//! `publish::input`), or the reason it is refused.
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::apps::App;
-use crate::event::{json_string, Event, EventKind, Meta, Priority, Target};
-use crate::ids::{self, ChannelName, UserId, MAX_USER_ID_LEN};
-
-/// Characters of a message's content kept in its preview (as `POST .../bus/messages`).
-const PREVIEW_CHARS: usize = 100;
+use crate::event::{Event, EventKind, Meta, Target};
+use crate::ids::{UserId, MAX_USER_ID_LEN};
+use crate::publish::input::{self, InputError};
 
 /// A row as read from `switchboard.outbox`.
 #[derive(Debug, Clone)]
@@ -70,6 +65,21 @@ pub(super) enum Reject {
     Envelope(&'static str),
 }
 
+impl From<InputError> for Reject {
+    fn from(e: InputError) -> Self {
+        match e {
+            InputError::EventName(m) => Self::Event(m),
+            InputError::Channel(m) => Self::Channel(m),
+            InputError::User(_) => Self::User,
+            InputError::TooLarge { size, limit } => Self::TooLarge {
+                size: size as i64,
+                limit,
+            },
+            InputError::Body(m) | InputError::Data(m) => Self::Data(m),
+        }
+    }
+}
+
 impl Reject {
     /// The metric label: a fixed set.
     pub(super) fn reason(&self) -> &'static str {
@@ -99,9 +109,8 @@ pub(super) fn to_event(app: &App, row: &OutboxRow) -> Result<Event, Reject> {
     })?;
     let (target, kind) = match (row.channel.as_deref(), row.user_id.as_deref()) {
         (Some(ch), None) => {
-            let name = ChannelName::parse(ch)
-                .map_err(|e| Reject::Channel(format!("{:?}: {e}", truncated(ch))))?;
-            let kind = pusher_message(&row.event, data, limit)?;
+            let name = input::channel(ch)?;
+            let kind = input::pusher_message(&row.event, data, limit)?;
             // `#server-to-user-{id}` is send-to-user, as in the HTTP API.
             let target = match name.server_to_user() {
                 Some(user) => Target::User(UserId::new(user)),
@@ -110,22 +119,14 @@ pub(super) fn to_event(app: &App, row: &OutboxRow) -> Result<Event, Reject> {
             (target, kind)
         }
         (None, Some(user)) => {
-            let Ok(user) = UserId::parse(user) else {
-                return Err(Reject::User);
-            };
+            let user = input::user(user)?;
             let kind = match row.event.as_str() {
                 "notification" | "message" | "action" => {
                     let kind = bus_kind(&row.event, data)?;
-                    let size = serde_json::to_string(&kind).map_or(0, |s| s.len());
-                    if size > limit {
-                        return Err(Reject::TooLarge {
-                            size: size as i64,
-                            limit,
-                        });
-                    }
+                    input::bus_size(&kind, limit)?;
                     kind
                 }
-                name => pusher_message(name, data, limit)?,
+                name => input::pusher_message(name, data, limit)?,
             };
             (Target::User(user), kind)
         }
@@ -141,12 +142,8 @@ pub(super) fn to_event(app: &App, row: &OutboxRow) -> Result<Event, Reject> {
 }
 
 fn envelope(row: &OutboxRow) -> Result<Meta, Reject> {
-    let priority = match row.priority.as_deref() {
-        None | Some("normal") => Priority::Normal,
-        Some("low") => Priority::Low,
-        Some("high") => Priority::High,
-        Some(_) => return Err(Reject::Envelope("priority must be low, normal or high")),
-    };
+    let priority = input::priority(row.priority.as_deref())
+        .map_err(|_| Reject::Envelope("priority must be low, normal or high"))?;
     let ttl = match row.ttl {
         None => None,
         Some(t) if t > 0 => Some(t as u32),
@@ -156,44 +153,6 @@ fn envelope(row: &OutboxRow) -> Result<Meta, Reject> {
         priority,
         ttl,
         ..Meta::default()
-    })
-}
-
-fn truncated(s: &str) -> &str {
-    match s.char_indices().nth(64) {
-        Some((i, _)) => &s[..i],
-        None => s,
-    }
-}
-
-/// An application event: `data` is passed as Pusher's `data` string, as `POST /events`
-/// does (a JSON string as is, any other JSON value as the string of its JSON text).
-fn pusher_message(name: &str, data: &str, limit: usize) -> Result<EventKind, Reject> {
-    ids::check_event_name(name)
-        .map_err(|e| Reject::Event(format!("{:?}: {e}", truncated(name))))?;
-    if name.starts_with("pusher:") || name.starts_with("pusher_internal:") {
-        return Err(Reject::Event(format!(
-            "{:?}: names starting with pusher: are reserved",
-            truncated(name)
-        )));
-    }
-    let (data, len) = if data.starts_with('"') {
-        let s: String = serde_json::from_str(data).map_err(|e| Reject::Data(e.to_string()))?;
-        (Arc::<str>::from(data), s.len())
-    } else {
-        (json_string(data), data.len())
-    };
-    if len > limit {
-        return Err(Reject::TooLarge {
-            size: len as i64,
-            limit,
-        });
-    }
-    Ok(EventKind::Message {
-        name: name.into(),
-        data,
-        user_id: None,
-        tags: None,
     })
 }
 
@@ -234,42 +193,23 @@ fn bus_kind(event: &str, data: &str) -> Result<EventKind, Reject> {
     Ok(match event {
         "notification" => {
             let n: Notification = serde_json::from_str(data).map_err(bad)?;
-            EventKind::Notification {
-                notification_type: n.notification_type.into(),
-                from: n.from.map(Into::into),
-                message: n.message.into(),
-                action_url: n.action_url.map(Into::into),
-            }
+            input::notification(n.notification_type, n.from, n.message, n.action_url)
         }
         "message" => {
             let m: Message = serde_json::from_str(data).map_err(bad)?;
-            let preview: String = m.content.chars().take(PREVIEW_CHARS).collect();
-            EventKind::DirectMessage {
-                message_id: m.message_id.into(),
-                sender: m.sender.into(),
-                preview: preview.into(),
-                conversation_id: m.conversation_id.map(Into::into),
-            }
+            input::direct_message(m.message_id, m.sender, &m.content, m.conversation_id)
         }
         _ => {
             let a: Action<'_> = serde_json::from_str(data).map_err(bad)?;
-            let source = a.source.unwrap_or_else(|| "local".into());
-            if source != "local" && source != "federated" {
-                return Err(Reject::Data(format!(
-                    "action: source must be local or federated, not {:?}",
-                    truncated(&source)
-                )));
-            }
-            if a.action_type.is_empty() || a.action_type.len() > 32 {
-                return Err(Reject::Data("action: invalid action_type".into()));
-            }
-            EventKind::Action {
-                action_type: a.action_type.into(),
-                action_id: a.action_id.into(),
-                issuer: a.issuer.into(),
-                content: a.content.map_or("null", |c| c.get()).into(),
-                source: source.into(),
-            }
+            let content = a.content.map(|c| c.get());
+            input::action(
+                &a.action_type,
+                a.action_id,
+                a.issuer,
+                content,
+                a.source.as_deref(),
+            )
+            .map_err(|e| Reject::Data(format!("action: {e}")))?
         }
     })
 }
@@ -278,6 +218,8 @@ fn bus_kind(event: &str, data: &str) -> Result<EventKind, Reject> {
 mod tests {
     use super::*;
     use crate::config::AppConfig;
+    use crate::event::Priority;
+    use crate::ids::ChannelName;
 
     fn app() -> App {
         App::from_config(&AppConfig::default())

@@ -14,8 +14,9 @@ use tokio::time::Instant;
 
 use super::transport::{FrameSink, FrameSource, Inbound};
 use super::Deps;
+use crate::apps::App;
 use crate::frame::{CloseReason, Frame};
-use crate::hub::{Out, Outbox};
+use crate::hub::{Admission, Hub, Out, Outbox, Refusal};
 use crate::metrics;
 
 /// Frames written per flush: queued frames are coalesced into one socket write.
@@ -58,6 +59,18 @@ pub(crate) trait Protocol: Send {
 
     /// The connection ended, whatever the reason: undo what it registered.
     fn close(&mut self) -> impl Future<Output = ()> + Send;
+}
+
+/// Counts a new connection of `app` against the node's and the app's limits (every
+/// protocol, every transport); a refusal is counted by the limit that refused it.
+pub fn admit(hub: &Hub, app: &App, node_limit: usize) -> Result<Admission, Refusal> {
+    hub.admit(&app.id, app.limits.max_connections, node_limit)
+        .inspect_err(|r| {
+            metrics::connection_refused(match r {
+                Refusal::NodeFull => "node",
+                Refusal::AppQuota => "app",
+            })
+        })
 }
 
 /// One connection's outbox and writer.

@@ -111,20 +111,10 @@ fn open(ctx: &Arc<Deps>, hs: Handshake, outbox: &Outbox) -> Option<Session> {
         Some(Ok(p)) if PROTOCOLS.contains(&p) => {}
         Some(_) => return refuse(code::UNSUPPORTED_PROTOCOL, "Unsupported protocol version"),
     }
-    let admission = match ctx.hub.admit(
-        &app.id,
-        app.limits.max_connections,
-        ctx.server.max_connections,
-    ) {
+    let admission = match super::admit(&ctx.hub, &app, ctx.server.max_connections) {
         Ok(a) => a,
-        Err(Refusal::NodeFull) => {
-            metrics::connection_refused("node");
-            return refuse(code::OVER_CAPACITY, "Server over capacity");
-        }
-        Err(Refusal::AppQuota) => {
-            metrics::connection_refused("app");
-            return refuse(code::OVER_QUOTA, "App over connection quota");
-        }
+        Err(Refusal::NodeFull) => return refuse(code::OVER_CAPACITY, "Server over capacity"),
+        Err(Refusal::AppQuota) => return refuse(code::OVER_QUOTA, "App over connection quota"),
     };
     let id = SocketId::next(ctx.node);
     outbox.push(wire::connection_established(
