@@ -2,6 +2,7 @@
 //! command handler that turns client messages into hub, presence and publish calls.
 
 mod channels;
+mod user;
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
