@@ -230,12 +230,25 @@ impl Since {
 /// Decodes a client message; the error text is sent back with `E-WS-INVALID`.
 pub fn decode(text: &str) -> Result<Command, String> {
     serde_json::from_str(text).map_err(|e| {
-        let msg = e.to_string();
-        if msg.starts_with("unknown variant") {
+        if unknown_type(text) {
             "unknown message type".to_owned()
         } else {
-            format!("invalid message: {msg}")
+            format!("invalid message: {e}")
         }
+    })
+}
+
+/// Whether `text` is a JSON message whose `type` is no command. serde says "unknown
+/// variant" of an unknown `status` as well, so the type is tried on its own.
+fn unknown_type(text: &str) -> bool {
+    #[derive(Deserialize)]
+    struct Tagged {
+        #[serde(rename = "type")]
+        ty: String,
+    }
+    serde_json::from_str::<Tagged>(text).is_ok_and(|t| {
+        serde_json::from_value::<Command>(serde_json::json!({ "type": t.ty }))
+            .is_err_and(|e| e.to_string().starts_with("unknown variant"))
     })
 }
 
@@ -577,6 +590,20 @@ mod tests {
         ));
         assert!(decode(r#"{"type":"register_push","platform":"ios","token":"ab12"}"#).is_ok());
         assert!(decode(r#"{"type":"register_push","token":"ab12"}"#).is_err());
+    }
+
+    #[test]
+    fn bad_status_is_not_an_unknown_type() {
+        // Found by tests/fuzz.rs: serde says "unknown variant" of a bad status too.
+        let e = decode(r#"{"type":"presence","status":"sleeping"}"#).unwrap_err();
+        assert!(
+            e.starts_with("invalid message: unknown variant `sleeping`"),
+            "{e}"
+        );
+        // Not JSON, though an unknown type comes first: invalid, not unknown.
+        let e = decode(r#"{"type":","type":"presence"}"#).unwrap_err();
+        assert!(e.starts_with("invalid message: "), "{e}");
+        assert_eq!(decode(r#"["nope"]"#), Err("unknown message type".into()));
     }
 
     #[test]
