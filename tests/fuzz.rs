@@ -4,8 +4,8 @@
 //!
 //! Case counts: [`DEFAULT_CASES`] per pure property in a normal `cargo test`; set
 //! `FUZZ_CASES=1000000` for a long run (read once, used for every pure property). The HTTP
-//! properties (names start with `http_`, so `-- --skip http` leaves them out) drive a real
-//! server and use [`DEFAULT_HTTP_CASES`] per endpoint, or `FUZZ_HTTP_CASES`.
+//! property (`http_api_bodies_never_fail_the_server`; `-- --skip http` leaves it out)
+//! drives a real server, [`DEFAULT_HTTP_CASES`] per endpoint, or `FUZZ_HTTP_CASES`.
 //! No failure-persistence files are written: a failure prints its minimal input, which is
 //! then kept as a regular `#[test]` next to the code it broke (so far: `ids::tests::
 //! server_to_user_ids_follow_the_user_id_rule` and `protocol::bus::tests::
@@ -61,6 +61,9 @@ fn config_with(cases: u32) -> ProptestConfig {
         // Nothing is written next to the sources: a failure is reported with its minimal
         // input, and a real one becomes a plain `#[test]`.
         failure_persistence: None,
+        // The properties reject (almost) nothing; the limits must not end a long run.
+        max_local_rejects: cases.max(65_536),
+        max_global_rejects: cases.max(1_024),
         ..ProptestConfig::default()
     }
 }
@@ -371,11 +374,6 @@ fn pusher_outcome(r: Result<pusher::Command, pusher::DecodeError>) -> PusherExpe
     }
 }
 
-/// Floats re-read the way the decoder reads them (see [`exact_json_value`]).
-fn reparsed(v: &Value) -> Value {
-    serde_json::from_str(&v.to_string()).expect("a Value's JSON reads back")
-}
-
 /// Pusher messages built from parts that are sometimes right and often wrong.
 fn pusher_message_value() -> impl Strategy<Value = Value> {
     let event = prop_oneof![
@@ -441,7 +439,7 @@ fn pusher_command() -> impl Strategy<Value = pusher::Command> {
     use pusher::Command as C;
     let s = hostile_string;
     let filter =
-        prop::option::of(exact_json_value().prop_filter("null is no filter", |v| !v.is_null()));
+        prop::option::of(exact_json_value().prop_map(|v| if v.is_null() { json!({}) } else { v }));
     prop_oneof![
         LazyJust::new(|| C::Ping),
         LazyJust::new(|| C::Pong),
@@ -553,17 +551,18 @@ proptest! {
     /// unicode, NUL) decode exactly as the reference model says.
     #[test]
     fn pusher_decode_agrees_with_model(v in pusher_message_value()) {
-        let expect = match pusher_model(&v) {
-            PusherExpect::Ok(pusher::Command::Subscribe { channel, auth, channel_data, filter }) => {
-                PusherExpect::Ok(pusher::Command::Subscribe {
-                    channel, auth, channel_data, filter: filter.as_ref().map(reparsed),
-                })
-            }
-            other => other,
+        let text = v.to_string();
+        // Filters: the model reads the text once, as the decoder does, so that floats agree
+        // to the bit (serde_json may be an ULP off per read without `float_roundtrip`).
+        // Client-event data: raw text, i.e. the JSON of the value as generated.
+        let read = pusher_model(&serde_json::from_str(&text).expect("a Value's JSON reads back"));
+        let expect = match (read, pusher_model(&v)) {
+            (PusherExpect::Ok(pusher::Command::ClientEvent { .. }), raw) => raw,
+            (read, _) => read,
         };
-        let got = pusher_outcome(pusher::decode(&v.to_string()));
+        let got = pusher_outcome(pusher::decode(&text));
         if expect != PusherExpect::Unmodeled {
-            prop_assert_eq!(got, expect, "for {}", v);
+            prop_assert_eq!(got, expect, "for {}", text);
         }
     }
 
@@ -1307,7 +1306,7 @@ proptest! {
             }
             v
         }),
-        json_text().prop_filter_map("not JSON", |t| serde_json::from_str::<Value>(&t).ok()),
+        json_text().prop_map(|t| serde_json::from_str::<Value>(&t).unwrap_or(Value::Null)),
     ], tags in tags_strategy()) {
         match Filter::parse(&v) {
             Ok(f) => {
@@ -1856,7 +1855,9 @@ proptest! {
         let s = secret.as_bytes();
         let token = match &f {
             Forgery::WrongSecret(other) => {
-                prop_assume!(other != &secret);
+                if other == &secret {
+                    return Ok(());
+                }
                 hand_token(&hs256, &payload, other.as_bytes(), "HS256")
             }
             Forgery::OtherAlg(alg) => hand_token(&json!({"alg": alg, "typ": "JWT"}), &payload, s, alg),
@@ -1872,7 +1873,9 @@ proptest! {
                 hand_token(&hs256, &payload, s, "HS256")
             }
             Forgery::WrongIss(iss) => {
-                prop_assume!(iss != &key);
+                if iss == &key {
+                    return Ok(());
+                }
                 payload["iss"] = json!(iss);
                 hand_token(&hs256, &payload, s, "HS256")
             }
@@ -1891,7 +1894,9 @@ proptest! {
                             "iss" => v.as_str() == Some(key.as_str()),
                             _ => v.as_str().is_some_and(model_user_id),
                         };
-                        prop_assume!(!fine);
+                        if fine {
+                            return Ok(());
+                        }
                         payload[*c] = v.clone();
                     }
                 }
