@@ -1954,10 +1954,11 @@ fn api_channel() -> impl Strategy<Value = Value> {
 fn overrides(
     fields: &'static [&'static str],
 ) -> impl Strategy<Value = Vec<(&'static str, Option<Value>)>> {
-    vec(
-        (prop::sample::select(fields), prop::option::of(json_value())),
-        0..3,
-    )
+    // Two bodies in three keep their shape, so that valid ones get through to a publish.
+    prop_oneof![
+        2 => Just(Vec::new()),
+        1 => vec((prop::sample::select(fields), prop::option::of(json_value())), 1..3),
+    ]
 }
 
 fn apply_overrides(mut v: Value, o: Vec<(&'static str, Option<Value>)>) -> Value {
@@ -1991,19 +1992,27 @@ fn trigger_value() -> impl Strategy<Value = Value> {
         1 => (9_000usize..11_000).prop_map(|n| Value::String("d".repeat(n))),
     ];
     let one_of_channels = prop_oneof![
-        vec(api_channel(), 0..4).prop_map(|cs| ("channels", Value::Array(cs))),
+        vec(api_channel(), 1..4).prop_map(|cs| ("channels", Value::Array(cs))),
         api_channel().prop_map(|c| ("channel", c)),
     ];
     (
         prop_oneof![3 => "[a-z-]{1,12}".prop_map(Value::String), 1 => hostile_string().prop_map(Value::String)],
         data,
         one_of_channels,
-        prop::option::of(prop_oneof![socket_id_like().prop_map(Value::String), json_value()]),
+        prop::option::of(prop_oneof![
+            3 => (any::<u32>(), any::<u64>()).prop_map(|(a, b)| json!(format!("{a}.{b}"))),
+            1 => socket_id_like().prop_map(Value::String),
+            1 => json_value(),
+        ]),
         prop::option::of(prop::sample::select(vec!["subscription_count", "user_count", "subscription_count,user_count", ""]).prop_map(|s| json!(s))),
-        prop::option::of(prop_oneof![tags_value(), json_value()]),
-        prop::option::of(prop::sample::select(vec!["low", "normal", "high", "urgent"]).prop_map(|s| json!(s))),
-        prop::option::of(prop_oneof![any::<u32>().prop_map(|n| json!(n)), json_leaf()]),
-        prop::option::of(prop_oneof!["[a-z0-9]{1,8}".prop_map(Value::String), json_leaf()]),
+        prop::option::of(prop_oneof![
+            3 => btree_map("[a-z]{1,8}", "[a-z0-9]{0,8}", 0..5).prop_map(|m| json!(m)),
+            1 => tags_value(),
+            1 => json_value(),
+        ]),
+        prop::option::of(prop::sample::select(vec!["low", "normal", "high", "high", "urgent"]).prop_map(|s| json!(s))),
+        prop::option::of(prop_oneof![3 => any::<u32>().prop_map(|n| json!(n)), 1 => json_leaf()]),
+        prop::option::of(prop_oneof![3 => "[a-z0-9]{1,8}".prop_map(Value::String), 1 => json_leaf()]),
     )
         .prop_map(|(name, data, (ck, cv), socket_id, info, tags, priority, ttl, key)| {
             let mut m = Map::new();
@@ -2042,9 +2051,9 @@ fn notification_value() -> impl Strategy<Value = Value> {
         prop::option::of(hostile_string()),
         prop_oneof![4 => "\\PC{0,40}".prop_map(Value::String), 1 => (9_000usize..11_000).prop_map(|n| Value::String("m".repeat(n)))],
         prop::option::of(hostile_string()),
-        prop::option::of(prop::sample::select(vec!["low", "normal", "high", "x"])),
-        prop::option::of(json_leaf()),
-        prop::option::of(prop_oneof!["[a-z0-9]{1,8}".prop_map(Value::String), json_leaf()]),
+        prop::option::of(prop::sample::select(vec!["low", "normal", "high", "high", "x"])),
+        prop::option::of(prop_oneof![3 => (1u32..86_400).prop_map(|n| json!(n)), 1 => json_leaf()]),
+        prop::option::of(prop_oneof![3 => "[a-z0-9]{1,8}".prop_map(Value::String), 1 => json_leaf()]),
     )
         .prop_map(|(to, ty, from, message, url, priority, ttl, key)| {
             let mut v = json!({"to": to, "notification_type": ty, "message": message});
@@ -2155,8 +2164,19 @@ fn http_api_bodies_never_fail_the_server() {
         &format!("/apps/{app}/events"),
         body(hostile_trigger().boxed()),
     );
-    let batch = (vec(hostile_trigger(), 0..12), overrides(&["batch"]))
-        .prop_map(|(b, o)| apply_overrides(json!({ "batch": b }), o));
+    // Batch items take one channel each: mostly such items, some hostile ones.
+    let item = trigger_value().prop_map(|mut t| {
+        if let Some(Value::Array(cs)) = t.as_object_mut().and_then(|m| m.remove("channels")) {
+            t["channel"] = cs.into_iter().next().unwrap_or(Value::Null);
+        }
+        t
+    });
+    let items = prop_oneof![
+        2 => vec(item, 1..4),
+        1 => vec(hostile_trigger(), 0..12),
+    ];
+    let batch =
+        (items, overrides(&["batch"])).prop_map(|(b, o)| apply_overrides(json!({ "batch": b }), o));
     http_fuzz(
         &rt,
         &api,
