@@ -149,13 +149,14 @@ pub fn check_event_name(s: &str) -> Result<(), NameError> {
 
 impl ChannelName {
     /// Validates a channel name: Pusher's character set and length, or the reserved
-    /// `#server-to-user-{id}` form.
+    /// `#server-to-user-{id}` form, whose `{id}` is also a user id (at most
+    /// [`MAX_USER_ID_LEN`] bytes): the API and ingest send to that user.
     pub fn parse(s: &str) -> Result<Self, NameError> {
         if let Some(user) = s.strip_prefix(SERVER_TO_USER_PREFIX) {
             if user.is_empty() {
                 return Err(NameError::Empty);
             }
-            if s.len() > MAX_NAME_LEN {
+            if s.len() > MAX_NAME_LEN || user.len() > MAX_USER_ID_LEN {
                 return Err(NameError::TooLong);
             }
             if !user.bytes().all(valid_name_char) {
@@ -311,6 +312,22 @@ mod tests {
             Err(NameError::TooLong)
         );
         assert!(ChannelName::parse("a-Z_0=@,.;").is_ok());
+    }
+
+    #[test]
+    fn server_to_user_ids_follow_the_user_id_rule() {
+        // Found by tests/fuzz.rs: ids of 129 to 184 bytes were taken, and the API and
+        // ingest published to them as users.
+        let name = |n: usize| format!("{SERVER_TO_USER_PREFIX}{}", "a".repeat(n));
+        assert!(ChannelName::parse(&name(MAX_USER_ID_LEN)).is_ok());
+        assert_eq!(
+            ChannelName::parse(&name(MAX_USER_ID_LEN + 1)),
+            Err(NameError::TooLong)
+        );
+        assert_eq!(
+            ChannelName::parse(&name(MAX_NAME_LEN - SERVER_TO_USER_PREFIX.len())),
+            Err(NameError::TooLong)
+        );
     }
 
     #[test]

@@ -126,11 +126,24 @@ impl Since {
 /// Decodes a client message; the error text is sent back with `E-WS-INVALID`.
 pub fn decode(text: &str) -> Result<Command, String> {
     serde_json::from_str(text).map_err(|e| {
-        let msg = e.to_string();
-        if msg.starts_with("unknown variant") {
+        if unknown_type(text) {
             "unknown message type".to_owned()
         } else {
-            format!("invalid message: {msg}")
+            format!("invalid message: {e}")
         }
+    })
+}
+
+/// Whether `text` is a JSON message whose `type` is no command. serde says "unknown
+/// variant" of an unknown `status` as well, so the type is tried on its own.
+fn unknown_type(text: &str) -> bool {
+    #[derive(Deserialize)]
+    struct Tagged {
+        #[serde(rename = "type")]
+        ty: String,
+    }
+    serde_json::from_str::<Tagged>(text).is_ok_and(|t| {
+        serde_json::from_value::<Command>(serde_json::json!({ "type": t.ty }))
+            .is_err_and(|e| e.to_string().starts_with("unknown variant"))
     })
 }

@@ -150,6 +150,20 @@ mod tests {
     }
 
     #[test]
+    fn bad_status_is_not_an_unknown_type() {
+        // Found by tests/fuzz.rs: serde says "unknown variant" of a bad status too.
+        let e = decode(r#"{"type":"presence","status":"sleeping"}"#).unwrap_err();
+        assert!(
+            e.starts_with("invalid message: unknown variant `sleeping`"),
+            "{e}"
+        );
+        // Not JSON, though an unknown type comes first: invalid, not unknown.
+        let e = decode(r#"{"type":","type":"presence"}"#).unwrap_err();
+        assert!(e.starts_with("invalid message: "), "{e}");
+        assert_eq!(decode(r#"["nope"]"#), Err("unknown message type".into()));
+    }
+
+    #[test]
     fn action_frame_matches_the_seed() {
         let e = Event {
             app: AppId::new("a"),
