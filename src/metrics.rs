@@ -82,6 +82,11 @@ pub fn client_error(reason: &'static str) {
     counter!("switchboard_client_errors_total", "reason" => reason).increment(1);
 }
 
+/// An envelope from another node was dropped (`reason`: `unknown_version` | `malformed`).
+pub fn envelope_dropped(reason: &'static str) {
+    counter!("switchboard_node_envelopes_dropped_total", "reason" => reason).increment(1);
+}
+
 /// An HTTP API call finished (`endpoint`: route template, a fixed set; `status`: HTTP status).
 pub fn http_request(endpoint: String, status: u16, took: std::time::Duration) {
     counter!("switchboard_http_requests_total", "endpoint" => endpoint.clone(), "status" => status.to_string())

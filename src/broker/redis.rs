@@ -1,6 +1,7 @@
 //! Cluster broker over Redis pub/sub: every node, the publisher included, receives each event
 //! from Redis and delivers it locally, so each channel has one order cluster-wide.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use crate::hub::Hub;
 use crate::ids::{AppId, ChannelName};
 use crate::metrics;
 use crate::offline::{priority_rank, queue_user, ENQUEUE_LUA, TOTAL_LUA};
+use crate::protocol::node;
 use crate::redis_base::Redis;
 
 /// Publishes to one cluster-wide Redis channel (`{prefix}:events`); cache-channel events are
@@ -32,8 +34,8 @@ pub struct RedisBroker {
 
 /// Stores (history stream, cache), queues a user event for an absent user, and publishes,
 /// in one step, so ids follow the publish order and an event is queued or delivered live.
-/// The pub/sub payload is `"{id}\n{event json}"` (empty id: no history). Returns
-/// `{id, offline}`.
+/// The pub/sub payload is the inter-node envelope ([`node`]: version line, id, event json;
+/// empty id: no history). Returns `{id, offline, queued}`.
 fn publish_script() -> String {
     let body = r#"
 local channel, payload, cache, cache_ttl, stream, maxlen, stream_ttl =
@@ -41,6 +43,7 @@ local channel, payload, cache, cache_ttl, stream, maxlen, stream_ttl =
 local app, user, prio, expires = ARGV[9], ARGV[10], ARGV[11], ARGV[12]
 local max_events, max_bytes, keep_ms, queueing, max_total =
   tonumber(ARGV[13]), tonumber(ARGV[14]), tonumber(ARGV[15]), ARGV[16] == '1', tonumber(ARGV[17])
+local header = ARGV[18]
 local id = ''
 if stream ~= '' then
   id = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'e', payload)
@@ -58,7 +61,7 @@ if user ~= '' and id ~= '' then
       max_total)
   end
 end
-redis.call('PUBLISH', channel, id .. '\n' .. payload)
+redis.call('PUBLISH', channel, header .. id .. '\n' .. payload)
 return {id, offline, queued}
 "#;
     format!("{}{TOTAL_LUA}{ENQUEUE_LUA}{body}", crate::lua!(""))
@@ -157,21 +160,28 @@ async fn subscribe_once(
                 "pub/sub connection closed",
             )));
         };
-        let raw = msg.get_payload_bytes();
-        let split = raw.iter().position(|b| *b == b'\n').unwrap_or(0);
-        let (id, json) = (&raw[..split], raw.get(split + 1..).unwrap_or_default());
-        match serde_json::from_slice::<Event>(json) {
-            Ok(mut event) => {
-                if !id.is_empty() {
-                    event.meta.id = std::str::from_utf8(id).ok().map(Into::into);
-                }
+        match node::decode(msg.get_payload_bytes()) {
+            Ok(event) => {
                 hub.deliver(&event);
             }
-            Err(e) => {
-                metrics::client_error("redis_bad_envelope");
-                tracing::error!(error = %e, "undecodable event from redis");
-            }
+            Err(e) => dropped(&e),
         }
+    }
+}
+
+/// Counts an envelope this node cannot read and logs it, at most once per 10 s: a newer
+/// node in a rolling upgrade can send many.
+fn dropped(e: &node::EnvelopeError) {
+    static LAST_LOG_MS: AtomicU64 = AtomicU64::new(0);
+    metrics::envelope_dropped(e.reason());
+    let now = crate::clock::now_ms();
+    let last = LAST_LOG_MS.load(Ordering::Relaxed);
+    if now.saturating_sub(last) >= 10_000
+        && LAST_LOG_MS
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::error!(error = %e, "dropped an inter-node envelope from redis (counted in switchboard_node_envelopes_dropped_total)");
     }
 }
 
@@ -212,6 +222,7 @@ impl Broker for RedisBroker {
             .arg(self.offline.ttl_secs * 1000)
             .arg(if self.offline.enabled { "1" } else { "0" })
             .arg(self.offline.max_total_events)
+            .arg(node::HEADER)
             .invoke_async(&mut conn)
             .await
             .map_err(|e| unavailable(e.to_string()))?;

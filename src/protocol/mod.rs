@@ -2,6 +2,7 @@
 //! of the server speaks [`Event`](crate::event::Event) and the commands decoded here.
 
 pub mod bus;
+pub mod node;
 pub mod pusher;
 
 pub use crate::frame::{CloseReason, Frame};
