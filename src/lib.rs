@@ -3,32 +3,36 @@
 //!
 //! # Layout
 //!
-//! - [`ids`], [`event`]: identifiers and the protocol-neutral [`event::Event`]. No async.
-//! - [`filter`]: tag filters (an extension): publisher `tags`, subscriber `filter`.
-//! - [`protocol`]: wire formats. Every type that appears on a socket lives here.
-//! - [`hub`]: this node's registry of channels, users and watchers; delivers an event by
-//!   encoding it once per wire and queueing the bytes on each connection's bounded outbox.
-//! - [`broker`]: the one publish path (`Broker::publish` → `Hub::deliver`).
-//! - [`presence`]: presence-channel membership keyed by user id.
-//! - [`apps`]: applications and the `AppStore` seam; [`auth`]: HMAC signatures.
-//! - [`status`]: user status (online/away/busy/offline) across both protocols, announced to
-//!   watchers; [`contacts`]: who may see whose presence, set by the app.
-//! - [`session`]: one reader loop and one writer task per WebSocket (Pusher and bus).
-//! - [`http`]: the router (WebSocket endpoints, signed HTTP API, health).
-//! - [`webhooks`]: Pusher webhooks, debounced, batched, signed and retried.
-//! - [`cluster`]: several nodes as one over Redis (leases, the reaper, count sync);
-//!   `broker::RedisBroker`, `presence::RedisPresence` and `status::RedisStatus` are the
-//!   Redis implementations of the seams.
-//! - [`ingest`]: PostgreSQL outbox ingest (`database.url`): rows of `switchboard.outbox`
-//!   become events through the broker, on one node at a time.
-//! - [`push`]: push notifications for offline users (decision tree, providers, store).
-//! - [`idempotency`]: publishers' idempotency keys (memory, or Redis on a cluster).
-//! - [`store`]: the embedded store (redb under `data.dir`) for durable single-node state.
-//! - [`config`], [`metrics`], [`context`], [`server`]: settings, metrics, shared handles,
-//!   and the wiring with `server::run(listener, metrics_listener, config, shutdown)`.
+//! From the bottom up (ARCHITECTURE.md has each module's dependencies; `tests/architecture.rs`
+//! checks they form a DAG):
 //!
-//! Dependencies point one way: `ids`/`event` ← `protocol` ← `hub` ← `broker`/`presence` ←
-//! `session` ← `http` ← `server`. The hub never calls the broker.
+//! - [`ids`], [`clock`], [`filter`], [`metrics`], [`config`]: identifiers (one parse rule
+//!   each), time, tag filters, every metric, settings.
+//! - [`event`]: the protocol-neutral [`event::Event`]; [`frame`]: neutral output (frames,
+//!   encoders, close reasons).
+//! - [`protocol`]: wire formats. Every type that appears on a socket, or between nodes,
+//!   lives here.
+//! - [`hub`]: this node's registry of channels, users and watchers; delivers an event by
+//!   encoding it once per wire format and queueing the bytes on each connection's bounded
+//!   outbox. It knows no protocol.
+//! - [`store`] (redb under `data.dir`) and [`redis_base`] (connection, scripts): what the
+//!   embedded and Redis implementations of the seams build on.
+//! - [`offline`], [`presence`], [`idempotency`]: offline queues, presence and user status,
+//!   publishers' idempotency keys; memory/embedded and Redis each.
+//! - [`broker`]: orders, stores and delivers an event (`Broker::publish` → `Hub::deliver`).
+//! - [`push`]: push notifications for offline users.
+//! - [`publish`]: the one way to publish (`Publisher`) and the checks on what publishers
+//!   send (`publish::input`).
+//! - [`apps`], [`auth`], [`contacts`]: applications (`AppStore`), signatures and tokens, who
+//!   may see whose presence.
+//! - [`status`], [`webhooks`]: status announcements to watchers; Pusher webhooks.
+//! - [`session`]: the neutral session core (outbox, writer, heartbeat, close) over a
+//!   transport, and the Pusher and bus protocols on it.
+//! - [`http`]: the one router (WebSocket endpoints, signed HTTP APIs, health) and the
+//!   accept loop that guards the door.
+//! - [`ingest`]: PostgreSQL outbox rows become events, on one node at a time; [`cluster`]:
+//!   leases, the reaper of dead nodes, the count sync.
+//! - [`server`]: the wiring, `server::run(listener, metrics_listener, config, shutdown)`.
 
 pub mod apps;
 pub mod auth;
