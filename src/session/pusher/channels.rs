@@ -85,10 +85,11 @@ impl Session {
             None => {
                 self.send(wire::subscription_succeeded(ch.as_str(), None));
                 let recipient = self.filtered_recipient(filter);
-                self.ctx
+                let local = self
+                    .ctx
                     .hub
                     .subscribe(&self.app.id, &ch, self.id, recipient);
-                self.ctx.webhooks.channel_changed(&self.app, &ch);
+                self.ctx.webhooks.subscribed(&self.app, &ch, local);
                 self.channels.insert(ch.clone(), None);
                 metrics::subscriptions(1.0);
                 self.send_cached(&ch).await;
@@ -176,8 +177,8 @@ impl Session {
         // Subscribe before reading the member list: whoever joins after this point reaches
         // us as member_added, whoever joined before is in the list.
         let recipient = self.filtered_recipient(filter);
-        self.ctx.hub.subscribe(&app, &ch, self.id, recipient);
-        self.ctx.webhooks.channel_changed(&self.app, &ch);
+        let local = self.ctx.hub.subscribe(&app, &ch, self.id, recipient);
+        self.ctx.webhooks.subscribed(&self.app, &ch, local);
         self.channels
             .insert(ch.clone(), Some(member.user_id.clone()));
         metrics::subscriptions(1.0);
@@ -224,8 +225,8 @@ impl Session {
             return;
         };
         let app = self.app.id.clone();
-        self.ctx.hub.unsubscribe(&app, ch, self.id);
-        self.ctx.webhooks.channel_changed(&self.app, ch);
+        let local = self.ctx.hub.unsubscribe(&app, ch, self.id);
+        self.ctx.webhooks.unsubscribed(&self.app, ch, local);
         metrics::subscriptions(-1.0);
         if presence_user.is_none() {
             return;
