@@ -63,7 +63,13 @@ start_server() { # $1 = server name; sets PID
   done
   echo "server $1 did not start"; cat "$OUT/server.log"; return 1
 }
-stop_server() { kill "$PID" 2>/dev/null; for _ in $(seq 1 50); do kill -0 "$PID" 2>/dev/null || return 0; sleep 0.1; done; kill -9 "$PID" 2>/dev/null || true; }
+stop_server() { # SIGTERM, then SIGKILL after 5 s; returns once the process is gone (its data dir lock too)
+  kill "$PID" 2>/dev/null
+  for _ in $(seq 1 50); do kill -0 "$PID" 2>/dev/null || { wait "$PID" 2>/dev/null; return 0; }; sleep 0.1; done
+  echo "server did not stop within 5 s of SIGTERM; killed" >&2
+  kill -9 "$PID" 2>/dev/null || true
+  wait "$PID" 2>/dev/null || true
+}
 
 args_of() { # scenario name → bench arguments
   case $1 in
