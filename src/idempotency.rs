@@ -3,7 +3,10 @@
 //!
 //! A key is claimed before the publish and kept for `idempotency.window_secs` once the
 //! publish went out; a publish that failed gives the key back, so its retry goes through.
-//! A retry while the first attempt is still running is answered 409. Keys are per app.
+//! A retry while the first attempt is still running is answered 409. A claim nobody settles
+//! (the node was killed mid-publish, the call was cancelled, or Redis went away before the
+//! key could be given back) lapses after [`CLAIM_TTL`], not the whole window, so the retry
+//! is held back for seconds rather than minutes. Keys are per app.
 //! Two stores: memory (one node; bounded, oldest evicted first) and Redis (a cluster:
 //! `SET NX PX`, so two nodes taking the same retry agree).
 
@@ -18,6 +21,12 @@ use crate::redis_base::Redis;
 
 /// Longest key accepted.
 pub const MAX_KEY_LEN: usize = 128;
+
+/// How long a claim lives before its publish settles it (`done` keeps it for the window,
+/// `release` drops it): longer than any publish takes (a cluster publish is bounded by the
+/// Redis response timeout, 2 s), short enough that a publisher that vanished mid-publish
+/// holds its retry back for seconds only.
+pub const CLAIM_TTL: Duration = Duration::from_secs(10);
 
 /// What a claim found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +62,8 @@ pub struct Idempotency {
     window: Duration,
 }
 
-/// A key claimed for one publish; dropping it without [`Idempotency::done`] releases it.
+/// A key claimed for one publish, until [`Idempotency::done`] or [`Idempotency::release`]
+/// (or, if neither comes, [`CLAIM_TTL`]).
 pub struct Claim {
     key: String,
 }
@@ -79,8 +89,8 @@ impl Idempotency {
     pub async fn claim(&self, app: &AppId, key: &str) -> Result<Result<Claim, Claimed>, StoreDown> {
         // The app's length first: app "a:b" with key "c" is not app "a" with key "b:c".
         let key = format!("{}:{}:{key}", app.as_str().len(), app.as_str());
-        // A claim outlives a stuck publish by at most the window.
-        match self.store.claim(&key, self.window).await? {
+        // A claim nobody settles lapses after CLAIM_TTL (never later than the window).
+        match self.store.claim(&key, CLAIM_TTL.min(self.window)).await? {
             Claimed::New => Ok(Ok(Claim { key })),
             other => Ok(Err(other)),
         }
