@@ -61,24 +61,26 @@ for k in KINDS:
 print("\n## Consumers disconnected by faults, per fault type\n")
 print("Deliveries (event × consumer) to the consumers on killed nodes, the cut consumers and the slow consumers: "
       "every acknowledged event published after the consumer first subscribed is expected. *Missed while "
-      "connected* is a session that covered the event but never got it; *missed while disconnected* is an "
+      "connected* is a session that covered the event but never got it; *dropped by a slow-consumer close* is the "
+      "same when that session ended with the server's 4100 close, which drops what was still queued (a bus client's "
+      "replay brings it back, a Pusher client loses it as documented); *missed while disconnected* is an "
       "event published while the consumer was away: a bus client's `since` replay (and its offline queue) "
       "must fill those, a Pusher client has no replay and misses them by design.\n")
-print("| fault | expected | delivered | missed while connected | missed while disconnected: Pusher | missed while disconnected: bus | duplicated | reordered |")
-print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+print("| fault | expected | delivered | missed while connected | dropped by a slow-consumer close (4100) | missed while disconnected: Pusher | missed while disconnected: bus | duplicated | reordered |")
+print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 for k in KINDS:
     f = by.get(k, {}).get("faulted")
     if f:
-        print(f"| {LABEL.get(k, k)} | {n(f['expected'])} | {n(f['delivered'])} | {n(f['missed_connected'])} | "
+        print(f"| {LABEL.get(k, k)} | {n(f['expected'])} | {n(f['delivered'])} | {n(f['missed_connected'])} | {n(f['missed_dropped'])} | "
               f"{n(f['missed_gap'] - f['missed_gap_bus'])} | {n(f['missed_gap_bus'])} | {n(f['duplicated'])} | {n(f['reordered'])} |")
 
 print("\n## Per consumer\n")
-print("| consumer | protocol | node | role | sessions | how sessions ended | expected | delivered | missed while connected | missed while disconnected | duplicated | reordered | incomplete replays |")
-print("| --- | --- | ---: | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+print("| consumer | protocol | node | role | sessions | how sessions ended | expected | delivered | missed while connected | dropped by 4100 | missed while disconnected | duplicated | reordered | incomplete replays |")
+print("| --- | --- | ---: | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 for c in d["consumers"]:
     closes = ", ".join(f"{k} ×{v}" for k, v in sorted(c["closes"].items()) if k != "stop") or "–"
     print(f"| {c['name']} | {c['proto']} | {c['node']} | {c['role']} | {c['sessions']} | {closes} | {n(c['expected'])} | "
-          f"{n(c['delivered'])} | {n(c['missed_connected'])} | {n(c['missed_gap'])} | {n(c['duplicated'])} | "
+          f"{n(c['delivered'])} | {n(c['missed_connected'])} | {n(c['missed_dropped'])} | {n(c['missed_gap'])} | {n(c['duplicated'])} | "
           f"{n(c['reordered'])} | {c['incomplete_replays']} |")
 
 print("\n## Faults, in order\n")

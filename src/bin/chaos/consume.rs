@@ -66,7 +66,7 @@ pub struct Rx {
     pub streams: Vec<usize>,
     seen: Mutex<Vec<Seen>>,
     max: Vec<AtomicU64>,
-    sessions: Mutex<Vec<(u64, u64)>>,
+    sessions: Mutex<Vec<Session>>,
     closes: Mutex<BTreeMap<String, u64>>,
     /// Bus `replay` headers with `complete: false`.
     pub incomplete: AtomicU64,
@@ -75,6 +75,16 @@ pub struct Rx {
     pub connected: AtomicBool,
     cut: watch::Sender<u64>,
     pause: watch::Sender<bool>,
+}
+
+/// One connection, from its subscription to its end (ms).
+#[derive(Clone, Copy, Debug)]
+pub struct Session {
+    pub start: u64,
+    /// `u64::MAX` while open.
+    pub end: u64,
+    /// It ended with the server's slow-consumer close (4100), which drops what was queued.
+    pub slow_close: bool,
 }
 
 /// Where consumers connect.
@@ -132,8 +142,7 @@ impl Rx {
         self.seen.lock().expect("seen lock")[stream].clone()
     }
 
-    /// `(subscribed at, ended at or u64::MAX)`, in ms.
-    pub fn sessions(&self) -> Vec<(u64, u64)> {
+    pub fn sessions(&self) -> Vec<Session> {
         self.sessions.lock().expect("sessions lock").clone()
     }
 
@@ -153,7 +162,11 @@ impl Rx {
     fn opened(&self) {
         let mut s = self.sessions.lock().expect("sessions lock");
         if s.len() < 10_000 {
-            s.push((now_ms(), u64::MAX));
+            s.push(Session {
+                start: now_ms(),
+                end: u64::MAX,
+                slow_close: false,
+            });
         }
         self.connected.store(true, Ordering::Release);
     }
@@ -161,7 +174,8 @@ impl Rx {
     fn ended(&self, why: &str) {
         if self.connected.swap(false, Ordering::AcqRel) {
             if let Some(last) = self.sessions.lock().expect("sessions lock").last_mut() {
-                last.1 = now_ms();
+                last.end = now_ms();
+                last.slow_close = why == "close 4100";
             }
         }
         let mut closes = self.closes.lock().expect("closes lock");

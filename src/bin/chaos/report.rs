@@ -12,7 +12,9 @@
 //!   publisher, at a throughout consumer.
 //! - For the other consumers, every acknowledged event started after their first
 //!   subscription is expected; a missing one is `missed_connected` when a session covered
-//!   it, else `missed_gap` (published while it was disconnected: a replay must fill it).
+//!   it, `missed_dropped` when that session ended with the server's slow-consumer close
+//!   (4100, which drops what was queued), else `missed_gap` (published while it was
+//!   disconnected: a replay must fill it).
 //! - An event belongs to the first fault whose window (injection → recovery + 2 s)
 //!   overlaps its first attempt → acknowledgement; else to `none`.
 
@@ -20,7 +22,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
-use crate::consume::{Proto, Role, Rx};
+use crate::consume::{Proto, Role, Rx, Session};
 use crate::faults::{Fault, KINDS};
 use crate::ledger::{Rec, Seen, Stream, AMBIGUOUS, GAVE_UP, NOT_ACKED, REFUSED};
 
@@ -40,6 +42,7 @@ struct Tally {
     f_expected: u64,
     f_delivered: u64,
     f_missed_connected: u64,
+    f_missed_dropped: u64,
     f_missed_gap: u64,
     f_missed_gap_bus: u64,
     f_duplicated: u64,
@@ -55,7 +58,8 @@ impl Tally {
             "unacknowledged_delivered": self.unacked_delivered,
             "faulted": {
                 "expected": self.f_expected, "delivered": self.f_delivered,
-                "missed_connected": self.f_missed_connected, "missed_gap": self.f_missed_gap,
+                "missed_connected": self.f_missed_connected,
+                "missed_dropped": self.f_missed_dropped, "missed_gap": self.f_missed_gap,
                 "missed_gap_bus": self.f_missed_gap_bus,
                 "duplicated": self.f_duplicated, "reordered": self.f_reordered,
             },
@@ -63,11 +67,13 @@ impl Tally {
     }
 }
 
-fn covered(sessions: &[(u64, u64)], r: &Rec) -> bool {
+/// The session that covers `r`, if any.
+fn covering_session(sessions: &[Session], r: &Rec) -> Option<Session> {
     let until = u64::from(r.acked) + 1_000;
     sessions
         .iter()
-        .any(|&(a, b)| a <= u64::from(r.sent) && b >= until)
+        .find(|s| s.start <= u64::from(r.sent) && s.end >= until)
+        .copied()
 }
 
 fn secs(ms: u64) -> f64 {
@@ -82,7 +88,7 @@ fn window(f: &Fault) -> (u64, u64) {
 struct View<'a> {
     rx: &'a Rx,
     seen: Seen,
-    sessions: Vec<(u64, u64)>,
+    sessions: Vec<Session>,
     first: u64,
     t: Tally,
 }
@@ -107,7 +113,7 @@ pub fn build(streams: &[Arc<Stream>], rxs: &[Arc<Rx>], faults: &[Fault]) -> Map<
             View {
                 rx,
                 seen: Seen::default(),
-                first: sessions.first().map_or(u64::MAX, |s| s.0),
+                first: sessions.first().map_or(u64::MAX, |s| s.start),
                 sessions,
                 t: Tally::default(),
             }
@@ -149,12 +155,15 @@ pub fn build(streams: &[Arc<Stream>], rxs: &[Arc<Rx>], faults: &[Fault]) -> Map<
                 let has = v.seen.has(seq);
                 any_seen |= has;
                 let (dup, is_late) = (v.seen.dup(seq), v.seen.late(seq));
-                let cov = is_acked && covered(&v.sessions, r);
+                let session = covering_session(&v.sessions, r).filter(|_| is_acked);
+                let cov = session.is_some();
+                let dropped = session.is_some_and(|s| s.slow_close);
                 let mut f = Tally::default();
                 if is_acked && u64::from(r.sent) >= v.first {
                     f.f_expected = 1;
                     f.f_delivered = u64::from(has);
-                    f.f_missed_connected = u64::from(!has && cov);
+                    f.f_missed_connected = u64::from(!has && cov && !dropped);
+                    f.f_missed_dropped = u64::from(!has && dropped);
                     f.f_missed_gap = u64::from(!has && !cov);
                     f.f_missed_gap_bus = f.f_missed_gap * u64::from(v.rx.proto == Proto::Bus);
                 }
@@ -175,11 +184,12 @@ pub fn build(streams: &[Arc<Stream>], rxs: &[Arc<Rx>], faults: &[Fault]) -> Map<
                     continue;
                 }
                 add_faulted(&mut e, &f);
-                let gap_matters = cov || v.rx.proto == Proto::Bus;
-                if f.f_expected == 1 && !has && gap_matters && missed.len() < SAMPLES {
+                let notable = v.rx.proto == Proto::Bus || (cov && !dropped);
+                if f.f_expected == 1 && !has && notable && missed.len() < SAMPLES {
                     missed.push(json!({"consumer": v.rx.name, "stream": stream.name,
                         "seq": seq, "sent_s": secs(r.sent.into()),
-                        "acked_s": secs(r.acked.into()), "while_connected": cov}));
+                        "acked_s": secs(r.acked.into()), "while_connected": cov,
+                        "dropped_by_4100": dropped}));
                 }
             }
             e.unacked_delivered = u64::from(!is_acked && any_seen);
@@ -245,7 +255,8 @@ pub fn build(streams: &[Arc<Stream>], rxs: &[Arc<Rx>], faults: &[Fault]) -> Map<
                 "restore_s": secs(f.restore), "recovered_s": f.recovered.map(secs),
                 "recovery_s": f.recovered.map(|r| secs(r - f.restore)), "note": f.note,
                 "acknowledged": t.acknowledged, "lost": t.lost, "duplicated": t.duplicated,
-                "reordered": t.reordered, "faulted_missed": t.f_missed_connected + t.f_missed_gap})
+                "reordered": t.reordered,
+                "faulted_missed": t.f_missed_connected + t.f_missed_dropped + t.f_missed_gap})
         })
         .collect();
     let consumers: Vec<Value> = views
@@ -258,7 +269,8 @@ pub fn build(streams: &[Arc<Stream>], rxs: &[Arc<Rx>], faults: &[Fault]) -> Map<
                     std::sync::atomic::Ordering::Relaxed),
                 "unexpected": rx.unexpected.load(std::sync::atomic::Ordering::Relaxed),
                 "expected": v.t.f_expected, "delivered": v.t.f_delivered,
-                "missed_connected": v.t.f_missed_connected, "missed_gap": v.t.f_missed_gap,
+                "missed_connected": v.t.f_missed_connected,
+                "missed_dropped": v.t.f_missed_dropped, "missed_gap": v.t.f_missed_gap,
                 "duplicated": v.t.f_duplicated, "reordered": v.t.f_reordered})
         })
         .collect();
@@ -278,6 +290,7 @@ fn add_faulted(t: &mut Tally, f: &Tally) {
     t.f_expected += f.f_expected;
     t.f_delivered += f.f_delivered;
     t.f_missed_connected += f.f_missed_connected;
+    t.f_missed_dropped += f.f_missed_dropped;
     t.f_missed_gap += f.f_missed_gap;
     t.f_missed_gap_bus += f.f_missed_gap_bus;
     t.f_duplicated += f.f_duplicated;
