@@ -39,7 +39,7 @@ start_node() { # $1 = 1, 2, 3. Node 1 has no database: the ingester is always no
     SWITCHBOARD_DATA_DIR="$CHAOS_DIR/node$i" SWITCHBOARD_REDIS_URL="redis://127.0.0.1:$REDIS_PORT" \
     SWITCHBOARD_REDIS_PREFIX="$CHAOS_PREFIX" "${db[@]}" \
     SWITCHBOARD_SERVER_MAX_CONNECTIONS_PER_IP=0 \
-    RUST_LOG="${RUST_LOG:-warn,switchboard::cluster::redis_conn=info,switchboard::ingest::worker=info}" target/release/switchboard serve --config "$CHAOS_DIR/node.toml" \
+    RUST_LOG="${RUST_LOG:-warn,switchboard::redis_base=info,switchboard::ingest=info}" target/release/switchboard serve --config "$CHAOS_DIR/node.toml" \
     >>"$CHAOS_DIR/node$i.log" 2>&1 </dev/null &
   echo $! >"$CHAOS_DIR/node$i.pid"
   disown $!
