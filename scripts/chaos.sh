@@ -5,7 +5,8 @@
 # PostgreSQL outbox; Pusher and bus consumers on every node recording every event id; and
 # faults one at a time, repeated: kill -9 of a node (the outbox ingester) and its restart,
 # Redis restart, PostgreSQL restart, a consumer's socket cut, a consumer that stops reading.
-# Writes RELIABILITY.md and appends the raw JSON line to bench/<date>-chaos.jsonl.
+# Rewrites the generated part of RELIABILITY.md (below its marker line) and appends the raw
+# JSON line to bench/<date>-chaos.jsonl.
 #
 #   scripts/chaos.sh                 # 15 minutes
 #   MINUTES=2 scripts/chaos.sh       # a short run
@@ -157,5 +158,6 @@ d = json.load(open(sys.argv[1]))
 d["commit"], d["command"] = sys.argv[2], sys.argv[3]
 print(json.dumps(d))
 PY
-python3 scripts/chaos_report.py "$RAW" >RELIABILITY.md
+python3 scripts/chaos_report.py "$RAW" RELIABILITY.md >"$CHAOS_DIR/RELIABILITY.md"
+mv "$CHAOS_DIR/RELIABILITY.md" RELIABILITY.md
 echo "wrote RELIABILITY.md from the last line of $RAW"
