@@ -65,6 +65,8 @@ pub struct App {
     pub client_events: bool,
     /// Whether `pusher:signin` is accepted.
     pub user_authentication: bool,
+    /// A Pusher connection not signed in after this long is closed (4009); `None`: never.
+    pub require_signin: Option<std::time::Duration>,
     /// Limits.
     pub limits: AppLimits,
     /// Webhook endpoints.
@@ -88,6 +90,8 @@ impl App {
             enabled: c.enabled,
             client_events: c.client_events,
             user_authentication: c.user_authentication,
+            require_signin: (c.require_signin_secs > 0)
+                .then(|| std::time::Duration::from_secs(c.require_signin_secs)),
             limits: AppLimits {
                 max_connections: c.max_connections,
                 max_event_bytes: c.max_event_bytes,

@@ -195,9 +195,14 @@ pub async fn run(
         }
     }
     let signal = (health, stop.clone());
+    let delay = Duration::from_millis(server.shutdown_delay_ms);
     tokio::spawn(async move {
         tokio::select! {
-            _ = shutdown => tracing::info!("shutting down: draining connections"),
+            _ = shutdown => {
+                signal.0.start_draining();
+                tracing::info!(delay = ?delay, "shutting down: draining connections");
+                tokio::time::sleep(delay).await;
+            }
             _ = signal.1.cancelled() => {}
         }
         signal.0.start_draining();
@@ -209,7 +214,16 @@ pub async fn run(
         max_connections_per_ip: server.max_connections_per_ip,
     };
     let grace = Duration::from_secs(server.shutdown_grace);
-    http::serve(listener, http::router(api), limits, stop.clone(), grace).await?;
+    // The node has drained once every session (and background task) has ended.
+    let drained = {
+        let tracker = tracker.clone();
+        async move {
+            tracker.close();
+            tracker.wait().await;
+        }
+    };
+    let router = http::router(api);
+    http::serve(listener, router, limits, stop.clone(), drained, grace).await?;
     stop.cancel();
     tracker.close();
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {

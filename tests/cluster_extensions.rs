@@ -443,3 +443,45 @@ async fn users_connecting_on_one_node_while_another_streams_get_each_event_once_
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn short_visits_are_announced_once_across_nodes() {
+    let mut r = receiver(0).await;
+    let hook = WebhookConfig {
+        url: r.url.clone(),
+        event_types: vec!["channel_occupied".into(), "channel_vacated".into()],
+        channel_prefix: None,
+    };
+    let (a, b) = two_nodes("short", |c| {
+        c.app.webhooks = vec![hook.clone()];
+        c.webhooks.leave_delay_ms = 300;
+        c.webhooks.batch_ms = 20;
+    })
+    .await;
+    // A visit on one node, shorter than the count sync.
+    let mut on_a = a.pusher().await;
+    on_a.subscribe("brief").await;
+    on_a.send(json!({"event":"pusher:unsubscribe","data":{"channel":"brief"}}))
+        .await;
+    on_a.ping().await;
+    assert_eq!(
+        r.names_within(Duration::from_millis(1500)).await,
+        ["channel_occupied", "channel_vacated"]
+    );
+    // Two overlapping short visits, one per node: still one of each, in order.
+    let mut on_b = b.pusher().await;
+    on_a.subscribe("brief-2").await;
+    on_b.subscribe("brief-2").await;
+    on_a.send(json!({"event":"pusher:unsubscribe","data":{"channel":"brief-2"}}))
+        .await;
+    on_b.send(json!({"event":"pusher:unsubscribe","data":{"channel":"brief-2"}}))
+        .await;
+    on_a.ping().await;
+    on_b.ping().await;
+    assert_eq!(
+        r.names_within(Duration::from_millis(1500)).await,
+        ["channel_occupied", "channel_vacated"]
+    );
+    a.stop().await;
+    b.stop().await;
+}

@@ -18,6 +18,8 @@ fn assert_error((got, body): (u16, Value), status: u16) {
         body["error"].as_str().is_some_and(|m| !m.is_empty()),
         "expected {{\"error\": ...}}, got {body}"
     );
+    // soketi's clients read the status from the body too.
+    assert_eq!(body["code"], status, "{body}");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -531,6 +533,69 @@ async fn up_is_200() {
     let server = TestServer::start().await;
     let (status, v) = server.api().raw("GET", "/up", "").await;
     assert_eq!((status, v), (200, json!({"status":"ok"})));
+}
+
+/// `GET path` on a fresh connection: status and body text.
+async fn probe(server: &TestServer, path: &str) -> (u16, String) {
+    let res = reqwest::Client::new()
+        .get(format!("http://{}{path}", server.addr))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    (res.status().as_u16(), res.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn soketi_probes_answer_while_running_and_while_draining() {
+    let mut server = TestServer::start_with(|c| c.server.shutdown_delay_ms = 1500).await;
+    for path in ["/", "/ready", "/accept-traffic"] {
+        assert_eq!(probe(&server, path).await, (200, "OK".to_owned()), "{path}");
+    }
+    let mut client = server.pusher().await;
+    server.begin_stop();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (status, _) = probe(&server, "/ready").await;
+        if status == 503 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/ready never said draining"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(probe(&server, "/accept-traffic").await.0, 503);
+    let (status, body) = probe(&server, "/up").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("draining"), "{body}");
+    // Connections stay open through the delay; then they are closed with 4200.
+    client.ping().await;
+    assert_eq!(client.expect_close().await, 4200);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn accept_traffic_is_503_at_the_connection_limit() {
+    let server = TestServer::start_with(|c| c.server.max_connections = 1).await;
+    assert_eq!(probe(&server, "/accept-traffic").await.0, 200);
+    let c = server.pusher().await;
+    let (status, body) = probe(&server, "/accept-traffic").await;
+    assert_eq!(status, 503);
+    assert!(body.contains("max_connections: 1"), "{body}");
+    // Liveness and readiness are not about capacity.
+    assert_eq!(probe(&server, "/ready").await.0, 200);
+    assert_eq!(probe(&server, "/").await.0, 200);
+    c.close().await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while probe(&server, "/accept-traffic").await.0 != 200 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slot was never given back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    server.stop().await;
 }
 
 #[tokio::test]

@@ -434,7 +434,20 @@ async fn presence_member_limit_refuses_new_users_only() {
     let data = r#"{"user_id":"u2"}"#;
     let auth = channel_auth(&b.socket_id, ch, Some(data));
     b.send_subscribe(ch, Some(&auth), Some(data)).await;
-    b.expect_subscription_error(ch).await;
+    // Authorized, but over a limit: LimitReached (as soketi), naming the limit.
+    let e = b.expect_subscription_error_data(ch).await;
+    assert_eq!(
+        (&e["type"], &e["status"]),
+        (&json!("LimitReached"), &json!(4100)),
+        "{e}"
+    );
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap()
+            .contains("presence_max_members: 1"),
+        "{e}"
+    );
     b.ping().await;
     a1.ping().await; // no member_added for a refused user
                      // The same user on another socket is not a new member.
@@ -451,7 +464,19 @@ async fn presence_oversized_user_info_is_refused() {
     let data = json!({"user_id":"u1","user_info":{"bio":"x".repeat(2000)}}).to_string();
     let auth = channel_auth(&c.socket_id, ch, Some(&data));
     c.send_subscribe(ch, Some(&auth), Some(&data)).await;
-    c.expect_subscription_error(ch).await;
+    let e = c.expect_subscription_error_data(ch).await;
+    assert_eq!(
+        (&e["type"], &e["status"]),
+        (&json!("LimitReached"), &json!(4301)),
+        "{e}"
+    );
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap()
+            .contains("presence_max_member_bytes"),
+        "{e}"
+    );
     c.ping().await;
     assert_eq!(server.api().subscription_count(ch).await, 0);
     // A modest user_info is fine.
@@ -643,6 +668,73 @@ async fn signin_checks_the_signature() {
     c.ping().await;
     let ok = c.signin(user_data).await;
     assert_eq!(ok["data"]["user_data"], user_data);
+}
+
+#[tokio::test]
+async fn signin_with_a_numeric_id_works_like_a_string_id() {
+    // Issue 20: Laravel signs the model's integer key; sign-in refused it with 4009.
+    let server = TestServer::start().await;
+    let (mut a, mut watcher) = (server.pusher().await, server.pusher().await);
+    watcher.signin(r#"{"id":"w","watchlist":[7]}"#).await;
+    let ok = a.signin(r#"{"id":7,"user_info":{"name":"Seven"}}"#).await;
+    assert_eq!(ok["event"], "pusher:signin_success", "{ok}");
+    let ev = watcher.expect("pusher_internal:watchlist_events").await;
+    assert_eq!(
+        ev["data"]["events"],
+        json!([{"name":"online","user_ids":["7"]}])
+    );
+    a.subscribe("#server-to-user-7").await;
+    let (status, _) = server
+        .api()
+        .trigger(json!({"name":"hello","channel":"#server-to-user-7","data":"hi"}))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(a.recv().await["event"], "hello");
+    let (status, _) = server
+        .api()
+        .post("/users/7/terminate_connections", "")
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(a.expect_close().await, 4009);
+    // Not every JSON value is an id.
+    let mut b = server.pusher().await;
+    let data = r#"{"id":true}"#;
+    let auth = user_auth(&b.socket_id, data);
+    b.send(json!({"event":"pusher:signin","data":{"auth":auth,"user_data":data}}))
+        .await;
+    let e = b.expect_error(4009).await;
+    assert!(
+        e["data"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("user_data.id"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn require_signin_closes_connections_that_do_not_sign_in() {
+    let server = TestServer::start_with(|c| c.app.require_signin_secs = 1).await;
+    let mut anonymous = server.pusher().await;
+    let mut signed = server.pusher().await;
+    signed.signin(r#"{"id":"u1"}"#).await;
+    // The anonymous one is told why, then closed with 4009 at the deadline...
+    let e = anonymous.expect_error(4009).await;
+    assert!(
+        e["data"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("require_signin_secs"),
+        "{e}"
+    );
+    assert_eq!(anonymous.expect_close().await, 4009);
+    // ...while the one that signed in within it stays open past it.
+    signed.ping().await;
+    // Without the setting nobody has to sign in (the default).
+    let free = TestServer::start().await;
+    let mut c = free.pusher().await;
+    c.subscribe("public").await;
+    c.ping().await;
 }
 
 #[tokio::test]

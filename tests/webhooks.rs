@@ -179,3 +179,76 @@ async fn subscription_count_follows_changes_and_filters_apply() {
     assert!(names.iter().all(|n| n == "subscription_count"), "{names:?}");
     server.stop().await;
 }
+
+/// Names of the events received until `d` passes with nothing more.
+async fn all_names(r: &mut support::hooks::Receiver, d: Duration) -> Vec<String> {
+    r.names_within(d).await
+}
+
+#[tokio::test]
+async fn a_short_visit_is_occupied_then_vacated() {
+    // Issue 21: a channel occupied for less than the sampling delay (300 ms) was never
+    // announced at all.
+    let mut r = receiver(0).await;
+    let server =
+        TestServer::start_with(config(&r.url, &["channel_occupied", "channel_vacated"])).await;
+    let mut c = server.pusher().await;
+    c.subscribe("wh-short").await;
+    c.send(json!({"event":"pusher:unsubscribe","data":{"channel":"wh-short"}}))
+        .await;
+    c.ping().await;
+    assert_eq!(
+        all_names(&mut r, Duration::from_millis(1200)).await,
+        ["channel_occupied", "channel_vacated"]
+    );
+    // A visit as short, by a client that closes its connection.
+    let mut c = server.pusher().await;
+    c.subscribe("wh-short-2").await;
+    c.close().await;
+    assert_eq!(
+        all_names(&mut r, Duration::from_millis(1200)).await,
+        ["channel_occupied", "channel_vacated"]
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_short_presence_visit_is_announced_in_full() {
+    let mut r = receiver(0).await;
+    let server = TestServer::start_with(config(
+        &r.url,
+        &[
+            "channel_occupied",
+            "channel_vacated",
+            "member_added",
+            "member_removed",
+        ],
+    ))
+    .await;
+    let mut c = server.pusher().await;
+    c.subscribe_presence("presence-short", r#"{"user_id":"u9"}"#)
+        .await;
+    c.send(json!({"event":"pusher:unsubscribe","data":{"channel":"presence-short"}}))
+        .await;
+    c.ping().await;
+    let names = all_names(&mut r, Duration::from_millis(1200)).await;
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        [
+            "channel_occupied",
+            "channel_vacated",
+            "member_added",
+            "member_removed"
+        ],
+        "{names:?}"
+    );
+    let pos = |n: &str| names.iter().position(|x| x == n).unwrap();
+    assert!(
+        pos("channel_occupied") < pos("channel_vacated"),
+        "{names:?}"
+    );
+    assert!(pos("member_added") < pos("member_removed"), "{names:?}");
+    server.stop().await;
+}

@@ -17,7 +17,7 @@ use crate::publish::Publisher;
 use crate::redis_base::Redis;
 use crate::status::Change;
 use crate::status::UserStatus;
-use crate::webhooks::Webhooks;
+use crate::webhooks::{Occupancy, Webhooks};
 
 const RENEW: &str = lua!(
     r#"
@@ -78,7 +78,14 @@ for _, app in ipairs(redis.call('SMEMBERS', P .. ':napps:' .. n)) do
   redis.call('DEL', P .. ':occ:' .. app .. ':' .. n)
 end
 redis.call('DEL', P .. ':napps:' .. n, P .. ':conns:' .. n)
-return {removed, users}
+local held = {}
+for _, ac in ipairs(redis.call('SMEMBERS', P .. ':wn:' .. n)) do
+  local app, ch = split(ac)
+  redis.call('SREM', P .. ':wo:' .. app .. ':' .. ch, n)
+  held[#held + 1] = app; held[#held + 1] = ch
+end
+redis.call('DEL', P .. ':wn:' .. n)
+return {removed, users, held}
 "#
 );
 
@@ -174,7 +181,7 @@ async fn reap_all(redis: &Redis, reap: &redis::Script, ctx: &Reaper) {
         let Ok(mut conn) = redis.conn() else { return };
         let r: Result<Vec<Vec<String>>, _> = reap.arg(&redis.prefix).invoke_async(&mut conn).await;
         let lists = match r {
-            Ok(l) if l.len() == 2 => l,
+            Ok(l) if l.len() == 3 => l,
             Ok(_) => return,
             Err(e) => {
                 tracing::warn!(error = %e, "reaping dead nodes failed");
@@ -192,7 +199,7 @@ async fn reap_all(redis: &Redis, reap: &redis::Script, ctx: &Reaper) {
                 if let Ok(Some(a)) = ctx.apps.by_id(app).await {
                     let (ch, user) = (ChannelName::new(ch.as_str()), UserId::new(user.as_str()));
                     ctx.webhooks.member_removed(&a, &ch, &user);
-                    ctx.webhooks.channel_changed(&a, &ch);
+                    ctx.webhooks.channel_changed(&a, &ch, Occupancy::Count);
                 }
                 let event = Event {
                     app: AppId::new(app.as_str()),
@@ -206,6 +213,15 @@ async fn reap_all(redis: &Redis, reap: &redis::Script, ctx: &Reaper) {
                 metrics::published("internal");
                 if let Err(e) = ctx.publisher.publish(event).await {
                     tracing::warn!(error = %e, "member_removed of a dead node not published");
+                }
+            }
+        }
+        // Channels the dead node held: vacated, after the leave delay, if no node holds them.
+        for t in lists[2].chunks(2) {
+            if let [app, ch] = t {
+                if let Ok(Some(a)) = ctx.apps.by_id(app).await {
+                    let ch = ChannelName::new(ch.as_str());
+                    ctx.webhooks.channel_changed(&a, &ch, Occupancy::Gone);
                 }
             }
         }

@@ -18,6 +18,9 @@ pub struct AppConfig {
     pub client_events: bool,
     /// Accept `pusher:signin`.
     pub user_authentication: bool,
+    /// Seconds a Pusher connection has to sign in before it is closed with 4009 (Pusher's
+    /// "authorized connections", soketi's `userAuthenticationTimeout`); 0 = no deadline.
+    pub require_signin_secs: u64,
     /// Connections for this app; 0 = unlimited.
     pub max_connections: usize,
     /// Bytes of event data (Pusher: 10 KB).
@@ -73,6 +76,7 @@ impl Default for AppConfig {
             enabled: true,
             client_events: true,
             user_authentication: true,
+            require_signin_secs: 0,
             max_connections: 0,
             max_event_bytes: 10 * 1024,
             max_channels_per_event: 100,

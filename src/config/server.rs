@@ -31,6 +31,10 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Seconds to wait for connections to close on shutdown.
     pub shutdown_grace: u64,
+    /// Milliseconds between the shutdown signal and closing connections, during which the
+    /// node answers its readiness probes 503 (and refuses new WebSocket connections) so a
+    /// load balancer can take it out first (soketi's `shutdownGracePeriod`; 0 = none).
+    pub shutdown_delay_ms: u64,
     /// Seconds a cache channel keeps its last event (Pusher's maximum: 30 minutes).
     pub cache_ttl_secs: u64,
     /// Cache channels remembered per node (memory mode); beyond it the oldest is replaced.
@@ -48,6 +52,9 @@ pub struct ServerConfig {
     pub max_header_bytes: usize,
     /// Sockets one client address may hold open (0 = no limit); past it: 429.
     pub max_connections_per_ip: usize,
+    /// `GET /accept-traffic` answers 503 once the process's resident memory reaches this
+    /// share of the machine's (or its cgroup's) memory, in percent (0 = never).
+    pub accept_traffic_memory_percent: u8,
 }
 
 impl Default for ServerConfig {
@@ -64,6 +71,7 @@ impl Default for ServerConfig {
             max_message_bytes: 64 * 1024,
             max_body_bytes: 1024 * 1024,
             shutdown_grace: 10,
+            shutdown_delay_ms: 0,
             cache_ttl_secs: 1800,
             cache_max_channels: 100_000,
             ws_read_buffer: 1024,
@@ -72,6 +80,7 @@ impl Default for ServerConfig {
             body_timeout_ms: 10_000,
             max_header_bytes: 64 * 1024,
             max_connections_per_ip: 1000,
+            accept_traffic_memory_percent: 85,
         }
     }
 }

@@ -68,7 +68,8 @@ impl IntoResponse for ApiError {
         }
         (
             status,
-            Json(serde_json::json!({ "error": self.to_string() })),
+            // `code` repeats the status: soketi's clients read it from the body.
+            Json(serde_json::json!({ "error": self.to_string(), "code": status.as_u16() })),
         )
             .into_response()
     }

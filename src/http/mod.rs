@@ -3,6 +3,7 @@
 mod api;
 mod bus;
 mod error;
+mod probes;
 mod push;
 mod serve;
 mod signed;
@@ -13,11 +14,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
 
 pub use error::ApiError;
 pub use serve::{serve, DoorLimits};
@@ -57,28 +57,15 @@ pub fn router(ctx: Arc<Api>) -> Router {
             "/apps/{app_id}/users/{user_id}/push/{registration_id}",
             axum::routing::delete(push::delete),
         )
-        .route("/up", get(health))
+        .route("/up", get(probes::up))
+        .route("/", get(probes::root))
+        .route("/ready", get(probes::ready))
+        .route("/accept-traffic", get(probes::accept_traffic))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(ctx.clone(), bounded_body))
         .layer(middleware::from_fn(record))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(ctx)
-}
-
-/// `GET /up`: 200 while accepting traffic, 503 while draining. In cluster mode the body
-/// also says whether Redis is reachable (`"redis": "up" | "down"`); a node without Redis
-/// still serves its connections, so it stays 200.
-async fn health(State(ctx): State<Arc<Api>>) -> Response {
-    let mut body = serde_json::json!({"status": "ok"});
-    if let Some(redis) = ctx.redis.as_ref() {
-        body["redis"] = if redis.is_up() { "up" } else { "down" }.into();
-    }
-    if ctx.health.is_draining() {
-        body["status"] = "draining".into();
-        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
-    } else {
-        Json(body).into_response()
-    }
 }
 
 async fn not_found() -> ApiError {

@@ -2,7 +2,7 @@
 //! bounded. Headers (and the idle wait between keep-alive requests) must arrive within
 //! `server.header_timeout_ms`, header bytes are bounded, accept errors back off instead of
 //! spinning, and one address holds at most `server.max_connections_per_ip` sockets: past
-//! it, every request on the extra socket (but `/up`) is answered 429.
+//! it, every request on the extra socket (but the health probes) is answered 429.
 //!
 //! axum's own `serve` has no timers at all, which left an unfinished request holding its
 //! socket (and a file descriptor) forever.
@@ -127,14 +127,18 @@ impl AsyncWrite for Counted {
     }
 }
 
-/// Serves `router` on `listener` until `stop` is cancelled; then stops accepting, lets
-/// requests in progress finish (upgraded connections are the sessions' to close) and
-/// returns once every HTTP connection ended or `grace` passed.
+/// Serves `router` on `listener` until `stop` is cancelled. While the node then drains
+/// (until `drained` resolves, at most `grace`) it still answers, one request per
+/// connection, so a load balancer's probe reads 503 instead of a refused connection (the
+/// router answers draining itself); then it stops accepting, lets requests in progress
+/// finish (upgraded connections are the sessions' to close) and returns once every HTTP
+/// connection ended or `grace` passed.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: DoorLimits,
     stop: CancellationToken,
+    drained: impl Future<Output = ()>,
     grace: Duration,
 ) -> io::Result<()> {
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -143,12 +147,22 @@ pub async fn serve(
         // hyper's read buffer bounds the request head; its minimum is 8 KiB.
         .max_buf_size(limits.max_header_bytes.max(8192))
         .keep_alive(true);
+    let mut last_call = http.clone();
+    last_call.keep_alive(false);
     let per_ip = PerIp::default();
     let connections = TaskTracker::new();
     let mut backoff = Backoff::default();
+    let mut drained = std::pin::pin!(drained);
+    let mut draining: Option<tokio::time::Instant> = None;
     loop {
+        let until = draining.unwrap_or_else(|| tokio::time::Instant::now() + grace);
         let (tcp, peer) = tokio::select! {
-            _ = stop.cancelled() => break,
+            _ = stop.cancelled(), if draining.is_none() => {
+                draining = Some(tokio::time::Instant::now() + grace);
+                continue;
+            }
+            _ = drained.as_mut(), if draining.is_some() => break,
+            _ = tokio::time::sleep_until(until), if draining.is_some() => break,
             accepted = listener.accept() => match accepted {
                 Ok(a) => {
                     backoff.reset();
@@ -173,7 +187,7 @@ pub async fn serve(
             req.extensions_mut().insert(ConnectInfo(peer));
             let app = app.clone();
             async move {
-                if over && req.uri().path() != "/up" {
+                if over && !super::probes::is_probe(req.uri().path()) {
                     metrics::connection_refused("ip");
                     let refusal =
                         ApiError::TooManyRequests("Too many connections from this address".into());
@@ -182,6 +196,13 @@ pub async fn serve(
                 app.oneshot(req.map(axum::body::Body::new)).await
             }
         }));
+        if draining.is_some() {
+            let conn = last_call.serve_connection(io, service).with_upgrades();
+            connections.spawn(async move {
+                let _ = conn.await;
+            });
+            continue;
+        }
         let conn = http.serve_connection(io, service).with_upgrades();
         let stop = stop.clone();
         connections.spawn(async move {

@@ -181,6 +181,11 @@ impl Hub {
         })
     }
 
+    /// Connections open on this node.
+    pub fn connections(&self) -> usize {
+        self.0.connections.load(Ordering::Acquire)
+    }
+
     fn bump(&self) {
         self.0.generation.fetch_add(1, Ordering::Relaxed);
     }

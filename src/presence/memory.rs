@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use indexmap::IndexMap;
 
-use super::{Joined, Left, Member, PresenceError, PresenceStore};
+use super::{Joined, Left, Member, PresenceError, PresenceStore, OCCUPIED};
 use crate::hub::Hub;
 use crate::ids::{AppId, ChannelName, SocketId, UserId};
 
@@ -112,6 +112,23 @@ impl PresenceStore for MemoryPresence {
             }
             None => self.hub.channels(app),
         })
+    }
+
+    async fn hold(&self, app: &AppId, ch: &ChannelName) -> Result<bool, PresenceError> {
+        self.announce(app, ch, OCCUPIED, "1").await
+    }
+
+    async fn release(&self, _: &AppId, _: &ChannelName) -> Result<(), PresenceError> {
+        Ok(())
+    }
+
+    async fn vacated(&self, app: &AppId, ch: &ChannelName) -> Result<bool, PresenceError> {
+        // The hub is this node's whole truth; a subscriber whose `hold` is still queued
+        // is already counted here.
+        if self.hub.subscription_count(app, ch) > 0 {
+            return Ok(false);
+        }
+        self.announce(app, ch, OCCUPIED, "0").await
     }
 
     async fn announce(

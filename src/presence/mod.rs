@@ -16,6 +16,9 @@ pub use memory::MemoryPresence;
 
 use crate::ids::{AppId, ChannelName, SocketId, UserId};
 
+/// The announcement field of a channel's occupancy (`"1"` once `channel_occupied` was sent).
+const OCCUPIED: &str = "occupied";
+
 /// A presence member as the channel sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Member {
@@ -88,6 +91,19 @@ pub trait PresenceStore: Send + Sync + 'static {
         app: &AppId,
         only: Option<&ChannelName>,
     ) -> Result<Vec<(ChannelName, usize)>, PresenceError>;
+
+    /// This node now has subscribers of `ch` (its first). Records it and reports whether
+    /// the channel just became occupied cluster-wide, atomically with every node's calls,
+    /// so exactly one node announces `channel_occupied` for each transition however short
+    /// the visit.
+    async fn hold(&self, app: &AppId, ch: &ChannelName) -> Result<bool, PresenceError>;
+
+    /// This node has no subscriber of `ch` any more (its last left).
+    async fn release(&self, app: &AppId, ch: &ChannelName) -> Result<(), PresenceError>;
+
+    /// Whether `ch` is now vacated: no node (whose lease is alive) holds it and the last
+    /// announcement was `channel_occupied`; if so it is recorded, once cluster-wide.
+    async fn vacated(&self, app: &AppId, ch: &ChannelName) -> Result<bool, PresenceError>;
 
     /// Records `value` as the last announced `field` of a channel (webhook state such as
     /// occupancy or subscription count; absent = `"0"`) and reports whether it changed.

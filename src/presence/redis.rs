@@ -118,6 +118,46 @@ return 1
 "#
 );
 
+/// This node holds the channel: `{p}:wo:{app}:{ch}` (nodes holding it) and `{p}:wn:{node}`
+/// (what the node holds, for the reaper); 1 when the channel was not announced occupied.
+const HOLD: &str = lua!(
+    r#"
+local app, ch, node = ARGV[2], ARGV[3], ARGV[4]
+redis.call('SADD', P .. ':wo:' .. app .. ':' .. ch, node)
+redis.call('SADD', P .. ':wn:' .. node, app .. '\n' .. ch)
+local k = P .. ':ann:' .. app .. ':' .. ch .. ':occupied'
+if redis.call('GET', k) == '1' then return 0 end
+redis.call('SET', k, '1')
+return 1
+"#
+);
+
+const RELEASE: &str = lua!(
+    r#"
+local app, ch, node = ARGV[2], ARGV[3], ARGV[4]
+redis.call('SREM', P .. ':wo:' .. app .. ':' .. ch, node)
+redis.call('SREM', P .. ':wn:' .. node, app .. '\n' .. ch)
+return 0
+"#
+);
+
+/// 1 when no live node holds the channel and it was announced occupied (then it is not any
+/// more). Dead nodes found holding it are dropped from the set.
+const VACATED: &str = lua!(
+    r#"
+local app, ch, node = ARGV[2], ARGV[3], ARGV[4]
+local wo = P .. ':wo:' .. app .. ':' .. ch
+for _, n in ipairs(redis.call('SMEMBERS', wo)) do
+  if n == node or alive(n) then return 0 end
+  redis.call('SREM', wo, n)
+end
+local k = P .. ':ann:' .. app .. ':' .. ch .. ':occupied'
+if redis.call('GET', k) ~= '1' then return 0 end
+redis.call('DEL', k)
+return 1
+"#
+);
+
 /// Presence shared through Redis; occupancy combines this node's hub with the other nodes'
 /// synced counts.
 pub struct RedisPresence {
@@ -128,6 +168,9 @@ pub struct RedisPresence {
     members: redis::Script,
     occupancy: redis::Script,
     announce: redis::Script,
+    hold_lua: redis::Script,
+    release_lua: redis::Script,
+    vacated_lua: redis::Script,
 }
 
 impl RedisPresence {
@@ -141,12 +184,36 @@ impl RedisPresence {
             members: redis::Script::new(MEMBERS),
             occupancy: redis::Script::new(OCCUPANCY),
             announce: redis::Script::new(ANNOUNCE),
+            hold_lua: redis::Script::new(HOLD),
+            release_lua: redis::Script::new(RELEASE),
+            vacated_lua: redis::Script::new(VACATED),
         }
     }
 }
 
 fn down(e: impl std::fmt::Display) -> PresenceError {
     PresenceError::Unavailable(e.to_string())
+}
+
+impl RedisPresence {
+    /// Runs one of the occupancy scripts for this node and `ch`.
+    async fn occupancy_step(
+        &self,
+        script: &redis::Script,
+        app: &AppId,
+        ch: &ChannelName,
+    ) -> Result<bool, PresenceError> {
+        let mut conn = self.redis.conn().map_err(down)?;
+        let r: i64 = script
+            .arg(&self.redis.prefix)
+            .arg(app.as_str())
+            .arg(ch.as_str())
+            .arg(&self.redis.node)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(down)?;
+        Ok(r == 1)
+    }
 }
 
 #[async_trait]
@@ -239,6 +306,20 @@ impl PresenceStore for RedisPresence {
         }
         out.sort_by(|a, b| a.user_id.cmp(&b.user_id));
         Ok(out)
+    }
+
+    async fn hold(&self, app: &AppId, ch: &ChannelName) -> Result<bool, PresenceError> {
+        self.occupancy_step(&self.hold_lua, app, ch).await
+    }
+
+    async fn release(&self, app: &AppId, ch: &ChannelName) -> Result<(), PresenceError> {
+        self.occupancy_step(&self.release_lua, app, ch)
+            .await
+            .map(drop)
+    }
+
+    async fn vacated(&self, app: &AppId, ch: &ChannelName) -> Result<bool, PresenceError> {
+        self.occupancy_step(&self.vacated_lua, app, ch).await
     }
 
     async fn announce(

@@ -367,10 +367,11 @@ impl Session {
                 self.denied("too many rooms on this connection");
                 break;
             }
-            self.ctx
+            let local = self
+                .ctx
                 .hub
                 .subscribe(&self.app.id, &ch, self.id, self.recipient());
-            self.ctx.webhooks.channel_changed(&self.app, &ch);
+            self.ctx.webhooks.subscribed(&self.app, &ch, local);
             metrics::subscriptions(1.0);
             if since.is_some() {
                 streams.push(format!("c:{ch}"));
@@ -397,8 +398,8 @@ impl Session {
         for room in rooms {
             if let Ok(ch) = ChannelName::parse(room) {
                 if self.rooms.remove(&ch) {
-                    self.ctx.hub.unsubscribe(&self.app.id, &ch, self.id);
-                    self.ctx.webhooks.channel_changed(&self.app, &ch);
+                    let local = self.ctx.hub.unsubscribe(&self.app.id, &ch, self.id);
+                    self.ctx.webhooks.unsubscribed(&self.app, &ch, local);
                     metrics::subscriptions(-1.0);
                 }
             }
@@ -410,8 +411,8 @@ impl Session {
     async fn leave(&mut self) {
         let app = self.app.id.clone();
         for ch in self.rooms.drain() {
-            self.ctx.hub.unsubscribe(&app, &ch, self.id);
-            self.ctx.webhooks.channel_changed(&self.app, &ch);
+            let local = self.ctx.hub.unsubscribe(&app, &ch, self.id);
+            self.ctx.webhooks.unsubscribed(&self.app, &ch, local);
             metrics::subscriptions(-1.0);
         }
         for w in &self.watching {

@@ -9,6 +9,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::time::Instant;
 
 use super::transport::Transport;
 use super::{Connection, Protocol};
@@ -50,6 +51,8 @@ pub(crate) struct Session {
     client_events: Option<DefaultDirectRateLimiter>,
     /// Delta compression state, once the client opted in.
     delta: Option<DeltaSeen>,
+    /// When the connection is closed unless it signed in (`require_signin_secs`).
+    signin_by: Option<Instant>,
     _admission: Admission,
 }
 
@@ -73,6 +76,20 @@ impl Protocol for Session {
 
     fn pong_timeout(&self) -> (u16, &'static str) {
         (code::PONG_TIMEOUT, "Pong reply not received in time")
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.signin_by.filter(|_| self.user.is_none())
+    }
+
+    async fn on_deadline(&mut self) -> bool {
+        if self.user.is_some() {
+            return true;
+        }
+        const WHY: &str = "Connection not signed in within the app's require_signin_secs";
+        self.outbox.push(wire::error(Some(code::UNAUTHORIZED), WHY));
+        self.outbox.push_close(code::UNAUTHORIZED, WHY);
+        false
     }
 
     async fn on_text(&mut self, text: &str) {
@@ -124,6 +141,7 @@ fn open(ctx: &Arc<Deps>, hs: Handshake, outbox: &Outbox) -> Option<Session> {
     ));
     let client_events = NonZeroU32::new(app.limits.client_events_per_second)
         .map(|n| RateLimiter::direct(Quota::per_second(n)));
+    let signin_by = app.require_signin.map(|d| Instant::now() + d);
     Some(Session {
         ctx: ctx.clone(),
         app,
@@ -133,6 +151,7 @@ fn open(ctx: &Arc<Deps>, hs: Handshake, outbox: &Outbox) -> Option<Session> {
         user: None,
         client_events,
         delta: None,
+        signin_by,
         _admission: admission,
     })
 }

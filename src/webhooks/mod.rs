@@ -5,11 +5,14 @@
 //!
 //! Sessions report what happened locally through [`Webhooks`] without waiting (a bounded
 //! queue; when it is full the event is dropped and counted). One worker task decides what to
-//! announce: occupancy and subscription counts are read cluster-wide and compared with the
-//! last announced value (`PresenceStore::announce`, atomic), so a channel is vacated only
-//! when no node has a subscriber and each transition is announced once. `channel_vacated`
-//! and `member_removed` wait `leave_delay_ms` and are dropped if the channel or member came
-//! back. Events are batched per endpoint (`batch_ms`, `batch_max`) and retried with
+//! announce. Occupancy is recorded when it changes, not sampled: a node's first subscriber
+//! of a channel marks the node as holding it and, atomically, announces `channel_occupied`
+//! if the channel was not occupied anywhere (`PresenceStore::hold`); its last subscriber
+//! releases it, and after `leave_delay_ms` `channel_vacated` is announced if no live node
+//! holds it (`PresenceStore::vacated`), so a visit of any length gives one of each, and a
+//! re-occupation within the delay gives neither. `member_removed` also waits the delay and
+//! is dropped if the member came back. Subscription counts are read cluster-wide a moment
+//! after a change and compared with the last announced value (`PresenceStore::announce`). Events are batched per endpoint (`batch_ms`, `batch_max`) and retried with
 //! exponential backoff for `retry_secs`; a request given up is logged and counted.
 
 mod sender;
@@ -29,10 +32,23 @@ use crate::ids::{ChannelName, UserId};
 use crate::metrics;
 use crate::presence::PresenceStore;
 
+/// How a channel's subscribers changed, as the session that changed them saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Occupancy {
+    /// This node's first subscriber of the channel.
+    First,
+    /// This node's last subscriber left.
+    Last,
+    /// Another subscriber came or went.
+    Count,
+    /// A dead node's subscribers were dropped (the reaper).
+    Gone,
+}
+
 /// Something that happened, reported by a session.
 pub enum Input {
-    /// A channel's local subscriber count changed.
-    Changed(Arc<App>, ChannelName),
+    /// A channel's subscribers changed.
+    Changed(Arc<App>, ChannelName, Occupancy),
     /// A presence member's first connection joined.
     MemberAdded(Arc<App>, ChannelName, UserId),
     /// A presence member's last connection left.
@@ -68,13 +84,33 @@ impl Webhooks {
         }
     }
 
-    /// A channel's local subscriber count changed (subscribe or unsubscribe).
-    pub fn channel_changed(&self, app: &Arc<App>, ch: &ChannelName) {
+    /// A subscribe left the channel with `local` subscribers on this node.
+    pub fn subscribed(&self, app: &Arc<App>, ch: &ChannelName, local: usize) {
+        let how = if local == 1 {
+            Occupancy::First
+        } else {
+            Occupancy::Count
+        };
+        self.channel_changed(app, ch, how);
+    }
+
+    /// An unsubscribe left `local` subscribers on this node (`None`: it was not one).
+    pub fn unsubscribed(&self, app: &Arc<App>, ch: &ChannelName, local: Option<usize>) {
+        match local {
+            Some(0) => self.channel_changed(app, ch, Occupancy::Last),
+            Some(_) => self.channel_changed(app, ch, Occupancy::Count),
+            None => {}
+        }
+    }
+
+    /// The channel's subscribers changed as `how` says. Transitions are sent as they
+    /// happen, so a visit of any length is announced.
+    pub fn channel_changed(&self, app: &Arc<App>, ch: &ChannelName, how: Occupancy) {
         let any = ["channel_occupied", "channel_vacated", "subscription_count"]
             .iter()
             .any(|e| app.wants_webhook(e, ch.as_str()));
         if any {
-            self.send(Input::Changed(app.clone(), ch.clone()));
+            self.send(Input::Changed(app.clone(), ch.clone(), how));
         }
     }
 

@@ -11,15 +11,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tokio_util::time::{delay_queue, DelayQueue};
 
-use super::{sender, Input};
+use super::{sender, Input, Occupancy};
 use crate::apps::App;
 use crate::config::WebhooksConfig;
 use crate::ids::{AppId, ChannelName, UserId};
 use crate::metrics;
 use crate::presence::PresenceStore;
 
-/// How long a changed channel waits before its cluster-wide count is read: other nodes'
-/// counts sync every 250 ms.
+/// How long a changed channel waits before its cluster-wide subscription count is read:
+/// other nodes' counts sync every 250 ms.
 const SETTLE: Duration = Duration::from_millis(300);
 /// Channels over this many subscribers get `subscription_count` at most every
 /// `BIG_CHANNEL_INTERVAL` (Pusher's rule).
@@ -29,6 +29,8 @@ const BIG_CHANNEL_INTERVAL: Duration = Duration::from_secs(5);
 enum Due {
     /// Re-read the channel's count; `confirm`: it was empty once already (leave delay).
     Channel(Arc<App>, ChannelName, bool),
+    /// Announce `channel_vacated` unless a node holds the channel again.
+    Vacate(Arc<App>, ChannelName),
     /// Announce `member_removed` unless the member came back.
     Removed(Arc<App>, ChannelName, UserId),
 }
@@ -45,6 +47,7 @@ pub(super) struct Worker {
     delays: DelayQueue<Due>,
     channels: HashMap<(AppId, ChannelName), delay_queue::Key>,
     removed: HashMap<(AppId, ChannelName, UserId), delay_queue::Key>,
+    vacate: HashMap<(AppId, ChannelName), delay_queue::Key>,
     batches: HashMap<(AppId, String), Batch>,
     permits: Arc<Semaphore>,
     /// When `subscription_count` was last sent for channels over `BIG_CHANNEL`.
@@ -69,6 +72,7 @@ impl Worker {
             delays: DelayQueue::new(),
             channels: HashMap::new(),
             removed: HashMap::new(),
+            vacate: HashMap::new(),
             batches: HashMap::new(),
             permits,
             count_sent: HashMap::new(),
@@ -82,7 +86,7 @@ impl Worker {
             tokio::select! {
                 _ = stop.cancelled() => break,
                 input = self.rx.recv() => match input {
-                    Some(i) => self.handle(i),
+                    Some(i) => self.handle(i).await,
                     None => break,
                 },
                 Some(due) = self.delays.next(), if !self.delays.is_empty() => {
@@ -94,11 +98,14 @@ impl Worker {
         self.flush_all().await;
     }
 
-    fn handle(&mut self, input: Input) {
+    async fn handle(&mut self, input: Input) {
         match input {
-            Input::Changed(app, ch) => {
+            Input::Changed(app, ch, how) => {
+                self.occupancy(&app, &ch, how).await;
                 let key = (app.id.clone(), ch.clone());
-                if !self.channels.contains_key(&key) {
+                if app.wants_webhook("subscription_count", ch.as_str())
+                    && !self.channels.contains_key(&key)
+                {
                     let k = self.delays.insert(Due::Channel(app, ch, false), SETTLE);
                     self.channels.insert(key, k);
                 }
@@ -125,6 +132,41 @@ impl Worker {
         }
     }
 
+    /// Records an occupancy transition as it happens: `channel_occupied` at once if the
+    /// channel was empty everywhere, `channel_vacated` after the leave delay if it stays so.
+    async fn occupancy(&mut self, app: &Arc<App>, ch: &ChannelName, how: Occupancy) {
+        let key = (app.id.clone(), ch.clone());
+        match how {
+            Occupancy::First => match self.presence.hold(&app.id, ch).await {
+                Ok(true) => self.enqueue(
+                    app,
+                    json!({"name": "channel_occupied", "channel": ch.as_str()}),
+                ),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "occupancy update for a webhook failed"),
+            },
+            Occupancy::Last | Occupancy::Gone => {
+                if how == Occupancy::Last {
+                    if let Err(e) = self.presence.release(&app.id, ch).await {
+                        tracing::warn!(error = %e, "occupancy update for a webhook failed");
+                    }
+                }
+                // The delay runs from the last leave.
+                let delay = self.leave_delay();
+                match self.vacate.get(&key) {
+                    Some(k) => self.delays.reset(k, delay),
+                    None => {
+                        let k = self
+                            .delays
+                            .insert(Due::Vacate(app.clone(), ch.clone()), delay);
+                        self.vacate.insert(key, k);
+                    }
+                }
+            }
+            Occupancy::Count => {}
+        }
+    }
+
     fn leave_delay(&self) -> Duration {
         Duration::from_millis(self.config.leave_delay_ms)
     }
@@ -134,6 +176,17 @@ impl Worker {
             Due::Channel(app, ch, confirm) => {
                 self.channels.remove(&(app.id.clone(), ch.clone()));
                 self.channel(app, ch, confirm).await;
+            }
+            Due::Vacate(app, ch) => {
+                self.vacate.remove(&(app.id.clone(), ch.clone()));
+                match self.presence.vacated(&app.id, &ch).await {
+                    Ok(true) => {
+                        let e = json!({"name": "channel_vacated", "channel": ch.as_str()});
+                        self.enqueue(&app, e);
+                    }
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(error = %e, "occupancy read for a webhook failed"),
+                }
             }
             Due::Removed(app, ch, user) => {
                 self.removed
@@ -153,8 +206,9 @@ impl Worker {
         }
     }
 
-    /// Reads the channel's cluster-wide count and announces what changed since the last
-    /// announcement anywhere in the cluster.
+    /// Reads the channel's cluster-wide count and announces `subscription_count` if it
+    /// changed since the last announcement anywhere in the cluster; a count of 0 only once
+    /// it stayed 0 for the leave delay.
     async fn channel(&mut self, app: Arc<App>, ch: ChannelName, confirm: bool) {
         let presence = self.presence.clone();
         let n = match presence.occupancy(&app.id, Some(&ch)).await {
@@ -165,25 +219,15 @@ impl Worker {
             }
         };
         if n == 0 && !confirm {
-            // Empty now; announce vacated only if it stays empty for the leave delay.
             let key = (app.id.clone(), ch.clone());
             let delay = self.leave_delay();
             let k = self
                 .delays
                 .insert(Due::Channel(app.clone(), ch.clone(), true), delay);
             self.channels.insert(key, k);
-        } else {
-            let value = if n > 0 { "1" } else { "0" };
-            if presence.announce(&app.id, &ch, "occupied", value).await == Ok(true) {
-                let name = if n > 0 {
-                    "channel_occupied"
-                } else {
-                    "channel_vacated"
-                };
-                self.enqueue(&app, json!({"name": name, "channel": ch.as_str()}));
-            }
+            return;
         }
-        if !app.wants_webhook("subscription_count", ch.as_str()) || (n == 0 && !confirm) {
+        if !app.wants_webhook("subscription_count", ch.as_str()) {
             return;
         }
         // Pusher: on every change, but at most every 5 s for channels over 100 subscribers.

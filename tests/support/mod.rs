@@ -94,9 +94,16 @@ impl TestServer {
         }
     }
 
+    /// Signals shutdown without waiting for it (see [`Self::stop`]).
+    pub fn begin_stop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+
     /// Signals shutdown and waits for `run` to return.
     pub async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
+        self.begin_stop();
         tokio::time::timeout(Duration::from_secs(10), &mut self.task)
             .await
             .expect("server stops within 10 s")
@@ -250,11 +257,18 @@ impl PusherClient {
 
     /// Asserts the next frame is `pusher:subscription_error` for `channel`; returns its status.
     pub async fn expect_subscription_error(&mut self, channel: &str) -> u64 {
+        self.expect_subscription_error_data(channel).await["status"]
+            .as_u64()
+            .expect("numeric status")
+    }
+
+    /// As [`Self::expect_subscription_error`]; returns its `data` (`{type, error, status}`).
+    pub async fn expect_subscription_error_data(&mut self, channel: &str) -> Value {
         let v = self.recv().await;
         assert_eq!(v["event"], "pusher:subscription_error", "{v}");
         assert_eq!(v["channel"], channel, "{v}");
         assert!(v["data"]["error"].is_string(), "{v}");
-        v["data"]["status"].as_u64().expect("numeric status")
+        v["data"].clone()
     }
 
     pub async fn send_binary(&mut self, b: &[u8]) {

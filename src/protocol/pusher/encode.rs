@@ -82,10 +82,13 @@ pub fn subscription_succeeded(channel: &str, presence: Option<&[PresenceMember<'
 
 /// `pusher:subscription_error` on the channel, shaped like pusher-js's own auth errors
 /// (`{type, error, status}`) so `channel.bind('pusher:subscription_error')` sees it.
-pub fn subscription_error(channel: &str, status: u16, message: &str) -> Frame {
+/// `limit`: the subscription was authorized but a limit refused it (`LimitReached`, as
+/// soketi sends it), else `AuthError`.
+pub fn subscription_error(channel: &str, limit: bool, status: u16, message: &str) -> Frame {
     let mut s = String::from(r#"{"event":"pusher:subscription_error","channel":"#);
     push_json_str(&mut s, channel);
-    s.push_str(r#","data":{"type":"AuthError","error":"#);
+    let ty = if limit { "LimitReached" } else { "AuthError" };
+    s.push_str(&format!(r#","data":{{"type":"{ty}","error":"#));
     push_json_str(&mut s, message);
     s.push_str(&format!(r#","status":{status}}}}}"#));
     frame(s)

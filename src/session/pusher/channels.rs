@@ -12,10 +12,23 @@ use crate::metrics;
 use crate::presence::{Joined, Left, Member, PresenceError};
 use crate::protocol::pusher::{self as wire, code, user_id_of, ChannelData, PresenceMember};
 
+/// Why `channel_data` was refused.
+enum Bad {
+    Invalid(&'static str),
+    TooLarge(String),
+}
+
 impl Session {
     fn sub_error(&self, channel: &str, status: u16, message: &str) {
         metrics::client_error("subscription");
-        self.send(wire::subscription_error(channel, status, message));
+        self.send(wire::subscription_error(channel, false, status, message));
+    }
+
+    /// An authorized subscription that a limit refused (soketi's codes: 4100 for the
+    /// member count, 4301 for the member's size).
+    fn sub_limit(&self, channel: &str, status: u16, message: &str) {
+        metrics::client_error("subscription_limit");
+        self.send(wire::subscription_error(channel, true, status, message));
     }
 
     pub(super) async fn subscribe(
@@ -76,7 +89,8 @@ impl Session {
         let member = if kind == ChannelKind::Presence {
             match self.presence_member(channel_data.as_deref().unwrap_or_default()) {
                 Ok(m) => Some(m),
-                Err(msg) => return self.sub_error(channel, 400, msg),
+                Err(Bad::Invalid(msg)) => return self.sub_error(channel, 400, msg),
+                Err(Bad::TooLarge(msg)) => return self.sub_limit(channel, 4301, &msg),
             }
         } else {
             None
@@ -85,10 +99,11 @@ impl Session {
             None => {
                 self.send(wire::subscription_succeeded(ch.as_str(), None));
                 let recipient = self.filtered_recipient(filter);
-                self.ctx
+                let local = self
+                    .ctx
                     .hub
                     .subscribe(&self.app.id, &ch, self.id, recipient);
-                self.ctx.webhooks.channel_changed(&self.app, &ch);
+                self.ctx.webhooks.subscribed(&self.app, &ch, local);
                 self.channels.insert(ch.clone(), None);
                 metrics::subscriptions(1.0);
                 self.send_cached(&ch).await;
@@ -128,14 +143,18 @@ impl Session {
         }
     }
 
-    fn presence_member(&self, channel_data: &str) -> Result<Member, &'static str> {
-        let d: ChannelData<'_> =
-            serde_json::from_str(channel_data).map_err(|_| "channel_data is not valid JSON")?;
-        let user_id = user_id_of(&d.user_id)
-            .ok_or("channel_data.user_id must be a non-empty string of at most 128 characters")?;
+    fn presence_member(&self, channel_data: &str) -> Result<Member, Bad> {
+        let d: ChannelData<'_> = serde_json::from_str(channel_data)
+            .map_err(|_| Bad::Invalid("channel_data is not valid JSON"))?;
+        let user_id = user_id_of(&d.user_id).ok_or(Bad::Invalid(
+            "channel_data.user_id must be a non-empty string or a number, of at most 128 characters",
+        ))?;
         let info = d.user_info.map_or("null", |r| r.get());
-        if info.len() > self.app.limits.presence_max_member_bytes {
-            return Err("user_info is too large");
+        let max = self.app.limits.presence_max_member_bytes;
+        if info.len() > max {
+            return Err(Bad::TooLarge(format!(
+                "The maximum size of a presence member's user_info (presence_max_member_bytes: {max} bytes) was reached"
+            )));
         }
         Ok(Member {
             user_id,
@@ -165,7 +184,11 @@ impl Session {
         let joined = match joined {
             Ok(j) => j,
             Err(PresenceError::Full) => {
-                self.sub_error(ch.as_str(), 403, "Presence channel is full");
+                let max = self.app.limits.presence_max_members;
+                let msg = format!(
+                    "The maximum members per presence channel (presence_max_members: {max}) was reached"
+                );
+                self.sub_limit(ch.as_str(), 4100, &msg);
                 return false;
             }
             Err(e) => {
@@ -176,8 +199,8 @@ impl Session {
         // Subscribe before reading the member list: whoever joins after this point reaches
         // us as member_added, whoever joined before is in the list.
         let recipient = self.filtered_recipient(filter);
-        self.ctx.hub.subscribe(&app, &ch, self.id, recipient);
-        self.ctx.webhooks.channel_changed(&self.app, &ch);
+        let local = self.ctx.hub.subscribe(&app, &ch, self.id, recipient);
+        self.ctx.webhooks.subscribed(&self.app, &ch, local);
         self.channels
             .insert(ch.clone(), Some(member.user_id.clone()));
         metrics::subscriptions(1.0);
@@ -224,8 +247,8 @@ impl Session {
             return;
         };
         let app = self.app.id.clone();
-        self.ctx.hub.unsubscribe(&app, ch, self.id);
-        self.ctx.webhooks.channel_changed(&self.app, ch);
+        let local = self.ctx.hub.unsubscribe(&app, ch, self.id);
+        self.ctx.webhooks.unsubscribed(&self.app, ch, local);
         metrics::subscriptions(-1.0);
         if presence_user.is_none() {
             return;

@@ -38,10 +38,12 @@ impl Session {
                 "user_data must be a JSON object with an id",
             ));
         };
-        let Some(id) = data.id.as_str().and_then(|_| user_id_of(&data.id)) else {
+        // A number is an id too: Laravel signs the model's integer key (as Pusher and
+        // soketi accept it, and as presence channel_data already is).
+        let Some(id) = user_id_of(&data.id) else {
             return self.send(wire::error(
                 Some(code::UNAUTHORIZED),
-                "user_data.id must be a non-empty string",
+                "user_data.id must be a non-empty string or a number, of at most 128 characters",
             ));
         };
         if let Some(current) = &self.user {
