@@ -140,6 +140,7 @@ pub async fn run(
         stop: stop.clone(),
     })
     .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let mut counts = None;
     if let Some(redis) = &b.redis {
         let reaper = Reaper {
             publisher: publisher.clone(),
@@ -149,7 +150,12 @@ pub async fn run(
             hub: hub.clone(),
         };
         cluster::spawn_reaper(redis.clone(), reaper, &tracker, stop.clone());
-        cluster::spawn_sync(redis.clone(), hub.clone(), &tracker, stop.clone());
+        counts = Some(cluster::spawn_sync(
+            redis.clone(),
+            hub.clone(),
+            &tracker,
+            stop.clone(),
+        ));
     }
     let contacts = Arc::new(Contacts::default());
     let sessions = Arc::new(session::Deps {
@@ -166,6 +172,7 @@ pub async fn run(
         webhooks,
         inbox: b.inbox,
         push: push.clone(),
+        counts,
         shutdown: stop.clone(),
         tracker: tracker.clone(),
     });

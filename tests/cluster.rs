@@ -1243,3 +1243,90 @@ async fn delivery_resumes_after_redis_restarts() {
     assert_eq!(added["user_id"], "ben");
     stop_all([a, b]).await;
 }
+
+#[tokio::test]
+async fn subscription_count_is_right_as_soon_as_the_subscription_succeeded() {
+    // Issue 20: read right after a subscribe on the other node, the count was short by one
+    // until the next 250 ms sync. Many rounds, no waiting between subscribe and read.
+    let [a, b] = cluster::<2>("exact-count", |_| {}).await;
+    let (api_a, api_b) = (a.api(), b.api());
+    let mut clients = Vec::new();
+    for n in 1..=20u64 {
+        let node = if n % 2 == 0 { &a } else { &b };
+        let mut c = node.pusher().await;
+        c.subscribe("counted").await;
+        clients.push(c);
+        for api in [&api_a, &api_b] {
+            assert_eq!(api.subscription_count("counted").await, n);
+        }
+    }
+    // A presence channel's user_count as well.
+    let mut p = b.pusher().await;
+    p.subscribe_presence("presence-counted", r#"{"user_id":"u1"}"#)
+        .await;
+    let (status, v) = api_a
+        .get(
+            "/channels/presence-counted",
+            &[("info", "user_count,subscription_count")],
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["user_count"], 1, "{v}");
+    assert_eq!(v["subscription_count"], 1, "{v}");
+    stop_all([a, b]).await;
+}
+
+#[tokio::test]
+async fn concurrent_connects_on_two_nodes_never_exceed_the_app_quota() {
+    // Issue 20: the quota was checked against counts synced every 250 ms, so a node let a
+    // connection in when the other had just filled the app.
+    let [a, b] = cluster::<2>("quota-race", |c| c.app.max_connections = 5).await;
+    for round in 0..5 {
+        let connects = (0..12).map(|i| {
+            let url = if i % 2 == 0 {
+                a.ws_url(KEY)
+            } else {
+                b.ws_url(KEY)
+            };
+            async move {
+                let mut ws = PusherClient::connect_raw(&url).await;
+                let first = recv_json(&mut ws).await;
+                (first["event"] == "pusher:connection_established", ws)
+            }
+        });
+        let results = futures_util::future::join_all(connects).await;
+        let admitted = results.iter().filter(|(ok, _)| *ok).count();
+        assert_eq!(
+            admitted, 5,
+            "round {round}: {admitted} admitted over a quota of 5"
+        );
+        drop(results);
+        // Every slot is given back before the next round.
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let mut ws = PusherClient::connect_raw(&a.ws_url(KEY)).await;
+            let first = recv_json(&mut ws).await;
+            let mut more = Vec::new();
+            if first["event"] == "pusher:connection_established" {
+                // Room for all five again?
+                more.push(ws);
+                for _ in 0..4 {
+                    let mut ws = PusherClient::connect_raw(&b.ws_url(KEY)).await;
+                    if recv_json(&mut ws).await["event"] == "pusher:connection_established" {
+                        more.push(ws);
+                    }
+                }
+                if more.len() == 5 {
+                    break;
+                }
+            }
+            drop(more);
+            assert!(
+                Instant::now() < deadline,
+                "the quota's slots never came back"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    stop_all([a, b]).await;
+}

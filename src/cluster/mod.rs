@@ -15,4 +15,4 @@ mod sync;
 pub use crate::redis_base::Redis;
 
 pub use reaper::{resign, spawn_reaper, Reaper};
-pub use sync::spawn_sync;
+pub use sync::{spawn_sync, Counts};

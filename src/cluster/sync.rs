@@ -1,12 +1,19 @@
 //! Publishing this node's channel and connection counts to Redis, and reading the other
-//! nodes' connection counts for cluster-wide app quotas. Runs off the subscribe path: counts
-//! are written every `SYNC_INTERVAL` when they changed, so HTTP answers about other nodes
-//! may lag by that much.
+//! nodes' connection counts for cluster-wide app quotas.
+//!
+//! Each change wakes the sync task, which writes just the changed counts (absolute values
+//! read from the hub, by one task, so a later write is never older than an earlier one);
+//! every `SYNC_INTERVAL` it also rewrites the whole snapshot when anything changed (and
+//! every 2 s regardless) and reads the other nodes' connections. [`Counts::fence`] waits
+//! until what this node's hub holds now is in Redis: a subscription answers only then, so
+//! `subscription_count` asked of any node right after `subscription_succeeded` counts it.
+//! [`Counts::admit`] checks an app's connection quota against every live node atomically.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -16,6 +23,102 @@ use crate::lua;
 use crate::redis_base::Redis;
 
 const SYNC_INTERVAL: Duration = Duration::from_millis(250);
+/// Longest a subscription waits for its count to be written (Redis slow or just lost).
+const FENCE_WAIT: Duration = Duration::from_secs(1);
+
+/// Writes changed counts: ARGV = prefix, node, n_channels, (app, channel, count)...,
+/// n_apps, (app, connections)...; a count of 0 removes the entry.
+const DELTA: &str = lua!(
+    r#"
+local node = ARGV[2]
+local i = 4
+for _ = 1, tonumber(ARGV[3]) do
+  local app, ch, n = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  i = i + 3
+  local key = P .. ':occ:' .. app .. ':' .. node
+  if n == '0' then redis.call('HDEL', key, ch) else
+    redis.call('HSET', key, ch, n)
+    redis.call('SADD', P .. ':napps:' .. node, app)
+  end
+end
+local napps = tonumber(ARGV[i])
+i = i + 1
+for _ = 1, napps do
+  local app, n = ARGV[i], ARGV[i + 1]
+  i = i + 2
+  if n == '0' then redis.call('HDEL', P .. ':conns:' .. node, app) else
+    redis.call('HSET', P .. ':conns:' .. node, app, n)
+    redis.call('SADD', P .. ':napps:' .. node, app)
+  end
+end
+return 0
+"#
+);
+
+/// Admits a connection of an app under its quota: ARGV = prefix, node, app, limit, this
+/// node's connections of the app including the new one. 1 (and this node's count written)
+/// when every live node's connections together stay within the limit, else 0.
+const ADMIT: &str = lua!(
+    r#"
+local node, app, limit, mine = ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local total = mine
+for _, n in ipairs(redis.call('ZRANGEBYSCORE', P .. ':nodes', now, '+inf')) do
+  if n ~= node then total = total + tonumber(redis.call('HGET', P .. ':conns:' .. n, app) or '0') end
+end
+if total > limit then return 0 end
+redis.call('HSET', P .. ':conns:' .. node, app, mine)
+redis.call('SADD', P .. ':napps:' .. node, app)
+return 1
+"#
+);
+
+/// This node's counts in Redis: a fence for subscriptions and the app quota check.
+pub struct Counts {
+    redis: Arc<Redis>,
+    hub: Hub,
+    /// The hub generation whose counts are all in Redis.
+    flushed: watch::Receiver<u64>,
+    admit: redis::Script,
+}
+
+impl Counts {
+    /// Waits until the counts this node's hub holds now are in Redis (at most
+    /// `FENCE_WAIT`, and not at all while Redis is down: then the answer may lag).
+    pub async fn fence(&self) {
+        if !self.redis.is_up() {
+            return;
+        }
+        let generation = self.hub.generation();
+        let mut rx = self.flushed.clone();
+        let _ = tokio::time::timeout(FENCE_WAIT, rx.wait_for(|g| *g >= generation)).await;
+    }
+
+    /// Whether one more connection of `app` (already counted in this node's hub) keeps
+    /// the app within `limit` across the cluster. Decided atomically in Redis, so two nodes
+    /// cannot both take the last slot; when Redis cannot answer, the synced counts the hub
+    /// already checked decide.
+    pub async fn admit(&self, app: &AppId, limit: usize) -> bool {
+        let Ok(mut conn) = self.redis.conn() else {
+            return true;
+        };
+        let r: Result<i64, _> = self
+            .admit
+            .arg(&self.redis.prefix)
+            .arg(&self.redis.node)
+            .arg(app.as_str())
+            .arg(limit)
+            .arg(self.hub.app_connections(app))
+            .invoke_async(&mut conn)
+            .await;
+        match r {
+            Ok(n) => n == 1,
+            Err(e) => {
+                tracing::warn!(error = %e, "cluster quota check failed; the synced counts decide");
+                true
+            }
+        }
+    }
+}
 
 /// Replaces this node's counts: ARGV = prefix, node, n_apps, then per app: app, conns,
 /// n_channels, channel, count, ...; n_apps = -1 leaves them as they are. Returns the other
@@ -53,16 +156,38 @@ return out
 "#
 );
 
-/// Starts the sync task of `hub`'s counts on `tracker`, until `stop`.
-pub fn spawn_sync(redis: Arc<Redis>, hub: Hub, tracker: &TaskTracker, stop: CancellationToken) {
+/// Starts the sync task of `hub`'s counts on `tracker`, until `stop`; returns the handle
+/// sessions use to wait for their counts and to check app quotas.
+pub fn spawn_sync(
+    redis: Arc<Redis>,
+    hub: Hub,
+    tracker: &TaskTracker,
+    stop: CancellationToken,
+) -> Arc<Counts> {
+    let (flushed_tx, flushed) = watch::channel(0u64);
+    hub.track_changes();
+    let counts = Arc::new(Counts {
+        redis: redis.clone(),
+        hub: hub.clone(),
+        flushed,
+        admit: redis::Script::new(ADMIT),
+    });
     tracker.spawn(async move {
-        let script = redis::Script::new(SYNC);
+        let (full, delta) = (redis::Script::new(SYNC), redis::Script::new(DELTA));
         let mut tick = tokio::time::interval(SYNC_INTERVAL);
         let mut last_generation = u64::MAX;
         let mut rounds = 0u64;
+        let flushed = |g: u64| flushed_tx.send_if_modified(|f| std::mem::replace(f, g.max(*f)) < g);
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
+                _ = hub.changed() => {
+                    let generation = hub.generation();
+                    if write_changes(&redis, &hub, &delta).await {
+                        flushed(generation);
+                    }
+                    continue;
+                }
                 _ = tick.tick() => {}
             }
             rounds += 1;
@@ -72,7 +197,7 @@ pub fn spawn_sync(redis: Arc<Redis>, hub: Hub, tracker: &TaskTracker, stop: Canc
             // within a round of their sync.
             let write = generation != last_generation || rounds.is_multiple_of(8);
             let Ok(mut conn) = redis.conn() else { continue };
-            let mut inv = script.prepare_invoke();
+            let mut inv = full.prepare_invoke();
             inv.arg(&redis.prefix).arg(&redis.node);
             if write {
                 let apps = hub.snapshot();
@@ -96,10 +221,45 @@ pub fn spawn_sync(redis: Arc<Redis>, hub: Hub, tracker: &TaskTracker, stop: Canc
                         }
                     }
                     hub.set_remote_connections(remote);
+                    if write {
+                        flushed(generation);
+                    }
                     last_generation = generation;
                 }
                 Err(e) => tracing::warn!(error = %e, "count sync failed"),
             }
         }
     });
+    counts
+}
+
+/// Writes the counts that changed since the last write; `false` if Redis did not take
+/// them (the next full round rewrites everything).
+async fn write_changes(redis: &Redis, hub: &Hub, delta: &redis::Script) -> bool {
+    let changed = hub.take_changes();
+    if changed.channels.is_empty() && changed.apps.is_empty() {
+        return true;
+    }
+    let Ok(mut conn) = redis.conn() else {
+        return false;
+    };
+    let mut inv = delta.prepare_invoke();
+    inv.arg(&redis.prefix).arg(&redis.node);
+    inv.arg(changed.channels.len());
+    for (app, ch) in &changed.channels {
+        inv.arg(app.as_str())
+            .arg(ch.as_str())
+            .arg(hub.subscription_count(app, ch));
+    }
+    inv.arg(changed.apps.len());
+    for app in &changed.apps {
+        inv.arg(app.as_str()).arg(hub.app_connections(app));
+    }
+    match inv.invoke_async::<i64>(&mut conn).await {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "count update failed; the next sync round rewrites them");
+            false
+        }
+    }
 }

@@ -66,7 +66,8 @@ pub async fn upgrade(
     if !app.enabled {
         return Err(ApiError::Forbidden("App is disabled".into()));
     }
-    let admission = match session::admit(&ctx.hub, &app, ctx.server.max_connections) {
+    let counts = ctx.sessions.counts.as_deref();
+    let admission = match session::admit(&ctx.hub, counts, &app, ctx.server.max_connections).await {
         Ok(a) => a,
         Err(Refusal::NodeFull) => return Err(ApiError::Unavailable("Server over capacity".into())),
         Err(Refusal::AppQuota) => {

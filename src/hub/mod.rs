@@ -6,6 +6,7 @@
 //! correct and cheaper than an async one.
 
 mod budget;
+mod changes;
 mod delta;
 mod outbox;
 
@@ -17,6 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use indexmap::IndexMap;
 
 pub use budget::QueueBudget;
+pub use changes::Changed;
 pub use delta::DeltaSeen;
 pub use outbox::{Out, Outbox};
 
@@ -71,6 +73,8 @@ struct Inner {
     generation: AtomicU64,
     /// Bytes queued for this node's connections.
     budget: Arc<QueueBudget>,
+    /// Counts changed since the cluster sync wrote them (cluster mode).
+    changes: changes::Changes,
 }
 
 /// Cheap-to-clone handle to the node's connection registry.
@@ -103,6 +107,15 @@ impl Drop for Admission {
                 per_app.remove(&self.app);
             }
         }
+        drop(per_app);
+        self.hub.0.changes.app(&self.app);
+    }
+}
+
+impl Admission {
+    /// The app whose connection this is.
+    pub fn app(&self) -> &AppId {
+        &self.app
     }
 }
 
@@ -128,6 +141,7 @@ impl Hub {
             remote: Mutex::default(),
             generation: AtomicU64::new(0),
             budget: Arc::new(budget),
+            changes: Default::default(),
         }))
     }
 
@@ -174,11 +188,33 @@ impl Hub {
         }
         *n += 1;
         drop(per_app);
+        self.0.changes.app(app);
         self.bump();
         Ok(Admission {
             hub: self.clone(),
             app: app.clone(),
         })
+    }
+
+    /// Starts recording which counts change (the cluster sync takes them).
+    pub fn track_changes(&self) {
+        self.0.changes.enable();
+    }
+
+    /// The counts changed since the last call.
+    pub fn take_changes(&self) -> Changed {
+        self.0.changes.take()
+    }
+
+    /// Resolves at the next change (or at once if one happened since the last wait).
+    pub async fn changed(&self) {
+        self.0.changes.wait().await;
+    }
+
+    /// This node's connections of `app`.
+    pub fn app_connections(&self, app: &AppId) -> usize {
+        let per_app = self.0.per_app.lock().expect("hub lock poisoned");
+        per_app.get(app).copied().unwrap_or(0)
     }
 
     /// Connections open on this node.
@@ -240,6 +276,7 @@ impl Hub {
             }
         }
         drop(shard);
+        self.0.changes.channel(app, ch);
         self.bump();
         n
     }
@@ -263,6 +300,7 @@ impl Hub {
             }
         }
         drop(shard);
+        self.0.changes.channel(app, ch);
         self.bump();
         Some(left)
     }

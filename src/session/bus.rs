@@ -380,6 +380,10 @@ impl Session {
             self.rooms.insert(ch);
         }
         let heads = self.heads(&fresh).await;
+        if let Some(counts) = &self.ctx.counts {
+            // The rooms' counts are in Redis before the answer (see the Pusher session).
+            counts.fence().await;
+        }
         self.subscribed(&heads);
         if newly_presence {
             self.presence_snapshot().await;

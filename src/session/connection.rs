@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use super::transport::{FrameSink, FrameSource, Inbound};
 use super::Deps;
 use crate::apps::App;
+use crate::cluster::Counts;
 use crate::frame::{CloseReason, Frame};
 use crate::hub::{Admission, Hub, Out, Outbox, Refusal};
 use crate::metrics;
@@ -62,15 +63,31 @@ pub(crate) trait Protocol: Send {
 }
 
 /// Counts a new connection of `app` against the node's and the app's limits (every
-/// protocol, every transport); a refusal is counted by the limit that refused it.
-pub fn admit(hub: &Hub, app: &App, node_limit: usize) -> Result<Admission, Refusal> {
-    hub.admit(&app.id, app.limits.max_connections, node_limit)
-        .inspect_err(|r| {
-            metrics::connection_refused(match r {
-                Refusal::NodeFull => "node",
-                Refusal::AppQuota => "app",
-            })
-        })
+/// protocol, every transport); a refusal is counted by the limit that refused it. On a
+/// cluster (`counts`) an app quota is then checked against every node atomically, so two
+/// nodes cannot both take its last slot.
+pub async fn admit(
+    hub: &Hub,
+    counts: Option<&Counts>,
+    app: &App,
+    node_limit: usize,
+) -> Result<Admission, Refusal> {
+    let limit = app.limits.max_connections;
+    let refused = |r: Refusal| {
+        metrics::connection_refused(match r {
+            Refusal::NodeFull => "node",
+            Refusal::AppQuota => "app",
+        });
+        r
+    };
+    let admission = hub.admit(&app.id, limit, node_limit).map_err(refused)?;
+    if let Some(counts) = counts.filter(|_| limit > 0) {
+        if !counts.admit(&app.id, limit).await {
+            drop(admission);
+            return Err(refused(Refusal::AppQuota));
+        }
+    }
+    Ok(admission)
 }
 
 /// One connection's outbox and writer.

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::broker::Streams;
+use crate::cluster::Counts;
 use crate::config::{BusConfig, OfflineConfig, ServerConfig};
 use crate::contacts::Contacts;
 use crate::hub::Hub;
@@ -55,6 +56,8 @@ pub struct Deps {
     pub inbox: Arc<dyn Inbox>,
     /// Push registrations made over the bus.
     pub push: Push,
+    /// Cluster mode: this node's counts in Redis (subscription fence, app quotas).
+    pub counts: Option<Arc<Counts>>,
     /// Cancelled on shutdown; every connection's token is a child of it.
     pub shutdown: CancellationToken,
     /// Tracks every connection, so shutdown can wait for them.

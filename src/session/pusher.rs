@@ -60,7 +60,7 @@ pub(crate) struct Session {
 pub async fn run(transport: impl Transport, ctx: Arc<Deps>, hs: Handshake) {
     let (sink, mut source) = transport.split();
     let conn = Connection::open(&ctx, sink, wire::close_code);
-    match open(&ctx, hs, &conn.outbox) {
+    match open(&ctx, hs, &conn.outbox).await {
         Some(session) => conn.serve(session, &mut source, &ctx).await,
         // The refusal (error + close) is queued; the writer sends it and stops.
         None => conn.refused().await,
@@ -112,7 +112,7 @@ impl Protocol for Session {
 }
 
 /// Checks app, protocol and limits; sends `connection_established` or the refusal.
-fn open(ctx: &Arc<Deps>, hs: Handshake, outbox: &Outbox) -> Option<Session> {
+async fn open(ctx: &Arc<Deps>, hs: Handshake, outbox: &Outbox) -> Option<Session> {
     let refuse = |c: u16, msg: &'static str| {
         outbox.push(wire::error(Some(c), msg));
         outbox.push_close(c, msg);
@@ -129,7 +129,8 @@ fn open(ctx: &Arc<Deps>, hs: Handshake, outbox: &Outbox) -> Option<Session> {
         Some(Ok(p)) if PROTOCOLS.contains(&p) => {}
         Some(_) => return refuse(code::UNSUPPORTED_PROTOCOL, "Unsupported protocol version"),
     }
-    let admission = match super::admit(&ctx.hub, &app, ctx.server.max_connections) {
+    let counts = ctx.counts.as_deref();
+    let admission = match super::admit(&ctx.hub, counts, &app, ctx.server.max_connections).await {
         Ok(a) => a,
         Err(Refusal::NodeFull) => return refuse(code::OVER_CAPACITY, "Server over capacity"),
         Err(Refusal::AppQuota) => return refuse(code::OVER_QUOTA, "App over connection quota"),

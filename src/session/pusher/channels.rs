@@ -97,12 +97,35 @@ impl Session {
         };
         match member {
             None => {
-                self.send(wire::subscription_succeeded(ch.as_str(), None));
                 let recipient = self.filtered_recipient(filter);
-                let local = self
-                    .ctx
-                    .hub
-                    .subscribe(&self.app.id, &ch, self.id, recipient);
+                let succeeded = wire::subscription_succeeded(ch.as_str(), None);
+                let local = match self.ctx.counts.clone() {
+                    None => {
+                        self.send(succeeded);
+                        self.ctx
+                            .hub
+                            .subscribe(&self.app.id, &ch, self.id, recipient)
+                    }
+                    // On a cluster the subscription answers once its count is in Redis, so
+                    // any node's subscription_count includes it; live events that arrive
+                    // meanwhile are held and follow the answer.
+                    Some(counts) => {
+                        let hold = !self.outbox.is_holding();
+                        if hold {
+                            self.outbox.hold();
+                        }
+                        let local = self
+                            .ctx
+                            .hub
+                            .subscribe(&self.app.id, &ch, self.id, recipient);
+                        counts.fence().await;
+                        self.send(succeeded);
+                        if hold {
+                            self.outbox.release(&|_, _| false).await;
+                        }
+                        local
+                    }
+                };
                 self.ctx.webhooks.subscribed(&self.app, &ch, local);
                 self.channels.insert(ch.clone(), None);
                 metrics::subscriptions(1.0);
@@ -200,6 +223,9 @@ impl Session {
         // us as member_added, whoever joined before is in the list.
         let recipient = self.filtered_recipient(filter);
         let local = self.ctx.hub.subscribe(&app, &ch, self.id, recipient);
+        if let Some(counts) = &self.ctx.counts {
+            counts.fence().await;
+        }
         self.ctx.webhooks.subscribed(&self.app, &ch, local);
         self.channels
             .insert(ch.clone(), Some(member.user_id.clone()));
