@@ -6,12 +6,15 @@
 //! A retry while the first attempt is still running is answered 409. A claim nobody settles
 //! (the node was killed mid-publish, the call was cancelled, or Redis went away before the
 //! key could be given back) lapses after [`CLAIM_TTL`], not the whole window, so the retry
-//! is held back for seconds rather than minutes. Keys are per app.
+//! is held back for seconds rather than minutes. In Redis the broker marks the key done in
+//! the script that publishes ([`Idempotency::mark`]), so a publish that went out is never
+//! given back or left to lapse, even when its node dies or its answer is lost. Keys are per
+//! app.
 //! Two stores: memory (one node; bounded, oldest evicted first) and Redis (a cluster:
 //! `SET NX PX`, so two nodes taking the same retry agree).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -51,8 +54,14 @@ pub trait KeyStore: Send + Sync + 'static {
     async fn claim(&self, key: &str, ttl: Duration) -> Result<Claimed, StoreDown>;
     /// Marks a claimed key as published, for `ttl`.
     async fn done(&self, key: &str, ttl: Duration) -> Result<(), StoreDown>;
-    /// Gives a claimed key back.
+    /// Gives a claimed key back (unless it was marked done meanwhile).
     async fn release(&self, key: &str) -> Result<(), StoreDown>;
+    /// The key as the broker can set it done in the step that publishes (see
+    /// [`Idempotency::mark`]): `Some` for a store that lives where the broker does (Redis).
+    fn broker_key(&self, key: &str) -> Option<String> {
+        let _ = key;
+        None
+    }
 }
 
 /// The idempotency keys of every app.
@@ -94,6 +103,16 @@ impl Idempotency {
             Claimed::New => Ok(Ok(Claim { key })),
             other => Ok(Err(other)),
         }
+    }
+
+    /// What the broker records in the step that publishes, so that a publish that went out
+    /// is known as done even if this node never hears back (its answer lost, the node
+    /// killed): `(store key, window)`, for a store the broker can write (Redis). Then
+    /// [`Self::release`] after a failed call leaves a key the broker marked done.
+    pub fn mark(&self, claim: &Claim) -> Option<(String, Duration)> {
+        self.store
+            .broker_key(&claim.key)
+            .map(|key| (key, self.window))
     }
 
     /// The publish of `claim` went out: repeats within the window are answered as done.
@@ -250,14 +269,25 @@ impl KeyStore for RedisKeys {
     }
 
     async fn release(&self, key: &str) -> Result<(), StoreDown> {
+        // Only a claim still in flight: a publish whose answer was lost may have marked it
+        // done (see `Idempotency::mark`), and then the event is out.
+        static RELEASE: LazyLock<redis::Script> = LazyLock::new(|| {
+            redis::Script::new(
+                "if redis.call('GET', KEYS[1]) == 'p' then return redis.call('DEL', KEYS[1]) end return 0",
+            )
+        });
         let key = self.redis.key(&["idem", key]);
         let mut conn = self.conn()?;
-        let _: i64 = redis::cmd("DEL")
-            .arg(&key)
-            .query_async(&mut conn)
+        let _: i64 = RELEASE
+            .key(&key)
+            .invoke_async(&mut conn)
             .await
             .map_err(down)?;
         Ok(())
+    }
+
+    fn broker_key(&self, key: &str) -> Option<String> {
+        Some(self.redis.key(&["idem", key]))
     }
 }
 
