@@ -112,7 +112,8 @@ for s in d["streams"]:
 
 for key, title in [("lost_samples", "Lost events (samples)"), ("duplicate_samples", "Duplicated events (samples)"),
                    ("reorder_samples", "Reordered events (samples)"),
-                   ("faulted_missed_samples", "Misses of disconnected consumers that a replay should have filled (samples)")]:
+                   ("faulted_missed_samples", "Misses of disconnected consumers that a replay should have filled (samples)"),
+                   ("faulted_duplicate_samples", "Duplicates at the consumers disconnected by faults (samples)")]:
     if d.get(key):
         print(f"\n### {title}\n")
         for s in d[key][:20]:

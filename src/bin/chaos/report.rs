@@ -120,6 +120,7 @@ pub fn build(streams: &[Arc<Stream>], rxs: &[Arc<Rx>], faults: &[Fault]) -> Map<
         })
         .collect();
     let (mut lost, mut dups, mut late, mut missed) = (vec![], vec![], vec![], vec![]);
+    let mut faulted_dups = vec![];
     let mut stream_out = vec![];
     for (p, stream) in streams.iter().enumerate() {
         let recs = stream.records();
@@ -184,6 +185,14 @@ pub fn build(streams: &[Arc<Stream>], rxs: &[Arc<Rx>], faults: &[Fault]) -> Map<
                     continue;
                 }
                 add_faulted(&mut e, &f);
+                if dup && faulted_dups.len() < SAMPLES {
+                    faulted_dups.push(json!({"consumer": v.rx.name, "stream": stream.name,
+                        "seq": seq, "sent_s": secs(r.sent.into()),
+                        "acked_s": if is_acked { json!(secs(r.acked.into())) } else { Value::Null },
+                        "attempts": r.attempts, "ambiguous": r.flags & AMBIGUOUS != 0,
+                        "fault": fault.map(|i| format!("#{i} {}", faults[i].kind)),
+                        "while_connected": cov}));
+                }
                 let notable = v.rx.proto == Proto::Bus || (cov && !dropped);
                 if f.f_expected == 1 && !has && notable && missed.len() < SAMPLES {
                     missed.push(json!({"consumer": v.rx.name, "stream": stream.name,
@@ -283,6 +292,7 @@ pub fn build(streams: &[Arc<Stream>], rxs: &[Arc<Rx>], faults: &[Fault]) -> Map<
     out.insert("duplicate_samples".into(), json!(dups));
     out.insert("reorder_samples".into(), json!(late));
     out.insert("faulted_missed_samples".into(), json!(missed));
+    out.insert("faulted_duplicate_samples".into(), json!(faulted_dups));
     out
 }
 
