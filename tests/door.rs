@@ -115,7 +115,7 @@ async fn a_body_that_never_arrives_is_answered_408() {
     .unwrap();
     let answer = read_to_close(&mut tcp, Duration::from_secs(3)).await;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
-    assert!(answer.contains(r#"{"error":"#), "{answer}");
+    assert!(answer.contains(r#""error":"#), "{answer}");
     up_answers(server.addr).await;
     server.stop().await;
 }

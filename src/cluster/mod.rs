@@ -9,10 +9,12 @@
 //! `ZREM`) then deletes its entries and announces what its death changed: `member_removed`
 //! and `offline`.
 
+mod quota;
 mod reaper;
 mod sync;
 
 pub use crate::redis_base::Redis;
 
+pub use quota::{Admit, Quota, Slot};
 pub use reaper::{resign, spawn_reaper, Reaper};
 pub use sync::{spawn_sync, Counts};

@@ -78,6 +78,10 @@ for _, app in ipairs(redis.call('SMEMBERS', P .. ':napps:' .. n)) do
   redis.call('DEL', P .. ':occ:' .. app .. ':' .. n)
 end
 redis.call('DEL', P .. ':napps:' .. n, P .. ':conns:' .. n)
+for _, app in ipairs(redis.call('SMEMBERS', P .. ':aqn:' .. n)) do
+  redis.call('HDEL', P .. ':aq:' .. app, n)
+end
+redis.call('DEL', P .. ':aqn:' .. n)
 local held = {}
 for _, ac in ipairs(redis.call('SMEMBERS', P .. ':wn:' .. n)) do
   local app, ch = split(ac)

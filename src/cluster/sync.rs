@@ -7,7 +7,7 @@
 //! every 2 s regardless) and reads the other nodes' connections. [`Counts::fence`] waits
 //! until what this node's hub holds now is in Redis: a subscription answers only then, so
 //! `subscription_count` asked of any node right after `subscription_succeeded` counts it.
-//! [`Counts::admit`] checks an app's connection quota against every live node atomically.
+//! App quotas are [`super::quota`]'s.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::quota::Quota;
 use crate::hub::Hub;
 use crate::ids::AppId;
 use crate::lua;
@@ -55,30 +56,14 @@ return 0
 "#
 );
 
-/// Admits a connection of an app under its quota: ARGV = prefix, node, app, limit, this
-/// node's connections of the app including the new one. 1 (and this node's count written)
-/// when every live node's connections together stay within the limit, else 0.
-const ADMIT: &str = lua!(
-    r#"
-local node, app, limit, mine = ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
-local total = mine
-for _, n in ipairs(redis.call('ZRANGEBYSCORE', P .. ':nodes', now, '+inf')) do
-  if n ~= node then total = total + tonumber(redis.call('HGET', P .. ':conns:' .. n, app) or '0') end
-end
-if total > limit then return 0 end
-redis.call('HSET', P .. ':conns:' .. node, app, mine)
-redis.call('SADD', P .. ':napps:' .. node, app)
-return 1
-"#
-);
-
-/// This node's counts in Redis: a fence for subscriptions and the app quota check.
+/// This node's counts in Redis: a fence for subscriptions, and the app quotas.
 pub struct Counts {
     redis: Arc<Redis>,
     hub: Hub,
     /// The hub generation whose counts are all in Redis.
     flushed: watch::Receiver<u64>,
-    admit: redis::Script,
+    /// App connection quotas across the cluster.
+    pub quota: Arc<Quota>,
 }
 
 impl Counts {
@@ -91,32 +76,6 @@ impl Counts {
         let generation = self.hub.generation();
         let mut rx = self.flushed.clone();
         let _ = tokio::time::timeout(FENCE_WAIT, rx.wait_for(|g| *g >= generation)).await;
-    }
-
-    /// Whether one more connection of `app` (already counted in this node's hub) keeps
-    /// the app within `limit` across the cluster. Decided atomically in Redis, so two nodes
-    /// cannot both take the last slot; when Redis cannot answer, the synced counts the hub
-    /// already checked decide.
-    pub async fn admit(&self, app: &AppId, limit: usize) -> bool {
-        let Ok(mut conn) = self.redis.conn() else {
-            return true;
-        };
-        let r: Result<i64, _> = self
-            .admit
-            .arg(&self.redis.prefix)
-            .arg(&self.redis.node)
-            .arg(app.as_str())
-            .arg(limit)
-            .arg(self.hub.app_connections(app))
-            .invoke_async(&mut conn)
-            .await;
-        match r {
-            Ok(n) => n == 1,
-            Err(e) => {
-                tracing::warn!(error = %e, "cluster quota check failed; the synced counts decide");
-                true
-            }
-        }
     }
 }
 
@@ -170,7 +129,7 @@ pub fn spawn_sync(
         redis: redis.clone(),
         hub: hub.clone(),
         flushed,
-        admit: redis::Script::new(ADMIT),
+        quota: Quota::spawn(redis.clone(), tracker, stop.clone()),
     });
     tracker.spawn(async move {
         let (full, delta) = (redis::Script::new(SYNC), redis::Script::new(DELTA));

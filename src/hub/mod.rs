@@ -217,6 +217,12 @@ impl Hub {
         per_app.get(app).copied().unwrap_or(0)
     }
 
+    /// Other nodes' connections of `app`, as last synced.
+    pub fn remote_connections(&self, app: &AppId) -> usize {
+        let remote = self.0.remote.lock().expect("hub lock poisoned");
+        remote.get(app).copied().unwrap_or(0)
+    }
+
     /// Connections open on this node.
     pub fn connections(&self) -> usize {
         self.0.connections.load(Ordering::Acquire)

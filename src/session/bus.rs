@@ -19,10 +19,11 @@ use crate::apps::App;
 use crate::auth::BusClaims;
 
 use crate::frame::Frame;
-use crate::hub::{Admission, Out, Outbox, Recipient};
+use crate::hub::{Out, Outbox, Recipient};
 use crate::ids::{ChannelKind, ChannelName, SocketId, UserId};
 use crate::metrics;
 use crate::protocol::bus::{self as wire, close, code, interest, Command, Since};
+use crate::session::Admitted;
 use crate::session::Deps;
 use crate::status::Change;
 
@@ -38,7 +39,7 @@ pub struct Handshake {
     /// The verified claims.
     pub claims: BusClaims,
     /// The connection's slot under the node and app limits.
-    pub admission: Admission,
+    pub admission: Admitted,
 }
 
 struct Session {
@@ -64,7 +65,7 @@ struct Session {
     drained: bool,
     limiter: DefaultDirectRateLimiter,
     typing: HashMap<(UserId, Arc<str>), Instant>,
-    _admission: Admission,
+    _admission: Admitted,
 }
 
 /// Runs a bus connection over `transport` to its end.

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use super::transport::{FrameSink, FrameSource, Inbound};
 use super::Deps;
 use crate::apps::App;
-use crate::cluster::Counts;
+use crate::cluster::{Admit, Counts, Slot};
 use crate::frame::{CloseReason, Frame};
 use crate::hub::{Admission, Hub, Out, Outbox, Refusal};
 use crate::metrics;
@@ -62,6 +62,12 @@ pub(crate) trait Protocol: Send {
     fn close(&mut self) -> impl Future<Output = ()> + Send;
 }
 
+/// A connection counted against its limits; dropping it gives the slots back.
+pub struct Admitted {
+    _local: Admission,
+    _cluster: Option<Slot>,
+}
+
 /// Counts a new connection of `app` against the node's and the app's limits (every
 /// protocol, every transport); a refusal is counted by the limit that refused it. On a
 /// cluster (`counts`) an app quota is then checked against every node atomically, so two
@@ -71,7 +77,7 @@ pub async fn admit(
     counts: Option<&Counts>,
     app: &App,
     node_limit: usize,
-) -> Result<Admission, Refusal> {
+) -> Result<Admitted, Refusal> {
     let limit = app.limits.max_connections;
     let refused = |r: Refusal| {
         metrics::connection_refused(match r {
@@ -80,14 +86,29 @@ pub async fn admit(
         });
         r
     };
-    let admission = hub.admit(&app.id, limit, node_limit).map_err(refused)?;
-    if let Some(counts) = counts.filter(|_| limit > 0) {
-        if !counts.admit(&app.id, limit).await {
-            drop(admission);
-            return Err(refused(Refusal::AppQuota));
+    let Some(counts) = counts.filter(|_| limit > 0) else {
+        let local = hub.admit(&app.id, limit, node_limit).map_err(refused)?;
+        return Ok(Admitted {
+            _local: local,
+            _cluster: None,
+        });
+    };
+    // The cluster decides the quota; the synced counts only when Redis cannot answer.
+    let local = hub.admit(&app.id, 0, node_limit).map_err(refused)?;
+    let cluster = match counts.quota.admit(&app.id, limit).await {
+        Admit::Counted(slot) => Some(slot),
+        Admit::Uncounted
+            if hub.app_connections(&app.id) + hub.remote_connections(&app.id) > limit =>
+        {
+            return Err(refused(Refusal::AppQuota))
         }
-    }
-    Ok(admission)
+        Admit::Uncounted => None,
+        Admit::Refused => return Err(refused(Refusal::AppQuota)),
+    };
+    Ok(Admitted {
+        _local: local,
+        _cluster: cluster,
+    })
 }
 
 /// One connection's outbox and writer.

@@ -10,7 +10,7 @@ pub mod transport;
 
 use std::sync::Arc;
 
-pub use self::connection::admit;
+pub use self::connection::{admit, Admitted};
 pub(crate) use self::connection::{send_page, Connection, Protocol};
 
 use tokio_util::sync::CancellationToken;

@@ -15,7 +15,7 @@ use super::transport::Transport;
 use super::{Connection, Protocol};
 use crate::apps::App;
 use crate::frame::Frame;
-use crate::hub::{Admission, DeltaSeen, Out, Outbox, Recipient, Refusal};
+use crate::hub::{DeltaSeen, Out, Outbox, Recipient, Refusal};
 use crate::ids::{ChannelName, SocketId, UserId};
 use crate::metrics;
 use crate::protocol::pusher::{self as wire, code, Command, DecodeError};
@@ -53,7 +53,7 @@ pub(crate) struct Session {
     delta: Option<DeltaSeen>,
     /// When the connection is closed unless it signed in (`require_signin_secs`).
     signin_by: Option<Instant>,
-    _admission: Admission,
+    _admission: super::Admitted,
 }
 
 /// Runs a Pusher connection over `transport` to its end.
