@@ -3,12 +3,18 @@
 //!
 //! A key is claimed before the publish and kept for `idempotency.window_secs` once the
 //! publish went out; a publish that failed gives the key back, so its retry goes through.
-//! A retry while the first attempt is still running is answered 409. Keys are per app.
+//! A retry while the first attempt is still running is answered 409. A claim nobody settles
+//! (the node was killed mid-publish, the call was cancelled, or Redis went away before the
+//! key could be given back) lapses after [`CLAIM_TTL`], not the whole window, so the retry
+//! is held back for seconds rather than minutes. In Redis the broker marks the key done in
+//! the script that publishes ([`Idempotency::mark`]), so a publish that went out is never
+//! given back or left to lapse, even when its node dies or its answer is lost. Keys are per
+//! app.
 //! Two stores: memory (one node; bounded, oldest evicted first) and Redis (a cluster:
 //! `SET NX PX`, so two nodes taking the same retry agree).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -18,6 +24,12 @@ use crate::redis_base::Redis;
 
 /// Longest key accepted.
 pub const MAX_KEY_LEN: usize = 128;
+
+/// How long a claim lives before its publish settles it (`done` keeps it for the window,
+/// `release` drops it): longer than any publish takes (a cluster publish is bounded by the
+/// Redis response timeout, 2 s), short enough that a publisher that vanished mid-publish
+/// holds its retry back for seconds only.
+pub const CLAIM_TTL: Duration = Duration::from_secs(10);
 
 /// What a claim found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,8 +54,14 @@ pub trait KeyStore: Send + Sync + 'static {
     async fn claim(&self, key: &str, ttl: Duration) -> Result<Claimed, StoreDown>;
     /// Marks a claimed key as published, for `ttl`.
     async fn done(&self, key: &str, ttl: Duration) -> Result<(), StoreDown>;
-    /// Gives a claimed key back.
+    /// Gives a claimed key back (unless it was marked done meanwhile).
     async fn release(&self, key: &str) -> Result<(), StoreDown>;
+    /// The key as the broker can set it done in the step that publishes (see
+    /// [`Idempotency::mark`]): `Some` for a store that lives where the broker does (Redis).
+    fn broker_key(&self, key: &str) -> Option<String> {
+        let _ = key;
+        None
+    }
 }
 
 /// The idempotency keys of every app.
@@ -53,7 +71,8 @@ pub struct Idempotency {
     window: Duration,
 }
 
-/// A key claimed for one publish; dropping it without [`Idempotency::done`] releases it.
+/// A key claimed for one publish, until [`Idempotency::done`] or [`Idempotency::release`]
+/// (or, if neither comes, [`CLAIM_TTL`]).
 pub struct Claim {
     key: String,
 }
@@ -79,11 +98,21 @@ impl Idempotency {
     pub async fn claim(&self, app: &AppId, key: &str) -> Result<Result<Claim, Claimed>, StoreDown> {
         // The app's length first: app "a:b" with key "c" is not app "a" with key "b:c".
         let key = format!("{}:{}:{key}", app.as_str().len(), app.as_str());
-        // A claim outlives a stuck publish by at most the window.
-        match self.store.claim(&key, self.window).await? {
+        // A claim nobody settles lapses after CLAIM_TTL (never later than the window).
+        match self.store.claim(&key, CLAIM_TTL.min(self.window)).await? {
             Claimed::New => Ok(Ok(Claim { key })),
             other => Ok(Err(other)),
         }
+    }
+
+    /// What the broker records in the step that publishes, so that a publish that went out
+    /// is known as done even if this node never hears back (its answer lost, the node
+    /// killed): `(store key, window)`, for a store the broker can write (Redis). Then
+    /// [`Self::release`] after a failed call leaves a key the broker marked done.
+    pub fn mark(&self, claim: &Claim) -> Option<(String, Duration)> {
+        self.store
+            .broker_key(&claim.key)
+            .map(|key| (key, self.window))
     }
 
     /// The publish of `claim` went out: repeats within the window are answered as done.
@@ -240,14 +269,25 @@ impl KeyStore for RedisKeys {
     }
 
     async fn release(&self, key: &str) -> Result<(), StoreDown> {
+        // Only a claim still in flight: a publish whose answer was lost may have marked it
+        // done (see `Idempotency::mark`), and then the event is out.
+        static RELEASE: LazyLock<redis::Script> = LazyLock::new(|| {
+            redis::Script::new(
+                "if redis.call('GET', KEYS[1]) == 'p' then return redis.call('DEL', KEYS[1]) end return 0",
+            )
+        });
         let key = self.redis.key(&["idem", key]);
         let mut conn = self.conn()?;
-        let _: i64 = redis::cmd("DEL")
-            .arg(&key)
-            .query_async(&mut conn)
+        let _: i64 = RELEASE
+            .key(&key)
+            .invoke_async(&mut conn)
             .await
             .map_err(down)?;
         Ok(())
+    }
+
+    fn broker_key(&self, key: &str) -> Option<String> {
+        Some(self.redis.key(&["idem", key]))
     }
 }
 

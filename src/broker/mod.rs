@@ -7,6 +7,7 @@ mod redis;
 mod snapshot;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -30,6 +31,17 @@ pub enum BrokerError {
     QueueFull(Receipt),
 }
 
+/// An idempotency key to record as published atomically with the publish, so that a publish
+/// that went out is known even if its caller never hears back (the answer lost to a timeout,
+/// the node killed before it could record the key): `SET {key} d PX {ttl}`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mark {
+    /// The key as the idempotency store names it in Redis.
+    pub key: String,
+    /// How long the key is kept: the idempotency window.
+    pub ttl: Duration,
+}
+
 /// Orders and delivers events to every node's hub, this node included. Only the publish
 /// entry (`publish::Publisher`) holds it to publish; readers of history hold its
 /// [`Streams`] side.
@@ -39,6 +51,18 @@ pub trait Broker: Streams {
     /// channel's subscribers in the order of the calls. Returns once the event is delivered
     /// locally (memory) or accepted by the transport (cluster).
     async fn publish(&self, event: Event) -> Result<Receipt, BrokerError>;
+
+    /// [`Self::publish`], recording `mark` as published in the same step when the broker
+    /// keeps the idempotency keys itself (Redis: the publish script sets it). A broker that
+    /// does not ignores it, and the caller records the key afterwards.
+    async fn publish_marked(
+        &self,
+        event: Event,
+        mark: Option<Mark>,
+    ) -> Result<Receipt, BrokerError> {
+        let _ = mark;
+        self.publish(event).await
+    }
 
     /// Called once at shutdown, after the connections closed: keeps what must outlive the
     /// process (the single-node history).

@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{cache_key, parse_id, Broker, BrokerError, History, Receipt, Streams};
+use super::{cache_key, parse_id, Broker, BrokerError, History, Mark, Receipt, Streams};
 use crate::config::{HistoryConfig, OfflineConfig};
 use crate::event::{stream_of, Event};
 use crate::hub::Hub;
@@ -35,7 +35,8 @@ pub struct RedisBroker {
 /// Stores (history stream, cache), queues a user event for an absent user, and publishes,
 /// in one step, so ids follow the publish order and an event is queued or delivered live.
 /// The pub/sub payload is the inter-node envelope ([`node`]: version line, id, event json;
-/// empty id: no history). Returns `{id, offline, queued}`.
+/// empty id: no history); with a [`Mark`], the publisher's idempotency key is set done in
+/// the same step. Returns `{id, offline, queued}`.
 fn publish_script() -> String {
     let body = r#"
 local channel, payload, cache, cache_ttl, stream, maxlen, stream_ttl =
@@ -43,7 +44,7 @@ local channel, payload, cache, cache_ttl, stream, maxlen, stream_ttl =
 local app, user, prio, expires = ARGV[9], ARGV[10], ARGV[11], ARGV[12]
 local max_events, max_bytes, keep_ms, queueing, max_total =
   tonumber(ARGV[13]), tonumber(ARGV[14]), tonumber(ARGV[15]), ARGV[16] == '1', tonumber(ARGV[17])
-local header = ARGV[18]
+local header, mark, mark_ttl = ARGV[18], ARGV[19], ARGV[20]
 local id = ''
 if stream ~= '' then
   id = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'e', payload)
@@ -61,6 +62,9 @@ if user ~= '' and id ~= '' then
       max_total)
   end
 end
+-- The idempotency key is done in the step that publishes: no window in which the event is
+-- out but its key could still be given back or lapse.
+if mark ~= '' then redis.call('SET', mark, 'd', 'PX', mark_ttl) end
 redis.call('PUBLISH', channel, header .. id .. '\n' .. payload)
 return {id, offline, queued}
 "#;
@@ -187,7 +191,15 @@ fn dropped(e: &node::EnvelopeError) {
 
 #[async_trait]
 impl Broker for RedisBroker {
-    async fn publish(&self, mut event: Event) -> Result<Receipt, BrokerError> {
+    async fn publish(&self, event: Event) -> Result<Receipt, BrokerError> {
+        self.publish_marked(event, None).await
+    }
+
+    async fn publish_marked(
+        &self,
+        mut event: Event,
+        mark: Option<Mark>,
+    ) -> Result<Receipt, BrokerError> {
         let unavailable = |e: String| BrokerError::Unavailable(e);
         let mut conn = self.redis.conn().map_err(|e| unavailable(e.to_string()))?;
         event.meta.ts_ms = crate::clock::now_ms();
@@ -223,6 +235,8 @@ impl Broker for RedisBroker {
             .arg(if self.offline.enabled { "1" } else { "0" })
             .arg(self.offline.max_total_events)
             .arg(node::HEADER)
+            .arg(mark.as_ref().map_or("", |m| m.key.as_str()))
+            .arg(mark.as_ref().map_or(0, |m| m.ttl.as_millis() as u64))
             .invoke_async(&mut conn)
             .await
             .map_err(|e| unavailable(e.to_string()))?;

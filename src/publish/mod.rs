@@ -9,7 +9,7 @@ pub mod input;
 
 use std::sync::Arc;
 
-use crate::broker::{Broker, BrokerError, Receipt};
+use crate::broker::{Broker, BrokerError, Mark, Receipt};
 use crate::event::Event;
 use crate::idempotency::{Claimed, Idempotency, StoreDown};
 use crate::metrics;
@@ -52,9 +52,17 @@ impl Publisher {
     /// offline queues); then, for a user with no connection anywhere, offered to push
     /// without waiting.
     pub async fn publish(&self, event: Event) -> Result<Receipt, BrokerError> {
+        self.publish_marked(event, None).await
+    }
+
+    async fn publish_marked(
+        &self,
+        event: Event,
+        mark: Option<Mark>,
+    ) -> Result<Receipt, BrokerError> {
         // A copy only for events that could become a push (cheap: the fields are `Arc`s).
         let push = self.push.wants(&event).then(|| event.clone());
-        let result = self.broker.publish(event).await;
+        let result = self.broker.publish_marked(event, mark).await;
         // An event the full offline queues could not keep was still published: for an
         // absent user a push is then the only way it reaches them.
         let (Ok(receipt) | Err(BrokerError::QueueFull(receipt))) = &result else {
@@ -71,7 +79,9 @@ impl Publisher {
     /// [`Self::publish`] at most once per idempotency `key` (of the event's app) within the
     /// window: `Ok(None)` when an earlier call with the key already published. A failed
     /// publish gives the key back; one that went out but could not be queued
-    /// (`QueueFull`) keeps it, since a retry would deliver it twice.
+    /// (`QueueFull`) keeps it, since a retry would deliver it twice. On a cluster the broker
+    /// marks the key done in the step that publishes, so a publish that went out keeps its
+    /// key even when this call fails afterwards or never returns.
     pub async fn publish_once(
         &self,
         event: Event,
@@ -93,7 +103,14 @@ impl Publisher {
             Ok(Err(_)) => return Err(PublishError::InFlight),
             Err(e) => return Err(PublishError::Store(e)),
         };
-        let result = self.publish(event).await;
+        // Where the broker can, it marks the key done in the step that publishes: a publish
+        // that went out is then never given back (the release below leaves a done key) nor
+        // left to lapse, whatever becomes of this call.
+        let mark = self
+            .idempotency
+            .mark(&claim)
+            .map(|(key, ttl)| Mark { key, ttl });
+        let result = self.publish_marked(event, mark).await;
         match &result {
             Ok(_) | Err(BrokerError::QueueFull(_)) => self.idempotency.done(claim).await,
             Err(_) => self.idempotency.release(claim).await,
