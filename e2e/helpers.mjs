@@ -109,14 +109,21 @@ export function newClient(server, { sdk = serverSdk(server), presence, user } = 
     }
   };
   return new PusherJS(server.key, {
+    ...wsOptions(server),
+    channelAuthorization: { customHandler: channelHandler },
+    userAuthentication: { customHandler: userHandler },
+  });
+}
+
+/** pusher-js options for a WebSocket-only connection to the test server. */
+export function wsOptions(server) {
+  return {
     wsHost: server.host,
     wsPort: server.port,
     forceTLS: false,
     enabledTransports: ['ws'],
     cluster: 'mt1',
-    channelAuthorization: { customHandler: channelHandler },
-    userAuthentication: { customHandler: userHandler },
-  });
+  };
 }
 
 /**

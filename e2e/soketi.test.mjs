@@ -9,7 +9,7 @@ import { after, afterEach, before, describe, it } from 'node:test';
 
 import PusherJS from 'pusher-js';
 
-import { connected, disconnect, nextFrame, serverSdk, subscribe, waitFor } from './helpers.mjs';
+import { connected, disconnect, nextFrame, serverSdk, subscribe, waitFor, wsOptions } from './helpers.mjs';
 import { startServer } from './server.mjs';
 
 /** The user a Laravel app would resolve: an Eloquent model with an integer key. */
@@ -51,11 +51,7 @@ async function laravelAuth(sdk) {
 
 function laravelClient(server, auth) {
   return new PusherJS(server.key, {
-    wsHost: server.host,
-    wsPort: server.port,
-    forceTLS: false,
-    enabledTransports: ['ws'],
-    cluster: 'mt1',
+    ...wsOptions(server),
     channelAuthorization: { endpoint: `${auth.base}/broadcasting/auth`, transport: 'ajax' },
     userAuthentication: { endpoint: `${auth.base}/broadcasting/user-auth`, transport: 'ajax' },
   });
@@ -141,11 +137,7 @@ describe('soketi and Laravel drop-in', () => {
     await subscribe(first, 'presence-full');
     // Another user: pusher-js signs with the npm SDK directly, as a second app user would.
     const second = new PusherJS(server.key, {
-      wsHost: server.host,
-      wsPort: server.port,
-      forceTLS: false,
-      enabledTransports: ['ws'],
-      cluster: 'mt1',
+      ...wsOptions(server),
       channelAuthorization: {
         customHandler: ({ socketId, channelName }, cb) =>
           cb(null, sdk.authorizeChannel(socketId, channelName, { user_id: 7 })),

@@ -180,11 +180,6 @@ async fn subscription_count_follows_changes_and_filters_apply() {
     server.stop().await;
 }
 
-/// Names of the events received until `d` passes with nothing more.
-async fn all_names(r: &mut support::hooks::Receiver, d: Duration) -> Vec<String> {
-    r.names_within(d).await
-}
-
 #[tokio::test]
 async fn a_short_visit_is_occupied_then_vacated() {
     // Issue 21: a channel occupied for less than the sampling delay (300 ms) was never
@@ -198,7 +193,7 @@ async fn a_short_visit_is_occupied_then_vacated() {
         .await;
     c.ping().await;
     assert_eq!(
-        all_names(&mut r, Duration::from_millis(1200)).await,
+        r.names_within(Duration::from_millis(1200)).await,
         ["channel_occupied", "channel_vacated"]
     );
     // A visit as short, by a client that closes its connection.
@@ -206,7 +201,7 @@ async fn a_short_visit_is_occupied_then_vacated() {
     c.subscribe("wh-short-2").await;
     c.close().await;
     assert_eq!(
-        all_names(&mut r, Duration::from_millis(1200)).await,
+        r.names_within(Duration::from_millis(1200)).await,
         ["channel_occupied", "channel_vacated"]
     );
     server.stop().await;
@@ -231,7 +226,7 @@ async fn a_short_presence_visit_is_announced_in_full() {
     c.send(json!({"event":"pusher:unsubscribe","data":{"channel":"presence-short"}}))
         .await;
     c.ping().await;
-    let names = all_names(&mut r, Duration::from_millis(1200)).await;
+    let names = r.names_within(Duration::from_millis(1200)).await;
     let mut sorted = names.clone();
     sorted.sort();
     assert_eq!(
