@@ -45,7 +45,9 @@ cat > "$OUT/sockudo.json" <<JSON
 }
 JSON
 
-start_server() { # $1 = server name; sets PID
+start_server() { # $1 = server name; sets PID. Every run starts from an empty data directory:
+  # a server reopening a large one starts with memory that later allocations reuse.
+  rm -rf "$OUT/data"
   case $1 in
     switchboard)
       SWITCHBOARD_PORT=$PORT SWITCHBOARD_METRICS_ENABLED=false SWITCHBOARD_DATA_DIR="$OUT/data" \
