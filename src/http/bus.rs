@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
@@ -15,7 +14,7 @@ use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::signed::Signed;
-use super::ws::{check_key, configure};
+use super::ws::{limits, WsUpgrade};
 use super::Api;
 use crate::apps::App;
 use crate::auth::{self, BusClaims};
@@ -36,12 +35,11 @@ const MAX_RECIPIENTS: usize = 100;
 /// `GET /ws/bus?token=JWT` (or `Authorization: Bearer JWT`). Every refusal happens before the
 /// upgrade: 401 for a bad token, 503 when the node is full, 429 when the app is.
 pub async fn upgrade(
-    ws: WebSocketUpgrade,
+    ws: WsUpgrade,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
     State(ctx): State<Arc<Api>>,
 ) -> Result<Response, ApiError> {
-    check_key(&headers)?;
     if ctx.health.is_draining() {
         return Err(ApiError::Unavailable("Server is shutting down".into()));
     }
@@ -82,12 +80,10 @@ pub async fn upgrade(
         claims,
         admission,
     };
-    Ok(
-        configure(ws, &ctx.server).on_upgrade(move |socket| async move {
-            bus::run(socket, ctx.sessions.clone(), hs).await;
-            drop(guard);
-        }),
-    )
+    Ok(ws.run(limits(&ctx.server), move |socket| async move {
+        bus::run(socket, ctx.sessions.clone(), hs).await;
+        drop(guard);
+    }))
 }
 
 pub(super) fn user_id(s: &str, what: &str) -> Result<UserId, ApiError> {

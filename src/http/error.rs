@@ -38,6 +38,9 @@ pub enum ApiError {
     /// A backing service (broker, presence, app store) is down: nothing was accepted.
     #[error("{0}")]
     Unavailable(String),
+    /// A WebSocket endpoint was asked for without an upgrade this connection can make.
+    #[error("{0}")]
+    UpgradeRequired(String),
 }
 
 impl ApiError {
@@ -54,6 +57,7 @@ impl ApiError {
             Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::UpgradeRequired(_) => StatusCode::UPGRADE_REQUIRED,
         }
     }
 }

@@ -127,6 +127,17 @@ impl AsyncWrite for Counted {
     }
 }
 
+/// The socket under a connection upgraded by [`serve`], with what must live as long as it
+/// (its per-address slot) and the bytes read past the upgrade request. A connection that did
+/// not come through [`serve`] is given back.
+pub(crate) fn upgraded_socket(
+    upgraded: hyper::upgrade::Upgraded,
+) -> Result<(TcpStream, Box<dyn Send>, bytes::Bytes), hyper::upgrade::Upgraded> {
+    let parts = upgraded.downcast::<TokioIo<Counted>>()?;
+    let Counted { io, _slot } = parts.io.into_inner();
+    Ok((io, Box::new(_slot), parts.read_buf))
+}
+
 /// Serves `router` on `listener` until `stop` is cancelled. While the node then drains
 /// (until `drained` resolves, at most `grace`) it still answers, one request per
 /// connection, so a load balancer's probe reads 503 instead of a refused connection (the

@@ -3,52 +3,130 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use super::Api;
 use super::ApiError;
 use crate::config::ServerConfig;
 use crate::session::pusher::{self, Handshake};
+use crate::session::ws::{Limits, WebSocket};
 
-/// Refuses an upgrade whose `Sec-WebSocket-Key` is not what RFC 6455 (4.1) requires: the
-/// base64 encoding of 16 bytes. The upgrade extractor only checks that the header exists.
-pub(super) fn check_key(headers: &HeaderMap) -> Result<(), ApiError> {
-    use base64::Engine as _;
-    let key = headers
-        .get("sec-websocket-key")
-        .map(|k| k.as_bytes())
-        .unwrap_or_default();
-    match base64::engine::general_purpose::STANDARD.decode(key) {
-        Ok(nonce) if nonce.len() == 16 => Ok(()),
-        _ => Err(ApiError::BadRequest(
-            "Sec-WebSocket-Key must be the base64 of 16 bytes".into(),
-        )),
+/// A WebSocket upgrade request, checked as RFC 6455 (4.2.1) wants before anything is
+/// answered: `Upgrade: websocket`, `Connection: upgrade`, version 13, and a
+/// `Sec-WebSocket-Key` that is the base64 of 16 bytes. Every refusal is a JSON error.
+pub struct WsUpgrade {
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    accept: HeaderValue,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for WsUpgrade {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let h = &parts.headers;
+        let has_token = |name: header::HeaderName, token: &str| {
+            h.get_all(name).iter().any(|v| {
+                v.to_str()
+                    .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+            })
+        };
+        if !has_token(header::CONNECTION, "upgrade") {
+            return Err(ApiError::BadRequest(
+                "Connection header did not include 'upgrade'".into(),
+            ));
+        }
+        if !has_token(header::UPGRADE, "websocket") {
+            return Err(ApiError::BadRequest(
+                "`Upgrade` header did not include 'websocket'".into(),
+            ));
+        }
+        if h.get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
+            return Err(ApiError::BadRequest(
+                "`Sec-WebSocket-Version` header did not include '13'".into(),
+            ));
+        }
+        let key = check_key(h)?;
+        let on_upgrade = parts
+            .extensions
+            .remove::<hyper::upgrade::OnUpgrade>()
+            .ok_or_else(|| ApiError::UpgradeRequired("WebSocket upgrade not possible".into()))?;
+        let accept = derive_accept_key(key.as_bytes());
+        let accept = HeaderValue::from_str(&accept).expect("base64 is a valid header value");
+        Ok(Self { on_upgrade, accept })
     }
 }
 
-/// Applies the codec limits and buffer sizes to an upgrade.
-pub(super) fn configure(ws: WebSocketUpgrade, c: &ServerConfig) -> WebSocketUpgrade {
-    ws.read_buffer_size(c.ws_read_buffer)
-        .write_buffer_size(c.ws_write_buffer)
-        .max_message_size(c.max_message_bytes)
-        .max_frame_size(c.max_message_bytes)
+impl WsUpgrade {
+    /// Answers 101 and runs `session` on the upgraded socket, in a task of its own.
+    pub fn run<F, Fut>(self, limits: Limits, session: F) -> Response
+    where
+        F: FnOnce(WebSocket<OwnedReadHalf, OwnedWriteHalf>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let on_upgrade = self.on_upgrade;
+        tokio::spawn(async move {
+            let Ok(upgraded) = on_upgrade.await else {
+                return;
+            };
+            let Ok((tcp, guard, pre)) = super::serve::upgraded_socket(upgraded) else {
+                tracing::error!("an upgraded connection that is not a TCP socket of the door");
+                return;
+            };
+            let (read, write) = tcp.into_split();
+            session(WebSocket {
+                read,
+                write,
+                pre,
+                guard,
+                limits,
+            })
+            .await;
+        });
+        let mut res = Response::new(axum::body::Body::empty());
+        *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let headers = res.headers_mut();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, self.accept);
+        res
+    }
+}
+
+/// The codec limits and buffer sizes of `[server]`.
+pub(super) fn limits(c: &ServerConfig) -> Limits {
+    Limits {
+        max_message: c.max_message_bytes,
+        read_size: c.ws_read_buffer,
+        write_size: c.ws_write_buffer,
+    }
+}
+
+/// The `Sec-WebSocket-Key` of an upgrade, refused unless it is what RFC 6455 (4.1)
+/// requires: the base64 encoding of 16 bytes.
+fn check_key(headers: &HeaderMap) -> Result<&HeaderValue, ApiError> {
+    use base64::Engine as _;
+    let refused =
+        || ApiError::BadRequest("Sec-WebSocket-Key must be the base64 of 16 bytes".into());
+    let key = headers.get(header::SEC_WEBSOCKET_KEY).ok_or_else(refused)?;
+    match base64::engine::general_purpose::STANDARD.decode(key.as_bytes()) {
+        Ok(nonce) if nonce.len() == 16 => Ok(key),
+        _ => Err(refused()),
+    }
 }
 
 /// `GET /app/{key}`: a Pusher protocol connection. Refusals that Pusher defines as close
 /// codes (unknown app, protocol, quota) happen after the upgrade, as the protocol requires.
 pub async fn pusher(
-    headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    ws: WsUpgrade,
     Path(key): Path<String>,
     Query(query): Query<HashMap<String, String>>,
     State(ctx): State<Arc<Api>>,
 ) -> Response {
-    if let Err(e) = check_key(&headers) {
-        return e.into_response();
-    }
     if ctx.health.is_draining() {
         return ApiError::Unavailable("Server is shutting down".into()).into_response();
     }
@@ -59,9 +137,9 @@ pub async fn pusher(
     let protocol = query
         .get("protocol")
         .map(|p| p.parse::<u8>().map_err(|_| ()));
-    // axum spawns the upgraded connection itself; the tracker token makes shutdown wait for it.
+    // The tracker token makes shutdown wait for the connection.
     let guard = ctx.sessions.tracker.token();
-    configure(ws, &ctx.server).on_upgrade(move |socket| async move {
+    ws.run(limits(&ctx.server), move |socket| async move {
         pusher::run(socket, ctx.sessions.clone(), Handshake { app, protocol }).await;
         drop(guard);
     })

@@ -9,6 +9,7 @@ mod budget;
 mod changes;
 mod delta;
 mod outbox;
+mod queue;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
@@ -20,7 +21,7 @@ use indexmap::IndexMap;
 pub use budget::QueueBudget;
 pub use changes::Changed;
 pub use delta::DeltaSeen;
-pub use outbox::{Out, Outbox};
+pub use outbox::{Out, Outbox, Receiver};
 
 use delta::ChannelDeltas;
 
@@ -150,7 +151,7 @@ impl Hub {
         &self,
         capacity: usize,
         token: tokio_util::sync::CancellationToken,
-    ) -> (Outbox, tokio::sync::mpsc::Receiver<Out>) {
+    ) -> (Outbox, Receiver) {
         Outbox::new(capacity, token, self.0.budget.clone())
     }
 

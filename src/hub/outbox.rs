@@ -4,10 +4,10 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::budget::QueueBudget;
+use super::queue::{Queue, Refused};
 use crate::frame::{CloseReason, Frame};
 use crate::metrics;
 
@@ -19,6 +19,8 @@ pub enum Out {
     Frame(Frame),
     /// A transport-level ping (the bus's heartbeat; browsers answer it themselves).
     Ping,
+    /// The answer to the client's transport-level ping, with its payload.
+    Pong(bytes::Bytes),
     /// Close the connection with this code and reason, then stop.
     Close(u16, &'static str),
     /// Answered once everything queued before it was written to the socket (a catch-up
@@ -34,7 +36,7 @@ pub enum Out {
 pub struct Outbox(Arc<Inner>);
 
 struct Inner {
-    tx: mpsc::Sender<Out>,
+    queue: Queue<Out>,
     /// Cancelled when the connection must end; the session's reader and writer watch it.
     token: CancellationToken,
     /// The first [`CloseReason`] given, as `u8` (0 = none yet).
@@ -75,11 +77,10 @@ impl Outbox {
         capacity: usize,
         token: CancellationToken,
         budget: Arc<QueueBudget>,
-    ) -> (Self, mpsc::Receiver<Out>) {
-        let (tx, rx) = mpsc::channel(capacity);
+    ) -> (Self, Receiver) {
         budget.open_queue();
         let inner = Inner {
-            tx,
+            queue: Queue::new(capacity),
             token,
             reason: AtomicU8::new(0),
             interests: AtomicU8::new(u8::MAX),
@@ -88,7 +89,8 @@ impl Outbox {
             queued: AtomicUsize::new(0),
             budget,
         };
-        (Self(Arc::new(inner)), rx)
+        let outbox = Self(Arc::new(inner));
+        (outbox.clone(), Receiver(outbox))
     }
 
     /// Queues a frame. Returns `false` if it was not queued (queue full → the connection is
@@ -114,7 +116,7 @@ impl Outbox {
     /// consumer, so `high` events are never dropped silently.
     pub fn push_live(&self, frame: Frame, event: &crate::event::Event) -> bool {
         if event.meta.priority == crate::event::Priority::Low {
-            let (free, max) = (self.0.tx.capacity(), self.0.tx.max_capacity());
+            let (free, max) = (self.0.queue.free(), self.0.queue.capacity());
             if free * 5 < max {
                 metrics::low_priority_dropped();
                 return false;
@@ -194,15 +196,12 @@ impl Outbox {
     /// [`Self::send_paced`] of an item already charged.
     async fn enqueue_paced(&self, out: Out) -> bool {
         let token = &self.0.token;
-        let permit = tokio::select! {
+        let queued = tokio::select! {
             _ = token.cancelled() => return false,
-            r = tokio::time::timeout(PACED_WAIT, self.0.tx.reserve()) => r,
+            r = tokio::time::timeout(PACED_WAIT, self.0.queue.push_waiting(out)) => r,
         };
-        match permit {
-            Ok(Ok(permit)) => {
-                permit.send(out);
-                true
-            }
+        match queued {
+            Ok(Ok(())) => true,
             Ok(Err(_)) => false,
             Err(_) => {
                 if self.kill(CloseReason::SlowConsumer) {
@@ -252,19 +251,19 @@ impl Outbox {
         if len > 0 && !self.charge(len) {
             return false;
         }
-        let sent = self.0.tx.try_send(out);
+        let sent = self.0.queue.try_push(out);
         if sent.is_err() {
             self.taken(len);
         }
         match sent {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err((Refused::Full, _)) => {
                 if self.kill(CloseReason::SlowConsumer) {
                     metrics::slow_consumer_closed();
                 }
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err((Refused::Closed, _)) => false,
         }
     }
 
@@ -340,6 +339,33 @@ impl Outbox {
     }
 }
 
+/// The writer's end of an outbox.
+pub struct Receiver(Outbox);
+
+impl Receiver {
+    /// Waits for queued items and moves up to `max` of them into `out`; 0 once closed.
+    pub async fn take(&mut self, out: &mut Vec<Out>, max: usize) -> usize {
+        self.0 .0.queue.take(out, max).await
+    }
+
+    /// Stops the queue: later pushes are refused, what is queued is dropped.
+    pub fn close(&mut self) {
+        self.0 .0.queue.close();
+    }
+
+    /// The next queued item, if any (tests).
+    #[cfg(test)]
+    pub fn try_recv(&mut self) -> Option<Out> {
+        let mut out = Vec::new();
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        match self.0 .0.queue.poll_take(&mut cx, &mut out, 1) {
+            std::task::Poll::Ready(1) => out.pop(),
+            _ => None,
+        }
+    }
+}
+
 /// Bytes a queued item counts for (frames only).
 fn frame_len(out: &Out) -> usize {
     match out {
@@ -363,9 +389,9 @@ mod tests {
         e
     }
 
-    fn drain(rx: &mut mpsc::Receiver<Out>) -> Vec<String> {
+    fn drain(rx: &mut Receiver) -> Vec<String> {
         let mut out = Vec::new();
-        while let Ok(Out::Frame(f)) = rx.try_recv() {
+        while let Some(Out::Frame(f)) = rx.try_recv() {
             out.push(f.as_str().to_owned());
         }
         out
@@ -383,7 +409,7 @@ mod tests {
         let (b, mut rx) = Outbox::new(10, CancellationToken::new(), budget.clone());
         assert!(b.push(Frame::from("x".repeat(40))));
         assert_eq!(budget.used(), 40);
-        if let Ok(Out::Frame(f)) = rx.try_recv() {
+        if let Some(Out::Frame(f)) = rx.try_recv() {
             b.taken(f.len());
         }
         assert_eq!(budget.used(), 0, "the writer took it");

@@ -71,12 +71,15 @@ struct Session {
 /// Runs a bus connection over `transport` to its end.
 pub async fn run(transport: impl Transport, ctx: Arc<Deps>, hs: Handshake) {
     let (sink, mut source) = transport.split();
-    let conn = Connection::open(&ctx, sink, wire::close_code);
-    match open(&ctx, hs, &conn.outbox).await {
-        Some(session) => conn.serve(session, &mut source, &ctx).await,
-        // The refusal (error + close) is queued; the writer sends it and stops.
-        None => conn.refused().await,
-    }
+    let conn = Connection::open(&ctx);
+    let outbox = conn.outbox.clone();
+    let session = async {
+        // Refused: the refusal (error + close) is queued; the writer sends it and stops.
+        if let Some(mut session) = Box::pin(open(&ctx, hs, &outbox)).await {
+            super::serve(&mut session, &mut source, &outbox, &ctx).await;
+        }
+    };
+    conn.run(sink, wire::close_code, session).await;
 }
 
 /// Registers the user's connection and sends `welcome`, or queues the refusal of a user

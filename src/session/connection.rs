@@ -1,5 +1,6 @@
 //! The neutral session: what every connection has, whatever its protocol or transport. A
-//! bounded outbox and the writer task that drains it into the transport; the reader loop
+//! bounded outbox and the writer that drains it into the transport, polled in the same task
+//! as the reader (one task per connection, no second allocation); the reader loop
 //! with the heartbeat (after `activity_timeout` of silence a ping, then a close if no answer
 //! comes within `pong_timeout`) and the protocol's own deadlines; the close with its code.
 //! A protocol is a [`Protocol`]: it handles what the client sends and says what its
@@ -8,8 +9,6 @@
 use std::future::Future;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::transport::{FrameSink, FrameSource, Inbound};
@@ -17,11 +16,13 @@ use super::Deps;
 use crate::apps::App;
 use crate::cluster::{Admit, Counts, Slot};
 use crate::frame::{CloseReason, Frame};
-use crate::hub::{Admission, Hub, Out, Outbox, Refusal};
+use crate::hub::{Admission, Hub, Out, Outbox, Receiver, Refusal};
 use crate::metrics;
 
 /// Frames written per flush: queued frames are coalesced into one socket write.
 const MAX_BATCH: usize = 64;
+/// Batch slots the writer keeps between batches; a larger buffer is given back.
+const KEEP_BATCH: usize = 8;
 /// How long a close frame may take to go out before the socket is dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long the close frame of a slow consumer waits for the client to read again: it goes
@@ -111,57 +112,68 @@ pub async fn admit(
     })
 }
 
-/// One connection's outbox and writer.
+/// One connection's outbox, and the writer's end of it.
 pub(crate) struct Connection {
     /// Where the hub and the protocol queue frames.
     pub outbox: Outbox,
-    writer: JoinHandle<()>,
+    rx: Receiver,
 }
 
 impl Connection {
-    /// Opens the connection's bounded outbox and starts its writer over `sink`;
-    /// `close_code` is the protocol's mapping of why the server ends a connection.
-    pub fn open(
-        deps: &Deps,
-        sink: impl FrameSink,
-        close_code: fn(CloseReason) -> (u16, &'static str),
-    ) -> Self {
+    /// Opens the connection's bounded outbox.
+    pub fn open(deps: &Deps) -> Self {
         let token = deps.shutdown.child_token();
         let (outbox, rx) = deps.hub.outbox(deps.server.outbox_capacity, token);
-        let writer = deps
-            .tracker
-            .spawn(write_loop(sink, rx, outbox.clone(), close_code));
-        Self { outbox, writer }
+        Self { outbox, rx }
     }
 
-    /// Ends a connection that was refused: the refusal it queued is written.
-    pub async fn refused(self) {
-        drop(self.outbox);
-        let _ = self.writer.await;
-    }
-
-    /// Runs `proto` on the messages of `source` until the connection ends; then undoes its
-    /// state and closes (with the code a violation earned, else 1000).
-    pub async fn serve<P: Protocol>(
+    /// Runs `session` (the protocol's side: the handshake's answer, then [`serve`]) and the
+    /// writer that drains the outbox into `sink`, both in this task. Once the session ends
+    /// (having queued its close, or its refusal), the writer sends what is queued, at most
+    /// for [`DRAIN_WAIT`]; `close_code` is the protocol's mapping of why the server ends a
+    /// connection.
+    pub fn run(
         self,
-        mut proto: P,
-        source: &mut impl FrameSource,
-        deps: &Deps,
-    ) {
-        metrics::connection_opened(P::NAME);
-        let timing = (deps.server.activity_timeout(), deps.server.pong_timeout());
-        let violation = drive(&mut proto, source, &self.outbox, timing).await;
-        proto.close().await;
-        metrics::connection_closed(P::NAME);
-        drop(proto);
-        let (code, reason) = violation.unwrap_or((1000, ""));
-        // Ends the writer after what is queued; a no-op when a close is already queued.
-        self.outbox.push_close(code, reason);
+        sink: impl FrameSink,
+        close_code: fn(CloseReason) -> (u16, &'static str),
+        session: impl Future<Output = ()>,
+    ) -> impl Future<Output = ()> {
+        use futures_util::FutureExt as _;
         let token = self.outbox.token().clone();
-        if tokio::time::timeout(DRAIN_WAIT, self.writer).await.is_err() {
-            token.cancel();
-        }
+        // Combinators rather than an `async fn` that awaits its arguments: each of the two
+        // futures is stored once (an argument awaited in an async body is stored twice).
+        let session = session.then(move |()| async move {
+            // The writer cancels the token when it ends; past the wait the token ends it
+            // (the close still goes out after what the socket took, within its own wait).
+            tokio::select! {
+                _ = token.cancelled() => {}
+                _ = tokio::time::sleep(DRAIN_WAIT) => token.cancel(),
+            }
+        });
+        let writer = write_loop(sink, self.rx, self.outbox, close_code);
+        futures_util::future::join(writer, session).map(|_| ())
     }
+}
+
+/// Runs `proto` on the messages of `source` until the connection ends; then undoes its
+/// state and queues the close (with the code a violation earned, else 1000). The caller
+/// drops `proto` right after, before the writer runs again.
+pub(crate) async fn serve<P: Protocol>(
+    proto: &mut P,
+    source: &mut impl FrameSource,
+    outbox: &Outbox,
+    deps: &Deps,
+) {
+    metrics::connection_opened(P::NAME);
+    let timing = (deps.server.activity_timeout(), deps.server.pong_timeout());
+    let violation = drive(proto, source, outbox, timing).await;
+    // Boxed here and below: what runs only now and then must not size the future that
+    // every idle connection keeps (a future is as large as its largest state).
+    Box::pin(proto.close()).await;
+    metrics::connection_closed(P::NAME);
+    let (code, reason) = violation.unwrap_or((1000, ""));
+    // Ends the writer after what is queued; a no-op when a close is already queued.
+    outbox.push_close(code, reason);
 }
 
 /// Reads client messages until the client leaves, the connection is killed, a deadline
@@ -197,7 +209,7 @@ async fn drive<P: Protocol>(
                 heartbeat.as_mut().reset(Instant::now() + pong_wait);
             }
             _ = timer => {
-                if !proto.on_deadline().await {
+                if !Box::pin(proto.on_deadline()).await {
                     return None;
                 }
             }
@@ -205,9 +217,12 @@ async fn drive<P: Protocol>(
                 pinged = false;
                 heartbeat.as_mut().reset(Instant::now() + activity);
                 match msg {
-                    Inbound::Text(text) => proto.on_text(&text).await,
+                    Inbound::Text(text) => Box::pin(proto.on_text(&text)).await,
                     Inbound::Binary => proto.on_binary(),
                     Inbound::Control => {}
+                    Inbound::Ping(payload) => {
+                        outbox.push_out(Out::Pong(payload));
+                    }
                     Inbound::End(violation) => return violation,
                 }
             }
@@ -231,7 +246,7 @@ pub(crate) async fn send_page(outbox: &Outbox, frames: Vec<Frame>) -> bool {
 /// Cancels the token on exit, so the reader stops too.
 async fn write_loop(
     mut sink: impl FrameSink,
-    mut rx: mpsc::Receiver<Out>,
+    mut rx: Receiver,
     outbox: Outbox,
     close_code: fn(CloseReason) -> (u16, &'static str),
 ) {
@@ -246,10 +261,10 @@ async fn write_loop(
                 let reason = outbox.close_reason().unwrap_or(CloseReason::Shutdown);
                 let wait = if reason == CloseReason::SlowConsumer { SLOW_CLOSE_WAIT } else { CLOSE_TIMEOUT };
                 let (code, text) = close_code(reason);
-                sink.close(code, text, wait).await;
+                Box::pin(sink.close(code, text, wait)).await;
                 break;
             }
-            n = rx.recv_many(&mut batch, MAX_BATCH) => {
+            n = rx.take(&mut batch, MAX_BATCH) => {
                 if n == 0 {
                     break;
                 }
@@ -267,6 +282,9 @@ async fn write_loop(
                 if done {
                     break;
                 }
+                if batch.capacity() > KEEP_BATCH {
+                    batch = Vec::new();
+                }
             }
         }
     }
@@ -279,6 +297,7 @@ async fn write_batch(sink: &mut impl FrameSink, batch: &mut Vec<Out>) -> bool {
         let written = match out {
             Out::Frame(f) => sink.feed(f).await,
             Out::Ping => sink.ping().await,
+            Out::Pong(payload) => sink.pong(payload).await,
             Out::Written(done) => {
                 let flushed = sink.flush().await;
                 // Only what reached the socket counts as written.
@@ -288,7 +307,7 @@ async fn write_batch(sink: &mut impl FrameSink, batch: &mut Vec<Out>) -> bool {
                 flushed
             }
             Out::Close(code, reason) => {
-                sink.close(code, reason, CLOSE_TIMEOUT).await;
+                Box::pin(sink.close(code, reason, CLOSE_TIMEOUT)).await;
                 return true;
             }
         };

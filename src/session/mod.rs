@@ -1,17 +1,18 @@
 //! Sessions: one per client connection. [`connection`] is what every connection has (the bounded
 //! outbox and its writer, the heartbeat, the close with its code); a protocol (`pusher`,
-//! `bus`) is a command handler over it; a transport ([`transport`]: WebSocket today) is the
+//! `bus`) is a command handler over it; a transport ([`transport`]; WebSocket in [`ws`]) is the
 //! boundary that carries frames in and out.
 
 pub mod bus;
 mod connection;
 pub mod pusher;
 pub mod transport;
+pub mod ws;
 
 use std::sync::Arc;
 
 pub use self::connection::{admit, Admitted};
-pub(crate) use self::connection::{send_page, Connection, Protocol};
+pub(crate) use self::connection::{send_page, serve, Connection, Protocol};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;

@@ -59,12 +59,15 @@ pub(crate) struct Session {
 /// Runs a Pusher connection over `transport` to its end.
 pub async fn run(transport: impl Transport, ctx: Arc<Deps>, hs: Handshake) {
     let (sink, mut source) = transport.split();
-    let conn = Connection::open(&ctx, sink, wire::close_code);
-    match open(&ctx, hs, &conn.outbox).await {
-        Some(session) => conn.serve(session, &mut source, &ctx).await,
-        // The refusal (error + close) is queued; the writer sends it and stops.
-        None => conn.refused().await,
-    }
+    let conn = Connection::open(&ctx);
+    let outbox = conn.outbox.clone();
+    let session = async {
+        // Refused: the refusal (error + close) is queued; the writer sends it and stops.
+        if let Some(mut session) = Box::pin(open(&ctx, hs, &outbox)).await {
+            super::serve(&mut session, &mut source, &outbox, &ctx).await;
+        }
+    };
+    conn.run(sink, wire::close_code, session).await;
 }
 
 impl Protocol for Session {
