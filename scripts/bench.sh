@@ -15,7 +15,7 @@ PEERS=${PEERS:-$HOME/.cache/switchboard-peers}
 OUT=${OUT:-target/bench}
 PORT=${PORT:-6001}
 SERVERS=${SERVERS:-"switchboard sockudo"}
-ALL="idle-1k idle-10k connect-10k fanout-1000x50 fanout-1000x100 fanout-1000x1000 channels-5000x2000 channels-5000x20000 presence-80x20 bus-fanout-1000x100 bus-offline-1000x20"
+ALL="idle-1k idle-10k idle-19k connect-10k fanout-1000x50 fanout-1000x100 fanout-1000x1000 fanout-1000x3000 channels-5000x2000 channels-5000x20000 presence-80x20 bus-fanout-1000x100 bus-offline-1000x20"
 SCENARIOS=${SCENARIOS:-$ALL}
 mkdir -p "$OUT" "$PEERS"
 ulimit -n "$(ulimit -Hn)"
@@ -51,7 +51,7 @@ start_server() { # $1 = server name; sets PID. Every run starts from an empty da
   case $1 in
     switchboard)
       SWITCHBOARD_PORT=$PORT SWITCHBOARD_METRICS_ENABLED=false SWITCHBOARD_DATA_DIR="$OUT/data" \
-        SWITCHBOARD_SERVER_MAX_CONNECTIONS=100000 SWITCHBOARD_SERVER_MAX_CONNECTIONS_PER_IP=0 SWITCHBOARD_APP_CLIENT_EVENTS_PER_SECOND=10000 \
+        SWITCHBOARD_SERVER_MAX_CONNECTIONS=200000 SWITCHBOARD_SERVER_MAX_CONNECTIONS_PER_IP=0 SWITCHBOARD_APP_CLIENT_EVENTS_PER_SECOND=10000 \
         RUST_LOG=warn target/release/switchboard serve >"$OUT/server.log" 2>&1 &
       PID=$! ;;
     sockudo)
@@ -77,10 +77,13 @@ args_of() { # scenario name → bench arguments
   case $1 in
     idle-1k) echo "idle --conns 1000 --hold 5 --settle 2" ;;
     idle-10k) echo "idle --conns 10000 --hold 5 --settle 2" ;;
+    # The most this machine allows: the open-files hard limit is 20,000 per process.
+    idle-19k) echo "idle --conns 19000 --hold 5 --settle 2 --source-ips 127.0.0.2,127.0.0.3" ;;
     connect-10k) echo "connect --conns 10000" ;;
     fanout-1000x50) echo "fanout --subs 1000 --rate 50 --secs 10 --payload 100" ;;
     fanout-1000x100) echo "fanout --subs 1000 --rate 100 --secs 10 --payload 100" ;;
     fanout-1000x1000) echo "fanout --subs 1000 --rate 1000 --secs 10 --payload 100" ;;
+    fanout-1000x3000) echo "fanout --subs 1000 --rate 3000 --secs 10 --payload 100" ;;
     channels-5000x2000) echo "channels --conns 5000 --rate 2000 --secs 10 --payload 100 --batch 10" ;;
     channels-5000x20000) echo "channels --conns 5000 --rate 20000 --secs 10 --payload 100 --batch 10" ;;
     presence-80x20) echo "presence --observers 80 --churners 20 --secs 10" ;;

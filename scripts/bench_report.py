@@ -5,6 +5,18 @@ import json, os, platform, re, statistics, subprocess, sys
 from collections import defaultdict
 
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+# Server CPU per unit of work, user and kernel apart: what the server spends per delivery and
+# per connection, independent of the offered load.
+for r in rows:
+    u, k = r.get("server_cpu_user_s"), r.get("server_cpu_sys_s")
+    if u is None or k is None:
+        continue
+    if r.get("deliveries"):
+        r["user_us_per_delivery"] = u * 1e6 / r["deliveries"]
+        r["sys_us_per_delivery"] = k * 1e6 / r["deliveries"]
+        r["cpu_us_per_delivery"] = (u + k) * 1e6 / r["deliveries"]
+    if r.get("scenario") == "connect" and r.get("conns"):
+        r["cpu_us_per_conn"] = (u + k) * 1e6 / r["conns"]
 runs = defaultdict(list)
 for r in rows:
     server, scenario, _ = r["label"].split("/")
@@ -12,10 +24,13 @@ for r in rows:
 
 METRICS = {
     "idle": [("kib_per_conn", "KiB/conn", False), ("connect_rate_per_s", "connect/s", True)],
-    "connect": [("connect_rate_per_s", "connect/s", True), ("handshake_p99_ms", "handshake p99 ms", False)],
+    "connect": [("connect_rate_per_s", "connect/s", True), ("handshake_p99_ms", "handshake p99 ms", False),
+                ("cpu_us_per_conn", "server CPU µs per connect+subscribe", False)],
     "fanout": [("deliveries_per_s", "deliveries/s", True), ("latency_p50_ms", "p50 ms", False),
                ("latency_p99_ms", "p99 ms", False), ("latency_p999_ms", "p999 ms", False),
-               ("server_cpu_pct", "server CPU %", False), ("lost", "lost", False), ("duplicates", "dups", False)],
+               ("server_cpu_pct", "server CPU %", False), ("user_us_per_delivery", "server user µs/delivery", False),
+               ("sys_us_per_delivery", "server kernel µs/delivery", False), ("cpu_us_per_delivery", "server CPU µs/delivery", False),
+               ("lost", "lost", False), ("duplicates", "dups", False)],
     "channels": [("deliveries_per_s", "deliveries/s", True), ("latency_p50_ms", "p50 ms", False),
                  ("latency_p99_ms", "p99 ms", False), ("server_cpu_pct", "server CPU %", False), ("lost", "lost", False)],
     "offline": [("queued_per_s", "queued/s (HTTP API)", True), ("drained_per_s", "drained/s", True),
@@ -51,9 +66,12 @@ print("- Sockudo 5.2.0 from `cargo install sockudo --version 5.2.0 --locked`, me
 HEADLINE = [
     ("idle-10k", "kib_per_conn", "RSS per idle connection, 10k connections (KiB)", False),
     ("connect-10k", "connect_rate_per_s", "connect+subscribe rate, 10k connections (/s)", True),
+    ("connect-10k", "cpu_us_per_conn", "server CPU per connect+subscribe, 10k connections (µs)", False),
     ("fanout-1000x100", "latency_p99_ms", "fanout 1000 subs x 100 ev/s: p99 latency (ms)", False),
     ("fanout-1000x1000", "deliveries_per_s", "fanout 1000 subs x 1000 ev/s target: deliveries/s", True),
     ("fanout-1000x1000", "latency_p50_ms", "fanout 1000 subs x 1000 ev/s target: p50 latency (ms)", False),
+    ("fanout-1000x1000", "cpu_us_per_delivery", "fanout 1000 subs x 1000 ev/s target: server CPU per delivery (µs)", False),
+    ("fanout-1000x3000", "deliveries_per_s", "fanout 1000 subs x 3000 ev/s offered (past saturation): deliveries/s", True),
     ("channels-5000x20000", "server_cpu_pct", "5000 channels x 20000 ev/s: server CPU (%)", False),
     ("presence-80x20", "cycles_per_s", "presence join+leave cycles/s", True),
 ]
