@@ -271,7 +271,11 @@ impl Hub {
         let key = (app.clone(), ch.clone());
         let mut shard = self.shard(&key);
         let delta = i64::from(r.delta.is_some());
-        let set = shard.channels.entry(key.clone()).or_default();
+        // Most channels have one subscriber per node: no room reserved for more.
+        let set = shard
+            .channels
+            .entry(key.clone())
+            .or_insert_with(|| Members::with_capacity_and_hasher(1, Default::default()));
         let old = set.insert(id, r);
         let n = set.len();
         let change = delta - old.map_or(0, |o| i64::from(o.delta.is_some()));

@@ -4,7 +4,9 @@
 //! Two properties the fan-out relies on, which a general channel does not give: a push into
 //! a queue that already holds items wakes nobody (the writer was woken by the first item and
 //! takes the rest in the same batch), and an idle queue holds no buffer at all (tokio's
-//! bounded channel keeps a block of 32 slots per connection from its creation on).
+//! bounded channel keeps a block of 32 slots per connection from its creation on). The
+//! first item waits in a slot of its own, so the common case (one frame per wake-up)
+//! allocates nothing; a burst borrows a buffer and gives it back once drained.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -21,9 +23,6 @@ pub enum Refused {
     Closed,
 }
 
-/// Items a drained queue may keep room for; a larger buffer is given back.
-const KEEP: usize = 16;
-
 pub(crate) struct Queue<T> {
     state: Mutex<State<T>>,
     capacity: usize,
@@ -32,16 +31,26 @@ pub(crate) struct Queue<T> {
 }
 
 struct State<T> {
+    /// The oldest item, when there is one.
+    first: Option<T>,
+    /// The items after it.
     items: VecDeque<T>,
     /// The consumer, waiting for the first item.
     waker: Option<Waker>,
     closed: bool,
 }
 
+impl<T> State<T> {
+    fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.items.len()
+    }
+}
+
 impl<T> Queue<T> {
     pub fn new(capacity: usize) -> Self {
         Self {
             state: Mutex::new(State {
+                first: None,
                 items: VecDeque::new(),
                 waker: None,
                 closed: false,
@@ -61,13 +70,13 @@ impl<T> Queue<T> {
         if s.closed {
             return Err((Refused::Closed, item));
         }
-        if s.items.len() >= self.capacity {
-            return Err((Refused::Full, item));
-        }
-        s.items.push_back(item);
-        let waker = if s.items.len() == 1 {
+        let waker = if s.first.is_none() {
+            s.first = Some(item);
             s.waker.take()
+        } else if s.len() >= self.capacity {
+            return Err((Refused::Full, item));
         } else {
+            s.items.push_back(item);
             None
         };
         drop(s);
@@ -95,7 +104,7 @@ impl<T> Queue<T> {
 
     /// Free slots.
     pub fn free(&self) -> usize {
-        self.capacity.saturating_sub(self.lock().items.len())
+        self.capacity.saturating_sub(self.lock().len())
     }
 
     /// The capacity the queue was made with.
@@ -109,18 +118,21 @@ impl<T> Queue<T> {
         if s.closed {
             return Poll::Ready(0);
         }
-        if s.items.is_empty() {
+        let Some(first) = s.first.take() else {
             match &s.waker {
                 Some(w) if w.will_wake(cx.waker()) => {}
                 _ => s.waker = Some(cx.waker().clone()),
             }
             return Poll::Pending;
-        }
-        let n = s.items.len().min(max);
+        };
+        out.push(first);
+        let n = s.items.len().min(max.saturating_sub(1));
         out.extend(s.items.drain(..n));
-        if s.items.is_empty() && s.items.capacity() > KEEP {
+        s.first = s.items.pop_front();
+        if s.items.is_empty() && s.items.capacity() > 0 {
             s.items = VecDeque::new();
         }
+        let n = n + 1;
         drop(s);
         self.room.notify_waiters();
         Poll::Ready(n)
@@ -137,7 +149,7 @@ impl<T> Queue<T> {
             let mut s = self.lock();
             s.closed = true;
             s.waker = None;
-            std::mem::take(&mut s.items)
+            (s.first.take(), std::mem::take(&mut s.items))
         };
         drop(items);
         self.room.notify_waiters();
@@ -195,6 +207,7 @@ mod tests {
         assert_eq!(q.poll_take(&mut cx, &mut out, 64), Poll::Ready(64));
         assert_eq!(q.poll_take(&mut cx, &mut out, 64), Poll::Ready(36));
         assert_eq!(q.lock().items.capacity(), 0, "no buffer held while empty");
+        assert!(q.lock().first.is_none());
         q.close();
         assert_eq!(q.try_push(1), Err((Refused::Closed, 1)));
         assert_eq!(q.poll_take(&mut cx, &mut out, 64), Poll::Ready(0));

@@ -69,17 +69,23 @@ struct Session {
 }
 
 /// Runs a bus connection over `transport` to its end.
-pub async fn run(transport: impl Transport, ctx: Arc<Deps>, hs: Handshake) {
+/// Built without an `async` body of its own, so what the connection keeps while it is idle
+/// is stored once (an async body stores its arguments beside what it moves them into).
+pub fn run(
+    transport: impl Transport,
+    ctx: Arc<Deps>,
+    hs: Handshake,
+) -> impl std::future::Future<Output = ()> {
     let (sink, mut source) = transport.split();
     let conn = Connection::open(&ctx);
     let outbox = conn.outbox.clone();
-    let session = async {
+    let session = async move {
         // Refused: the refusal (error + close) is queued; the writer sends it and stops.
         if let Some(mut session) = Box::pin(open(&ctx, hs, &outbox)).await {
             super::serve(&mut session, &mut source, &outbox, &ctx).await;
         }
     };
-    conn.run(sink, wire::close_code, session).await;
+    conn.run(sink, wire::close_code, session)
 }
 
 /// Registers the user's connection and sends `welcome`, or queues the refusal of a user

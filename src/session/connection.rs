@@ -185,37 +185,38 @@ async fn drive<P: Protocol>(
     (activity, pong_wait): (Duration, Duration),
 ) -> Option<(u16, &'static str)> {
     let token = outbox.token().clone();
-    let heartbeat = tokio::time::sleep(activity);
-    tokio::pin!(heartbeat);
+    // One timer for the heartbeat and the protocol's deadline, whichever comes first.
+    let mut beat_at = Instant::now() + activity;
+    let timer = tokio::time::sleep_until(beat_at);
+    tokio::pin!(timer);
     let mut pinged = false;
     loop {
         let deadline = proto.deadline();
-        let timer = async move {
-            match deadline {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
+        let wake = deadline.map_or(beat_at, |d| d.min(beat_at));
+        if timer.deadline() != wake {
+            timer.as_mut().reset(wake);
+        }
         tokio::select! {
             _ = token.cancelled() => return None,
-            _ = &mut heartbeat => {
-                if pinged {
-                    let (code, reason) = proto.pong_timeout();
-                    outbox.push_close(code, reason);
+            _ = &mut timer => {
+                let now = Instant::now();
+                if deadline.is_some_and(|d| d <= now) && !Box::pin(proto.on_deadline()).await {
                     return None;
                 }
-                outbox.push_out(proto.heartbeat());
-                pinged = true;
-                heartbeat.as_mut().reset(Instant::now() + pong_wait);
-            }
-            _ = timer => {
-                if !Box::pin(proto.on_deadline()).await {
-                    return None;
+                if beat_at <= now {
+                    if pinged {
+                        let (code, reason) = proto.pong_timeout();
+                        outbox.push_close(code, reason);
+                        return None;
+                    }
+                    outbox.push_out(proto.heartbeat());
+                    pinged = true;
+                    beat_at = now + pong_wait;
                 }
             }
             msg = source.next() => {
                 pinged = false;
-                heartbeat.as_mut().reset(Instant::now() + activity);
+                beat_at = Instant::now() + activity;
                 match msg {
                     Inbound::Text(text) => Box::pin(proto.on_text(&text)).await,
                     Inbound::Binary => proto.on_binary(),
@@ -291,27 +292,28 @@ async fn write_loop(
     token.cancel();
 }
 
-/// Writes a batch with one flush. Returns `true` when the connection is finished.
+/// Writes a batch with one flush (more when the transport's buffer fills). Returns `true`
+/// when the connection is finished.
 async fn write_batch(sink: &mut impl FrameSink, batch: &mut Vec<Out>) -> bool {
     for out in batch.drain(..) {
-        let written = match out {
-            Out::Frame(f) => sink.feed(f).await,
-            Out::Ping => sink.ping().await,
-            Out::Pong(payload) => sink.pong(payload).await,
+        match out {
+            Out::Frame(f) => sink.feed(f),
+            Out::Ping => sink.ping(),
+            Out::Pong(payload) => sink.pong(payload),
             Out::Written(done) => {
-                let flushed = sink.flush().await;
-                // Only what reached the socket counts as written.
-                if flushed.is_ok() {
-                    let _ = done.send(());
+                if sink.flush().await.is_err() {
+                    return true;
                 }
-                flushed
+                // Only what reached the socket counts as written.
+                let _ = done.send(());
+                continue;
             }
             Out::Close(code, reason) => {
                 Box::pin(sink.close(code, reason, CLOSE_TIMEOUT)).await;
                 return true;
             }
-        };
-        if written.is_err() {
+        }
+        if sink.full() && sink.flush().await.is_err() {
             return true;
         }
     }

@@ -4,7 +4,6 @@
 mod channels;
 mod user;
 
-use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
@@ -32,6 +31,46 @@ pub struct Handshake {
     pub protocol: Option<Result<u8, ()>>,
 }
 
+/// The channels a connection subscribed (for presence channels, the member's user id),
+/// sorted by name: most connections hold one or a few, and a sorted list of them is a
+/// fraction of a hash map's smallest table (at most `max_channels_per_connection`).
+#[derive(Default)]
+struct Subscribed(Vec<(ChannelName, Option<UserId>)>);
+
+impl Subscribed {
+    fn find(&self, ch: &ChannelName) -> Result<usize, usize> {
+        self.0.binary_search_by(|(c, _)| c.cmp(ch))
+    }
+
+    fn get(&self, ch: &ChannelName) -> Option<&Option<UserId>> {
+        self.find(ch).ok().map(|i| &self.0[i].1)
+    }
+
+    fn insert(&mut self, ch: ChannelName, member: Option<UserId>) {
+        match self.find(&ch) {
+            Ok(i) => self.0[i].1 = member,
+            Err(i) => self.0.insert(i, (ch, member)),
+        }
+    }
+
+    fn remove(&mut self, ch: &ChannelName) -> Option<Option<UserId>> {
+        let i = self.find(ch).ok()?;
+        let (_, member) = self.0.remove(i);
+        if self.0.is_empty() {
+            self.0 = Vec::new();
+        }
+        Some(member)
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn names(&self) -> impl Iterator<Item = &ChannelName> {
+        self.0.iter().map(|(c, _)| c)
+    }
+}
+
 /// A signed-in user (`pusher:signin`).
 struct SignedIn {
     id: UserId,
@@ -46,9 +85,11 @@ pub(crate) struct Session {
     id: SocketId,
     outbox: Outbox,
     /// Subscribed channels; for presence channels, the member's user id.
-    channels: HashMap<ChannelName, Option<UserId>>,
-    user: Option<SignedIn>,
-    client_events: Option<DefaultDirectRateLimiter>,
+    channels: Subscribed,
+    user: Option<Box<SignedIn>>,
+    /// The client-event rate limiter, made at the first client event (most connections never
+    /// send one).
+    client_events: Option<Box<DefaultDirectRateLimiter>>,
     /// Delta compression state, once the client opted in.
     delta: Option<DeltaSeen>,
     /// When the connection is closed unless it signed in (`require_signin_secs`).
@@ -57,17 +98,23 @@ pub(crate) struct Session {
 }
 
 /// Runs a Pusher connection over `transport` to its end.
-pub async fn run(transport: impl Transport, ctx: Arc<Deps>, hs: Handshake) {
+/// Built without an `async` body of its own, so what the connection keeps while it is idle
+/// is stored once (an async body stores its arguments beside what it moves them into).
+pub fn run(
+    transport: impl Transport,
+    ctx: Arc<Deps>,
+    hs: Handshake,
+) -> impl std::future::Future<Output = ()> {
     let (sink, mut source) = transport.split();
     let conn = Connection::open(&ctx);
     let outbox = conn.outbox.clone();
-    let session = async {
+    let session = async move {
         // Refused: the refusal (error + close) is queued; the writer sends it and stops.
         if let Some(mut session) = Box::pin(open(&ctx, hs, &outbox)).await {
             super::serve(&mut session, &mut source, &outbox, &ctx).await;
         }
     };
-    conn.run(sink, wire::close_code, session).await;
+    conn.run(sink, wire::close_code, session)
 }
 
 impl Protocol for Session {
@@ -106,7 +153,7 @@ impl Protocol for Session {
 
     /// Leaves every channel and the user registry.
     async fn close(&mut self) {
-        let channels: Vec<ChannelName> = self.channels.keys().cloned().collect();
+        let channels: Vec<ChannelName> = self.channels.names().cloned().collect();
         for ch in channels {
             self.unsubscribe(&ch).await;
         }
@@ -143,17 +190,15 @@ async fn open(ctx: &Arc<Deps>, hs: Handshake, outbox: &Outbox) -> Option<Session
         id,
         ctx.server.activity_timeout,
     ));
-    let client_events = NonZeroU32::new(app.limits.client_events_per_second)
-        .map(|n| RateLimiter::direct(Quota::per_second(n)));
     let signin_by = app.require_signin.map(|d| Instant::now() + d);
     Some(Session {
         ctx: ctx.clone(),
         app,
         id,
         outbox: outbox.clone(),
-        channels: HashMap::new(),
+        channels: Subscribed::default(),
         user: None,
-        client_events,
+        client_events: None,
         delta: None,
         signin_by,
         _admission: admission,
@@ -161,6 +206,17 @@ async fn open(ctx: &Arc<Deps>, hs: Handshake, outbox: &Outbox) -> Option<Session
 }
 
 impl Session {
+    /// Whether one more client event fits in the app's `client_events_per_second`.
+    fn client_event_allowed(&mut self) -> bool {
+        let Some(rate) = NonZeroU32::new(self.app.limits.client_events_per_second) else {
+            return true;
+        };
+        self.client_events
+            .get_or_insert_with(|| Box::new(RateLimiter::direct(Quota::per_second(rate))))
+            .check()
+            .is_ok()
+    }
+
     fn send(&self, frame: Frame) {
         self.outbox.push(frame);
     }

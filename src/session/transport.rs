@@ -34,14 +34,16 @@ pub trait FrameSource: Send + 'static {
     fn next(&mut self) -> impl Future<Output = Inbound> + Send;
 }
 
-/// Frames to the client. `feed` may buffer; `flush` writes what is buffered.
+/// Frames to the client: queued without waiting, written by `flush`.
 pub trait FrameSink: Send + 'static {
     /// Queues a text frame.
-    fn feed(&mut self, frame: Frame) -> impl Future<Output = Result<(), Gone>> + Send;
+    fn feed(&mut self, frame: Frame);
     /// Queues a transport-level ping (the bus heartbeat).
-    fn ping(&mut self) -> impl Future<Output = Result<(), Gone>> + Send;
+    fn ping(&mut self);
     /// Queues the answer to the client's transport-level ping.
-    fn pong(&mut self, payload: Bytes) -> impl Future<Output = Result<(), Gone>> + Send;
+    fn pong(&mut self, payload: Bytes);
+    /// Whether enough is queued that it should be written before more is fed.
+    fn full(&self) -> bool;
     /// Writes everything queued.
     fn flush(&mut self) -> impl Future<Output = Result<(), Gone>> + Send;
     /// Sends a close with `code` after what is queued, waiting at most `wait`.

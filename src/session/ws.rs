@@ -141,25 +141,23 @@ impl<W: AsyncWrite + Unpin + Send + 'static> WsSink<W> {
 }
 
 impl<W: AsyncWrite + Unpin + Send + 'static> FrameSink for WsSink<W> {
-    async fn feed(&mut self, frame: Frame) -> Result<(), Gone> {
+    fn feed(&mut self, frame: Frame) {
         self.queue(frame.wire().clone());
-        if self.batch_bytes >= self.write_size || self.batch.len() >= MAX_IOV {
-            return self.write_batch().await.map_err(|_| Gone);
-        }
-        Ok(())
     }
 
-    async fn ping(&mut self) -> Result<(), Gone> {
+    fn ping(&mut self) {
         self.queue(Bytes::from_static(&[0x89, 0x00]));
-        Ok(())
     }
 
-    async fn pong(&mut self, payload: Bytes) -> Result<(), Gone> {
+    fn pong(&mut self, payload: Bytes) {
         let mut wire = Vec::with_capacity(2 + payload.len());
         frame::header(&mut wire, 0x8A, payload.len());
         wire.extend_from_slice(&payload);
         self.queue(Bytes::from(wire));
-        Ok(())
+    }
+
+    fn full(&self) -> bool {
+        self.batch_bytes >= self.write_size || self.batch.len() >= MAX_IOV
     }
 
     async fn flush(&mut self) -> Result<(), Gone> {
@@ -388,8 +386,8 @@ mod tests {
         let (mut sink, mut client) = pair();
         let a = Frame::new(&"a".repeat(300));
         let b = Frame::new("b");
-        sink.feed(a.clone()).await.unwrap();
-        sink.feed(b.clone()).await.unwrap();
+        sink.feed(a.clone());
+        sink.feed(b.clone());
         // The client reads nothing: the write stops inside the first frame and is given up.
         let stalled = tokio::time::timeout(Duration::from_millis(50), sink.flush()).await;
         assert!(stalled.is_err(), "the duplex buffer holds only 64 bytes");

@@ -323,16 +323,14 @@ impl Session {
         if data.len() > self.app.limits.max_event_bytes {
             return refuse(self, "client_event", "Event data is too large");
         }
-        if let Some(limiter) = &self.client_events {
-            if limiter.check().is_err() {
-                metrics::client_error("client_event_rate");
-                return self.send(wire::error(
-                    Some(code::CLIENT_EVENT_RATE),
-                    "Client event rejected due to rate limit",
-                ));
-            }
-        }
         let presence_user = presence_user.clone();
+        if !self.client_event_allowed() {
+            metrics::client_error("client_event_rate");
+            return self.send(wire::error(
+                Some(code::CLIENT_EVENT_RATE),
+                "Client event rejected due to rate limit",
+            ));
+        }
         self.ctx.webhooks.client_event(
             &self.app,
             &ch,

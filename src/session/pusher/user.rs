@@ -87,10 +87,10 @@ impl Session {
         if !online.is_empty() {
             self.send(wire::watchlist_event(true, online));
         }
-        self.user = Some(SignedIn {
+        self.user = Some(Box::new(SignedIn {
             id: id.clone(),
             watchlist,
-        });
+        }));
         self.ctx
             .status
             .apply(
