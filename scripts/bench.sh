@@ -83,7 +83,7 @@ args_of() { # scenario name → bench arguments
     fanout-1000x50) echo "fanout --subs 1000 --rate 50 --secs 10 --payload 100" ;;
     fanout-1000x100) echo "fanout --subs 1000 --rate 100 --secs 10 --payload 100" ;;
     fanout-1000x1000) echo "fanout --subs 1000 --rate 1000 --secs 10 --payload 100" ;;
-    fanout-1000x3000) echo "fanout --subs 1000 --rate 3000 --secs 10 --payload 100" ;;
+    fanout-1000x3000) echo "fanout --subs 1000 --rate 3000 --secs 3 --payload 100" ;;
     channels-5000x2000) echo "channels --conns 5000 --rate 2000 --secs 10 --payload 100 --batch 10" ;;
     channels-5000x20000) echo "channels --conns 5000 --rate 20000 --secs 10 --payload 100 --batch 10" ;;
     presence-80x20) echo "presence --observers 80 --churners 20 --secs 10" ;;
