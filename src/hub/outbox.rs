@@ -270,7 +270,9 @@ impl Outbox {
     /// Charges a frame of `len` bytes to this queue and the node; over a budget the
     /// connection is closed as a slow consumer (and nothing is charged).
     fn charge(&self, len: usize) -> bool {
-        if self.0.token.is_cancelled() {
+        // A killed connection takes nothing more. Its reason is an atomic load; the token's
+        // own check takes a lock, once per delivery on the fan-out's hottest path.
+        if self.0.reason.load(Ordering::Acquire) != 0 {
             return false;
         }
         let mine = self.0.queued.load(Ordering::Acquire);
