@@ -121,8 +121,9 @@ for scenario in scenarios:
 
 print("""## Tuning record (measured 2026-11-24, release build, this machine)
 
-- WebSocket read buffer: tungstenite allocates it per connection up front. 4 KiB gave 11.5 KiB RSS per
-  idle connection (5000 connections); 1 KiB (`server.ws_read_buffer`, now the default) gives 8.5 KiB.
+- WebSocket read buffer: tungstenite allocated it per connection up front. 4 KiB gave 11.5 KiB RSS per
+  idle connection (5000 connections); 1 KiB gave 8.5 KiB. Since issue 15 the reader is ours and takes a buffer
+  only while a message is incomplete; `server.ws_read_buffer` is the bytes read per system call.
 - Allocator: mimalloc as the global allocator measured 10.1 KiB per idle connection against 8.5 KiB
   with the system allocator, so the system allocator stays.
 - Writes: the writer task drains up to 64 queued frames per flush, so a busy socket costs one write
