@@ -23,11 +23,6 @@ impl Frame {
         Self(Bytes::from(wire))
     }
 
-    /// The frame of a constant message.
-    pub fn from_static(text: &'static str) -> Self {
-        Self::new(text)
-    }
-
     /// The message as text.
     pub fn as_str(&self) -> &str {
         // Built from a `&str` in `new`: always UTF-8.

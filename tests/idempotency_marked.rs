@@ -66,17 +66,9 @@ impl Streams for Flaky {
 
 #[async_trait]
 impl Broker for Flaky {
-    async fn publish(&self, event: Event) -> Result<Receipt, BrokerError> {
-        self.publish_marked(event, None).await
-    }
-
-    async fn publish_marked(
-        &self,
-        event: Event,
-        mark: Option<Mark>,
-    ) -> Result<Receipt, BrokerError> {
+    async fn publish(&self, event: Event, mark: Option<Mark>) -> Result<Receipt, BrokerError> {
         self.inner
-            .publish_marked(event, mark)
+            .publish(event, mark)
             .await
             .expect("the real publish");
         match self.answer {

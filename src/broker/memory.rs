@@ -8,7 +8,7 @@ use async_trait::async_trait;
 
 use super::history::Shard;
 use super::snapshot::{self, Snapshot};
-use super::{cache_key, Broker, BrokerError, History, Receipt, Streams};
+use super::{cache_key, Broker, BrokerError, History, Mark, Receipt, Streams};
 use crate::config::HistoryConfig;
 use crate::event::{stream_of, Event, Priority};
 use crate::hub::Hub;
@@ -125,7 +125,8 @@ impl MemoryBroker {
 
 #[async_trait]
 impl Broker for MemoryBroker {
-    async fn publish(&self, mut event: Event) -> Result<Receipt, BrokerError> {
+    /// The memory key store records the key itself, after the publish: no `mark` here.
+    async fn publish(&self, mut event: Event, _: Option<Mark>) -> Result<Receipt, BrokerError> {
         event.meta.ts_ms = crate::clock::now_ms();
         if let Some(ch) = cache_key(&event) {
             let mut cache = self.cache.lock().expect("cache lock poisoned");

@@ -49,20 +49,11 @@ pub struct Mark {
 pub trait Broker: Streams {
     /// Hands the event to every node's hub. Events published by one caller reach each
     /// channel's subscribers in the order of the calls. Returns once the event is delivered
-    /// locally (memory) or accepted by the transport (cluster).
-    async fn publish(&self, event: Event) -> Result<Receipt, BrokerError>;
-
-    /// [`Self::publish`], recording `mark` as published in the same step when the broker
-    /// keeps the idempotency keys itself (Redis: the publish script sets it). A broker that
-    /// does not ignores it, and the caller records the key afterwards.
-    async fn publish_marked(
-        &self,
-        event: Event,
-        mark: Option<Mark>,
-    ) -> Result<Receipt, BrokerError> {
-        let _ = mark;
-        self.publish(event).await
-    }
+    /// locally (memory) or accepted by the transport (cluster). `mark` is recorded as
+    /// published in the same step by a broker that keeps the idempotency keys itself (Redis:
+    /// the publish script sets it); one that does not ignores it, and the caller records the
+    /// key afterwards.
+    async fn publish(&self, event: Event, mark: Option<Mark>) -> Result<Receipt, BrokerError>;
 
     /// Called once at shutdown, after the connections closed: keeps what must outlive the
     /// process (the single-node history).

@@ -191,15 +191,7 @@ fn dropped(e: &node::EnvelopeError) {
 
 #[async_trait]
 impl Broker for RedisBroker {
-    async fn publish(&self, event: Event) -> Result<Receipt, BrokerError> {
-        self.publish_marked(event, None).await
-    }
-
-    async fn publish_marked(
-        &self,
-        mut event: Event,
-        mark: Option<Mark>,
-    ) -> Result<Receipt, BrokerError> {
+    async fn publish(&self, mut event: Event, mark: Option<Mark>) -> Result<Receipt, BrokerError> {
         let unavailable = |e: String| BrokerError::Unavailable(e);
         let mut conn = self.redis.conn().map_err(|e| unavailable(e.to_string()))?;
         event.meta.ts_ms = crate::clock::now_ms();

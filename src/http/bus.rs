@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::signed::Signed;
-use super::ws::{limits, WsUpgrade};
+use super::ws::WsUpgrade;
 use super::Api;
 use crate::apps::App;
 use crate::auth::{self, BusClaims};
@@ -74,16 +74,12 @@ pub async fn upgrade(
             ))
         }
     };
-    let guard = ctx.sessions.tracker.token();
     let hs = Handshake {
         app,
         claims,
         admission,
     };
-    Ok(ws.run(limits(&ctx.server), move |socket| async move {
-        bus::run(socket, ctx.sessions.clone(), hs).await;
-        drop(guard);
-    }))
+    Ok(ws.run(&ctx, move |socket, deps| bus::run(socket, deps, hs)))
 }
 
 pub(super) fn user_id(s: &str, what: &str) -> Result<UserId, ApiError> {

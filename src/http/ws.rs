@@ -12,9 +12,9 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use super::Api;
 use super::ApiError;
-use crate::config::ServerConfig;
 use crate::session::pusher::{self, Handshake};
 use crate::session::ws::{Limits, WebSocket};
+use crate::session::Deps;
 
 /// A WebSocket upgrade request, checked as RFC 6455 (4.2.1) wants before anything is
 /// answered: `Upgrade: websocket`, `Connection: upgrade`, version 13, and a
@@ -62,14 +62,21 @@ impl<S: Send + Sync> FromRequestParts<S> for WsUpgrade {
 }
 
 impl WsUpgrade {
-    /// Answers 101 and runs `session` on the upgraded socket, in a task of its own.
-    pub fn run<F, Fut>(self, limits: Limits, session: F) -> Response
+    /// Answers 101 and runs `session` on the upgraded socket with the sessions' handles, in
+    /// a task of its own that shutdown waits for.
+    pub fn run<F, Fut>(self, api: &Api, session: F) -> Response
     where
-        F: FnOnce(WebSocket<OwnedReadHalf, OwnedWriteHalf>) -> Fut + Send + 'static,
+        F: FnOnce(WebSocket<OwnedReadHalf, OwnedWriteHalf>, Arc<Deps>) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
         let on_upgrade = self.on_upgrade;
-        tokio::spawn(async move {
+        let limits = Limits {
+            max_message: api.server.max_message_bytes,
+            read_size: api.server.ws_read_buffer,
+            write_size: api.server.ws_write_buffer,
+        };
+        let deps = api.sessions.clone();
+        api.sessions.tracker.spawn(async move {
             let Ok(upgraded) = on_upgrade.await else {
                 return;
             };
@@ -78,14 +85,14 @@ impl WsUpgrade {
                 return;
             };
             let (read, write) = tcp.into_split();
-            session(WebSocket {
+            let socket = WebSocket {
                 read,
                 write,
                 pre,
                 guard,
                 limits,
-            })
-            .await;
+            };
+            session(socket, deps).await;
         });
         let mut res = Response::new(axum::body::Body::empty());
         *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -94,15 +101,6 @@ impl WsUpgrade {
         headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         headers.insert(header::SEC_WEBSOCKET_ACCEPT, self.accept);
         res
-    }
-}
-
-/// The codec limits and buffer sizes of `[server]`.
-pub(super) fn limits(c: &ServerConfig) -> Limits {
-    Limits {
-        max_message: c.max_message_bytes,
-        read_size: c.ws_read_buffer,
-        write_size: c.ws_write_buffer,
     }
 }
 
@@ -137,10 +135,7 @@ pub async fn pusher(
     let protocol = query
         .get("protocol")
         .map(|p| p.parse::<u8>().map_err(|_| ()));
-    // The tracker token makes shutdown wait for the connection.
-    let guard = ctx.sessions.tracker.token();
-    ws.run(limits(&ctx.server), move |socket| async move {
-        pusher::run(socket, ctx.sessions.clone(), Handshake { app, protocol }).await;
-        drop(guard);
+    ws.run(&ctx, move |socket, deps| {
+        pusher::run(socket, deps, Handshake { app, protocol })
     })
 }

@@ -62,7 +62,7 @@ impl Publisher {
     ) -> Result<Receipt, BrokerError> {
         // A copy only for events that could become a push (cheap: the fields are `Arc`s).
         let push = self.push.wants(&event).then(|| event.clone());
-        let result = self.broker.publish_marked(event, mark).await;
+        let result = self.broker.publish(event, mark).await;
         // An event the full offline queues could not keep was still published: for an
         // absent user a push is then the only way it reaches them.
         let (Ok(receipt) | Err(BrokerError::QueueFull(receipt))) = &result else {

@@ -14,11 +14,11 @@ mod catch_up;
 mod presence;
 
 use super::transport::Transport;
-use super::{Connection, Protocol};
+use super::Protocol;
 use crate::apps::App;
 use crate::auth::BusClaims;
 
-use crate::frame::Frame;
+use crate::frame::{CloseReason, Frame};
 use crate::hub::{Out, Outbox, Recipient};
 use crate::ids::{ChannelKind, ChannelName, SocketId, UserId};
 use crate::metrics;
@@ -69,23 +69,12 @@ struct Session {
 }
 
 /// Runs a bus connection over `transport` to its end.
-/// Built without an `async` body of its own, so what the connection keeps while it is idle
-/// is stored once (an async body stores its arguments beside what it moves them into).
 pub fn run(
     transport: impl Transport,
     ctx: Arc<Deps>,
     hs: Handshake,
 ) -> impl std::future::Future<Output = ()> {
-    let (sink, mut source) = transport.split();
-    let conn = Connection::open(&ctx);
-    let outbox = conn.outbox.clone();
-    let session = async move {
-        // Refused: the refusal (error + close) is queued; the writer sends it and stops.
-        if let Some(mut session) = Box::pin(open(&ctx, hs, &outbox)).await {
-            super::serve(&mut session, &mut source, &outbox, &ctx).await;
-        }
-    };
-    conn.run(sink, wire::close_code, session)
+    super::run::<Session>(transport, ctx, hs)
 }
 
 /// Registers the user's connection and sends `welcome`, or queues the refusal of a user
@@ -156,6 +145,19 @@ async fn open(ctx: &Arc<Deps>, hs: Handshake, outbox: &Outbox) -> Option<Session
 
 impl Protocol for Session {
     const NAME: &'static str = "bus";
+    type Handshake = Handshake;
+
+    fn open(
+        deps: &Arc<Deps>,
+        hs: Handshake,
+        outbox: &Outbox,
+    ) -> impl std::future::Future<Output = Option<Self>> + Send {
+        open(deps, hs, outbox)
+    }
+
+    fn close_code(reason: CloseReason) -> (u16, &'static str) {
+        wire::close_code(reason)
+    }
 
     /// A WebSocket-level ping: browsers answer it themselves.
     fn heartbeat(&self) -> Out {

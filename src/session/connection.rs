@@ -7,11 +7,12 @@
 //! heartbeat and its close codes are.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::transport::{FrameSink, FrameSource, Inbound};
+use super::transport::{FrameSink, FrameSource, Inbound, Transport};
 use super::Deps;
 use crate::apps::App;
 use crate::cluster::{Admit, Counts, Slot};
@@ -36,6 +37,22 @@ const DRAIN_WAIT: Duration = Duration::from_secs(5);
 pub(crate) trait Protocol: Send {
     /// The protocol's label in metrics.
     const NAME: &'static str;
+
+    /// What the upgrade established for a connection of this protocol.
+    type Handshake: Send + 'static;
+
+    /// Checks `hs` and answers the client (queued on `outbox`): the session, or `None` after
+    /// queueing the refusal (an error and a close).
+    fn open(
+        deps: &Arc<Deps>,
+        hs: Self::Handshake,
+        outbox: &Outbox,
+    ) -> impl Future<Output = Option<Self>> + Send
+    where
+        Self: Sized;
+
+    /// The close code (and reason) of each reason the server ends a connection.
+    fn close_code(reason: CloseReason) -> (u16, &'static str);
 
     /// What to send after `activity_timeout` of client silence.
     fn heartbeat(&self) -> Out;
@@ -112,53 +129,44 @@ pub async fn admit(
     })
 }
 
-/// One connection's outbox, and the writer's end of it.
-pub(crate) struct Connection {
-    /// Where the hub and the protocol queue frames.
-    pub outbox: Outbox,
-    rx: Receiver,
-}
-
-impl Connection {
-    /// Opens the connection's bounded outbox.
-    pub fn open(deps: &Deps) -> Self {
-        let token = deps.shutdown.child_token();
-        let (outbox, rx) = deps.hub.outbox(deps.server.outbox_capacity, token);
-        Self { outbox, rx }
-    }
-
-    /// Runs `session` (the protocol's side: the handshake's answer, then [`serve`]) and the
-    /// writer that drains the outbox into `sink`, both in this task. Once the session ends
-    /// (having queued its close, or its refusal), the writer sends what is queued, at most
-    /// for [`DRAIN_WAIT`]; `close_code` is the protocol's mapping of why the server ends a
-    /// connection.
-    pub fn run(
-        self,
-        sink: impl FrameSink,
-        close_code: fn(CloseReason) -> (u16, &'static str),
-        session: impl Future<Output = ()>,
-    ) -> impl Future<Output = ()> {
-        use futures_util::FutureExt as _;
-        let token = self.outbox.token().clone();
-        // Combinators rather than an `async fn` that awaits its arguments: each of the two
-        // futures is stored once (an argument awaited in an async body is stored twice).
-        let session = session.then(move |()| async move {
-            // The writer cancels the token when it ends; past the wait the token ends it
-            // (the close still goes out after what the socket took, within its own wait).
-            tokio::select! {
-                _ = token.cancelled() => {}
-                _ = tokio::time::sleep(DRAIN_WAIT) => token.cancel(),
-            }
-        });
-        let writer = write_loop(sink, self.rx, self.outbox, close_code);
-        futures_util::future::join(writer, session).map(|_| ())
-    }
+/// Runs a connection of protocol `P` over `transport` to its end: the protocol answers the
+/// handshake, then [`serve`] runs beside the writer that drains the outbox into the
+/// transport, both in this task. Once the session ends (having queued its close, or its
+/// refusal), the writer sends what is queued, at most for [`DRAIN_WAIT`].
+///
+/// Built from combinators rather than an `async` body of its own: an async body stores the
+/// futures it awaits beside the arguments they came from, and this is what every idle
+/// connection keeps.
+pub(crate) fn run<P: Protocol + 'static>(
+    transport: impl Transport,
+    deps: Arc<Deps>,
+    hs: P::Handshake,
+) -> impl Future<Output = ()> {
+    use futures_util::FutureExt as _;
+    let (sink, mut source) = transport.split();
+    let token = deps.shutdown.child_token();
+    let (outbox, rx) = deps.hub.outbox(deps.server.outbox_capacity, token);
+    let writer = write_loop(sink, rx, outbox.clone(), P::close_code);
+    let session = async move {
+        // Refused: the refusal (error + close) is queued; the writer sends it and stops.
+        if let Some(mut proto) = Box::pin(P::open(&deps, hs, &outbox)).await {
+            serve(&mut proto, &mut source, &outbox, &deps).await;
+        }
+        // The writer cancels the token when it ends; past the wait the token ends it (the
+        // close still goes out after what the socket took, within its own wait).
+        let token = outbox.token();
+        tokio::select! {
+            _ = token.cancelled() => {}
+            _ = tokio::time::sleep(DRAIN_WAIT) => token.cancel(),
+        }
+    };
+    futures_util::future::join(writer, session).map(|_| ())
 }
 
 /// Runs `proto` on the messages of `source` until the connection ends; then undoes its
 /// state and queues the close (with the code a violation earned, else 1000). The caller
 /// drops `proto` right after, before the writer runs again.
-pub(crate) async fn serve<P: Protocol>(
+async fn serve<P: Protocol>(
     proto: &mut P,
     source: &mut impl FrameSource,
     outbox: &Outbox,

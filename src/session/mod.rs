@@ -12,7 +12,7 @@ pub mod ws;
 use std::sync::Arc;
 
 pub use self::connection::{admit, Admitted};
-pub(crate) use self::connection::{send_page, serve, Connection, Protocol};
+pub(crate) use self::connection::{run, send_page, Protocol};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;

@@ -11,9 +11,9 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::time::Instant;
 
 use super::transport::Transport;
-use super::{Connection, Protocol};
+use super::Protocol;
 use crate::apps::App;
-use crate::frame::Frame;
+use crate::frame::{CloseReason, Frame};
 use crate::hub::{DeltaSeen, Out, Outbox, Recipient, Refusal};
 use crate::ids::{ChannelName, SocketId, UserId};
 use crate::metrics;
@@ -98,27 +98,29 @@ pub(crate) struct Session {
 }
 
 /// Runs a Pusher connection over `transport` to its end.
-/// Built without an `async` body of its own, so what the connection keeps while it is idle
-/// is stored once (an async body stores its arguments beside what it moves them into).
 pub fn run(
     transport: impl Transport,
     ctx: Arc<Deps>,
     hs: Handshake,
 ) -> impl std::future::Future<Output = ()> {
-    let (sink, mut source) = transport.split();
-    let conn = Connection::open(&ctx);
-    let outbox = conn.outbox.clone();
-    let session = async move {
-        // Refused: the refusal (error + close) is queued; the writer sends it and stops.
-        if let Some(mut session) = Box::pin(open(&ctx, hs, &outbox)).await {
-            super::serve(&mut session, &mut source, &outbox, &ctx).await;
-        }
-    };
-    conn.run(sink, wire::close_code, session)
+    super::run::<Session>(transport, ctx, hs)
 }
 
 impl Protocol for Session {
     const NAME: &'static str = "pusher";
+    type Handshake = Handshake;
+
+    fn open(
+        deps: &Arc<Deps>,
+        hs: Handshake,
+        outbox: &Outbox,
+    ) -> impl std::future::Future<Output = Option<Self>> + Send {
+        open(deps, hs, outbox)
+    }
+
+    fn close_code(reason: CloseReason) -> (u16, &'static str) {
+        wire::close_code(reason)
+    }
 
     fn heartbeat(&self) -> Out {
         Out::Frame(wire::ping())

@@ -2,16 +2,17 @@
 //!
 //! The write side sends frames exactly as the hub framed them ([`Frame::wire`]: header and
 //! payload, shared by every recipient) with vectored writes, a batch per system call, and
-//! holds no buffer between batches. The read side parses frame headers with tungstenite's
+//! keeps at most a few slots between batches. The read side parses frame headers with tungstenite's
 //! codec, takes a read buffer only while a message is incomplete, and enforces the rules a
 //! server must (masking, reserved bits, control frames, fragmentation, UTF-8, size), each
 //! violation ending the connection with its close code.
 
+use std::collections::VecDeque;
 use std::io::{self, Cursor, IoSlice};
 use std::pin::Pin;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
@@ -23,6 +24,8 @@ use crate::frame::{self, Frame};
 const READ_CHUNK: usize = 16 * 1024;
 /// Frames per vectored write.
 const MAX_IOV: usize = 64;
+/// Frame slots the sink keeps between batches; a larger buffer is given back.
+const KEEP: usize = 8;
 
 /// An upgraded connection: its two halves, the bytes the HTTP layer read past the request,
 /// and whatever must live as long as the socket (its per-address slot).
@@ -61,9 +64,8 @@ where
     fn split(self) -> (WsSink<W>, WsSource<R>) {
         let sink = WsSink {
             io: self.write,
-            batch: Vec::new(),
+            batch: VecDeque::new(),
             batch_bytes: 0,
-            sent: (0, 0),
             write_size: self.limits.write_size.max(1),
             closed: false,
         };
@@ -82,12 +84,11 @@ where
 /// The writing half.
 pub struct WsSink<W> {
     io: W,
-    /// Frames fed since the last write (shared bytes, no copy).
-    batch: Vec<Bytes>,
+    /// Frames fed and not yet written (shared bytes, no copy); the front one is cut to what
+    /// is left of it, so a write that was given up (a kill) resumes where it stopped and the
+    /// close that follows never cuts a frame.
+    batch: VecDeque<Bytes>,
     batch_bytes: usize,
-    /// How far the batch was written: frames, and bytes into the next one. Kept across a
-    /// write that was given up (a kill), so the close that follows never cuts a frame.
-    sent: (usize, usize),
     write_size: usize,
     /// A close frame went out: nothing more may follow it.
     closed: bool,
@@ -96,19 +97,17 @@ pub struct WsSink<W> {
 impl<W: AsyncWrite + Unpin + Send + 'static> WsSink<W> {
     fn queue(&mut self, wire: Bytes) {
         self.batch_bytes += wire.len();
-        self.batch.push(wire);
+        self.batch.push_back(wire);
     }
 
     /// Writes the batch with as few system calls as the socket allows.
     async fn write_batch(&mut self) -> io::Result<()> {
-        while self.sent.0 < self.batch.len() {
-            let (first, offset) = self.sent;
+        while !self.batch.is_empty() {
             let n = std::future::poll_fn(|cx| {
                 let mut iov = [IoSlice::new(&[]); MAX_IOV];
-                let mut count = 0;
-                for (i, b) in self.batch[first..].iter().take(MAX_IOV).enumerate() {
-                    iov[i] = IoSlice::new(if i == 0 { &b[offset..] } else { b });
-                    count += 1;
+                let count = self.batch.len().min(MAX_IOV);
+                for (slot, b) in iov.iter_mut().zip(&self.batch) {
+                    *slot = IoSlice::new(b);
                 }
                 Pin::new(&mut self.io).poll_write_vectored(cx, &iov[..count])
             })
@@ -116,25 +115,19 @@ impl<W: AsyncWrite + Unpin + Send + 'static> WsSink<W> {
             if n == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }
+            self.batch_bytes -= n;
             let mut left = n;
-            while left > 0 {
-                let (first, offset) = &mut self.sent;
-                let rest = self.batch[*first].len() - *offset;
-                if left >= rest {
-                    left -= rest;
-                    *first += 1;
-                    *offset = 0;
-                } else {
-                    *offset += left;
-                    left = 0;
+            while let Some(front) = self.batch.front_mut() {
+                if left < front.len() {
+                    front.advance(left);
+                    break;
                 }
+                left -= front.len();
+                self.batch.pop_front();
             }
         }
-        self.sent = (0, 0);
-        self.batch.clear();
-        self.batch_bytes = 0;
-        if self.batch.capacity() > MAX_IOV {
-            self.batch = Vec::new();
+        if self.batch.capacity() > KEEP {
+            self.batch = VecDeque::new();
         }
         std::future::poll_fn(|cx| Pin::new(&mut self.io).poll_flush(cx)).await
     }
@@ -241,14 +234,19 @@ impl<R: AsyncRead + Unpin + Send + 'static> WsSource<R> {
             self.buf.reserve(end - self.buf.len());
             return Ok(None);
         }
-        let payload: Vec<u8> = self.buf[start..end]
-            .iter()
-            .zip(mask.iter().cycle())
-            .map(|(b, m)| b ^ m)
-            .collect();
-        self.buf.drain(..end);
-        if self.buf.is_empty() {
-            self.buf = Vec::new();
+        // The common case, a read holding exactly one frame, reuses the read's buffer for
+        // the payload (and leaves none behind).
+        let mut payload = if end == self.buf.len() {
+            let mut all = std::mem::take(&mut self.buf);
+            all.drain(..start);
+            all
+        } else {
+            let rest = self.buf[start..end].to_vec();
+            self.buf.drain(..end);
+            rest
+        };
+        for (b, m) in payload.iter_mut().zip(mask.iter().cycle()) {
+            *b ^= m;
         }
         let message = |text: bool, data: Vec<u8>| -> Result<Parsed, (u16, &'static str)> {
             if !text {
@@ -297,14 +295,9 @@ impl<R: AsyncRead + Unpin + Send + 'static> WsSource<R> {
         std::future::poll_fn(|cx| {
             let mut chunk = [0u8; READ_CHUNK];
             let mut rb = ReadBuf::new(&mut chunk[..read_size]);
-            match Pin::new(&mut self.io).poll_read(cx, &mut rb) {
-                std::task::Poll::Ready(Ok(())) => {
-                    self.buf.extend_from_slice(rb.filled());
-                    std::task::Poll::Ready(Ok(rb.filled().len()))
-                }
-                std::task::Poll::Ready(Err(e)) => std::task::Poll::Ready(Err(e)),
-                std::task::Poll::Pending => std::task::Poll::Pending,
-            }
+            std::task::ready!(Pin::new(&mut self.io).poll_read(cx, &mut rb))?;
+            self.buf.extend_from_slice(rb.filled());
+            std::task::Poll::Ready(Ok(rb.filled().len()))
         })
         .await
     }

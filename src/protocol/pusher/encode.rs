@@ -1,6 +1,18 @@
 //! Server messages of the pusher protocol, encoded.
 
+use std::sync::OnceLock;
+
 use super::*;
+
+static PING: OnceLock<Frame> = OnceLock::new();
+static PONG: OnceLock<Frame> = OnceLock::new();
+static DELTA_ENABLED: OnceLock<Frame> = OnceLock::new();
+
+/// A constant message, framed once per process and shared from then on (heartbeats go to
+/// every connection).
+fn constant(cell: &'static OnceLock<Frame>, text: &str) -> Frame {
+    cell.get_or_init(|| Frame::new(text)).clone()
+}
 
 fn frame(s: String) -> Frame {
     Frame::from(s)
@@ -30,12 +42,12 @@ pub fn error(code: Option<u16>, message: &str) -> Frame {
 
 /// `pusher:ping` (server-initiated heartbeat).
 pub fn ping() -> Frame {
-    Frame::from_static(r#"{"event":"pusher:ping","data":{}}"#)
+    constant(&PING, r#"{"event":"pusher:ping","data":{}}"#)
 }
 
 /// `pusher:pong`.
 pub fn pong() -> Frame {
-    Frame::from_static(r#"{"event":"pusher:pong","data":{}}"#)
+    constant(&PONG, r#"{"event":"pusher:pong","data":{}}"#)
 }
 
 /// One presence member for `subscription_succeeded`.
@@ -157,7 +169,8 @@ pub fn delta_frame(
 
 /// `pusher:delta_compression_enabled`, the answer to `pusher:enable_delta_compression`.
 pub fn delta_enabled() -> Frame {
-    Frame::from_static(
+    constant(
+        &DELTA_ENABLED,
         r#"{"event":"pusher:delta_compression_enabled","data":{"algorithm":"fossil"}}"#,
     )
 }
