@@ -1,29 +1,35 @@
 //! Configuration: a TOML file, overridden by `SWITCHBOARD_<SECTION>_<KEY>` environment
 //! variables. This is the only module that reads files or the environment for settings.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
 mod app;
 mod database;
 mod idempotency;
+pub mod keys;
+mod load;
 mod offline;
+mod print;
 mod push;
 mod server;
 mod streams;
 pub use app::{AppConfig, WebhookConfig};
 pub use database::DatabaseConfig;
 pub use idempotency::IdempotencyConfig;
+pub use load::{Origin, Origins};
 pub use offline::OfflineConfig;
 pub use push::PushConfig;
-pub use server::ServerConfig;
+pub use server::{ServerConfig, TlsConfig};
 pub use streams::{BusConfig, HistoryConfig, HistoryRule, WebhooksConfig};
 
 /// Everything the server can be told. Loaded and validated once at start-up.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
+    /// Log lines as text or JSON (`SWITCHBOARD_LOG_FORMAT`).
+    pub log_format: LogFormat,
     /// Listener, timeouts and node-wide limits.
     pub server: ServerConfig,
     /// Prometheus endpoint.
@@ -50,6 +56,17 @@ pub struct Config {
     pub push: PushConfig,
     /// Idempotency keys of publishers' retries.
     pub idempotency: IdempotencyConfig,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines; colours only on a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// Prometheus endpoint.
@@ -98,7 +115,9 @@ impl Default for RedisConfig {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DataConfig {
-    /// Directory of the embedded store.
+    /// Directory of the embedded store (offline queues, history across restarts) of a node
+    /// without Redis (`SWITCHBOARD_DATA_DIR`). One process per directory: a second one fails
+    /// with a lock error.
     pub dir: PathBuf,
     /// Writes waiting for the store's writer; beyond it a write is refused (a publish that
     /// needs one answers 503).
@@ -126,71 +145,19 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The TOML (after environment overrides) does not fit the schema.
-    #[error("invalid configuration: {0}")]
-    Parse(#[from] toml::de::Error),
+    #[error("invalid configuration{}: {message}", file.as_ref().map(|f| format!(" in {}", f.display())).unwrap_or_default())]
+    Parse {
+        /// The file, when the error is in it.
+        file: Option<PathBuf>,
+        /// What is wrong, naming the key.
+        message: String,
+    },
     /// A value is out of range or inconsistent.
     #[error("invalid configuration: {0}")]
     Invalid(String),
 }
 
-/// Environment variables with a meaning of their own rather than `<SECTION>_<KEY>`.
-const SHORTCUTS: &[(&str, &str, &str)] = &[("HOST", "server", "host"), ("PORT", "server", "port")];
-
 impl Config {
-    /// Loads the file (if any), applies `SWITCHBOARD_*` overrides from `env`, validates.
-    pub fn load(
-        file: Option<&Path>,
-        env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Self, ConfigError> {
-        let mut root: toml::Table = match file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    path: path.to_owned(),
-                    source,
-                })?;
-                text.parse()?
-            }
-            None => toml::Table::new(),
-        };
-        let defaults = toml::Table::try_from(Config::default())
-            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
-        for (name, value) in env {
-            let Some(rest) = name.strip_prefix("SWITCHBOARD_") else {
-                continue;
-            };
-            if rest == "CONFIG" {
-                continue;
-            }
-            let (section, key) = match SHORTCUTS.iter().find(|(n, _, _)| *n == rest) {
-                Some((_, s, k)) => (s.to_string(), k.to_string()),
-                None => match rest.split_once('_') {
-                    Some((s, k)) => (s.to_ascii_lowercase(), k.to_ascii_lowercase()),
-                    None => continue,
-                },
-            };
-            // Only sections that exist; other SWITCHBOARD_* variables (e.g. test settings)
-            // are not ours to judge.
-            let Some(toml::Value::Table(default_section)) = defaults.get(&section) else {
-                continue;
-            };
-            let typed = typed_value(default_section.get(&key), &value).ok_or_else(|| {
-                ConfigError::Invalid(format!("{name}={value:?} has the wrong type"))
-            })?;
-            let entry = root
-                .entry(section.clone())
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            match entry {
-                toml::Value::Table(t) => {
-                    t.insert(key, typed);
-                }
-                _ => return Err(ConfigError::Invalid(format!("[{section}] is not a table"))),
-            }
-        }
-        let config: Config = toml::Value::Table(root).try_into()?;
-        config.validate()?;
-        Ok(config)
-    }
-
     /// Every configured app: the default one first.
     pub fn all_apps(&self) -> impl Iterator<Item = &AppConfig> {
         std::iter::once(&self.app).chain(self.apps.iter())
@@ -219,6 +186,9 @@ impl Config {
         if self.server.header_timeout_ms == 0 || self.server.body_timeout_ms == 0 {
             return bad("server.header_timeout_ms and server.body_timeout_ms must be > 0".into());
         }
+        if self.server.tls.cert_file.is_some() != self.server.tls.key_file.is_some() {
+            return bad("server.tls needs both cert_file and key_file".into());
+        }
         if self.server.outbox_capacity == 0 {
             return bad("server.outbox_capacity must be > 0".into());
         }
@@ -244,23 +214,10 @@ impl Config {
     }
 }
 
-/// Parses an environment value with the type of the setting's default.
-fn typed_value(default: Option<&toml::Value>, raw: &str) -> Option<toml::Value> {
-    Some(match default {
-        Some(toml::Value::Integer(_)) => toml::Value::Integer(raw.trim().parse().ok()?),
-        Some(toml::Value::Boolean(_)) => toml::Value::Boolean(match raw.trim() {
-            "1" | "true" | "yes" | "on" => true,
-            "0" | "false" | "no" | "off" => false,
-            _ => return None,
-        }),
-        Some(toml::Value::Float(_)) => toml::Value::Float(raw.trim().parse().ok()?),
-        _ => toml::Value::String(raw.to_owned()),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
@@ -313,6 +270,101 @@ mod tests {
     }
 
     #[test]
+    fn a_variable_that_names_no_key_is_fatal_with_a_suggestion() {
+        for (typo, meant) in [
+            ("SWITCHBOARD_METRIC_PORT", Some("SWITCHBOARD_METRICS_PORT")),
+            ("SWITCHBOARD_REDISURL", Some("SWITCHBOARD_REDIS_URL")),
+            (
+                "SWITCHBOARD_SERVER_TLS_CERTFILE",
+                Some("SWITCHBOARD_SERVER_TLS_CERT_FILE"),
+            ),
+            ("SWITCHBOARD_BOGUS_KEY", None),
+        ] {
+            let err = Config::load(None, env(&[(typo, "1")]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(typo), "{err}");
+            match meant {
+                Some(m) => assert!(err.contains(&format!("did you mean {m}?")), "{err}"),
+                None => assert!(!err.contains("did you mean"), "{err}"),
+            }
+        }
+        // The positive control: the right names load, and variables that are not settings
+        // are left alone.
+        let c = Config::load(
+            None,
+            env(&[
+                ("SWITCHBOARD_METRICS_PORT", "9700"),
+                ("SWITCHBOARD_SERVER_TLS_CERT_FILE", "/c.pem"),
+                ("SWITCHBOARD_SERVER_TLS_KEY_FILE", "/k.pem"),
+                ("SWITCHBOARD_LOG_FORMAT", "json"),
+                ("SWITCHBOARD_PUSH_WEBPUSH_HOSTS", "a.example, b.example"),
+                ("SWITCHBOARD_TEST_REDIS_URL", "redis://x"),
+                ("SWITCHBOARD_CONFIG", "/nowhere.toml"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.metrics.port, 9700);
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.server.tls.cert_file.as_deref(), Some(Path::new("/c.pem")));
+        assert_eq!(c.push.webpush_hosts, ["a.example", "b.example"]);
+    }
+
+    #[test]
+    fn the_example_file_shows_every_key_with_its_default() {
+        // Its settings are the defaults.
+        let example: Config = toml::from_str(keys::EXAMPLE).unwrap();
+        assert_eq!(
+            serde_json::to_value(&example).unwrap(),
+            serde_json::to_value(Config::default()).unwrap()
+        );
+        // Its commented-out settings (unset by default) are settings too.
+        let uncommented: String = keys::EXAMPLE
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest)
+                    if rest.starts_with('[')
+                        || rest.split_once(" = ").is_some_and(|(k, _)| {
+                            k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                        }) =>
+                {
+                    rest
+                }
+                _ => l,
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let all: Config = toml::from_str(&uncommented).unwrap();
+        assert_eq!(all.apps.len(), 1);
+        // Every field of every table (None ones included: JSON keeps them) is in it, and
+        // nothing else is.
+        fn leaves(prefix: &str, v: &serde_json::Value, out: &mut Vec<String>) {
+            for (k, v) in v.as_object().unwrap() {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                match v {
+                    serde_json::Value::Object(_) => leaves(&path, v, out),
+                    serde_json::Value::Array(a) if a.iter().any(|x| x.is_object()) => {}
+                    _ if matches!(path.as_str(), "apps" | "app.webhooks" | "history.rules") => {}
+                    _ => out.push(path),
+                }
+            }
+        }
+        let mut fields = Vec::new();
+        leaves(
+            "",
+            &serde_json::to_value(Config::default()).unwrap(),
+            &mut fields,
+        );
+        fields.sort();
+        let documented: Vec<String> = keys::all().keys().cloned().collect();
+        assert_eq!(fields, documented);
+    }
+
+    #[test]
     fn file_with_several_apps() {
         let dir = std::env::temp_dir().join(format!("sb-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -326,6 +378,19 @@ mod tests {
         assert_eq!(c.server.port, 7001);
         assert_eq!(c.all_apps().count(), 2);
         std::fs::write(&path, "[server]\nprot = 1\n").unwrap();
-        assert!(Config::load(Some(&path), env(&[])).is_err());
+        let err = Config::load(Some(&path), env(&[])).unwrap_err().to_string();
+        assert!(
+            err.contains("server.prot") && err.contains("did you mean server.port?"),
+            "{err}"
+        );
+        assert!(err.contains(&path.display().to_string()), "{err}");
+        // A value of the wrong type names its key, from the file and from the environment.
+        std::fs::write(&path, "[server]\nport = \"x\"\n").unwrap();
+        let err = Config::load(Some(&path), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("server.port"), "{err}");
+        let err = Config::load(None, env(&[("SWITCHBOARD_SERVER_PORT", "70000")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("server.port"), "{err}");
     }
 }

@@ -28,6 +28,7 @@
 //! - [`status`], [`webhooks`]: status announcements to watchers; Pusher webhooks.
 //! - [`session`]: the neutral session core (outbox, writer, heartbeat, close) over a
 //!   transport, and the Pusher and bus protocols on it.
+//! - [`tls`]: the listener's certificate, reloaded while the node runs.
 //! - [`http`]: the one router (WebSocket endpoints, signed HTTP APIs, health) and the
 //!   accept loop that guards the door.
 //! - [`ingest`]: PostgreSQL outbox rows become events, on one node at a time; [`cluster`]:
@@ -60,4 +61,5 @@ pub mod server;
 pub mod session;
 pub mod status;
 pub mod store;
+pub mod tls;
 pub mod webhooks;

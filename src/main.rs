@@ -1,10 +1,12 @@
-//! The `switchboard` binary: `switchboard serve [--config FILE]`.
+//! The `switchboard` binary: `switchboard serve [--config FILE]`, and `switchboard config
+//! check|print|example` for operators.
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
-use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use switchboard::config::Config;
+use switchboard::config::{keys, Config, LogFormat};
 use tokio::net::TcpListener;
 
 #[derive(Parser)]
@@ -26,39 +28,145 @@ enum Command {
         #[arg(long, env = "SWITCHBOARD_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Check, show or write the configuration.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
-    let Command::Serve { config } = Cli::parse().command;
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Validate the configuration (file and SWITCHBOARD_* variables) and exit: 0 when it is
+    /// usable, 2 with the reason when not.
+    Check {
+        /// TOML configuration file.
+        #[arg(long, env = "SWITCHBOARD_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Print the effective configuration, each value with its origin (default, file, env),
+    /// secrets masked.
+    Print {
+        /// TOML configuration file.
+        #[arg(long, env = "SWITCHBOARD_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Print a commented example file with every key and its default.
+    Example,
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Serve { config } => serve(config),
+        Command::Config { action } => match action {
+            ConfigAction::Example => {
+                print!("{}", keys::EXAMPLE);
+                ExitCode::SUCCESS
+            }
+            ConfigAction::Check { config } => match load(config.as_deref()) {
+                Ok((c, _)) => {
+                    println!(
+                        "configuration is valid: {} app(s), listening on {}:{}",
+                        c.all_apps().count(),
+                        c.server.host,
+                        c.server.port
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(code) => code,
+            },
+            ConfigAction::Print { config } => match load(config.as_deref()) {
+                Ok((c, origins)) => {
+                    print!("{}", c.describe(&origins));
+                    ExitCode::SUCCESS
+                }
+                Err(code) => code,
+            },
+        },
+    }
+}
+
+/// The configuration, or the exit code after saying on stderr why it cannot be used.
+fn load(
+    file: Option<&std::path::Path>,
+) -> Result<(Config, switchboard::config::Origins), ExitCode> {
+    Config::load_traced(file, std::env::vars()).map_err(|e| {
+        eprintln!("switchboard: {e}");
+        ExitCode::from(2)
+    })
+}
+
+fn serve(file: Option<PathBuf>) -> ExitCode {
+    // Until the configuration is read, the format comes from the environment alone, so that
+    // even a configuration error is a JSON line for a shipper that asked for JSON.
+    let early = match std::env::var("SWITCHBOARD_LOG_FORMAT").as_deref() {
+        Ok("json") => LogFormat::Json,
+        _ => LogFormat::Text,
+    };
+    let config = match Config::load(file.as_deref(), std::env::vars()) {
+        Ok(c) => c,
+        Err(e) => {
+            init_logs(early);
+            tracing::error!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logs(config.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
     raise_open_files_limit();
-    let config =
-        Config::load(config.as_deref(), std::env::vars()).context("loading configuration")?;
     if config.uses_default_credentials() {
         tracing::warn!("an app uses the default credentials (app-key / app-secret); set SWITCHBOARD_APP_KEY and SWITCHBOARD_APP_SECRET in production");
     }
     let addr = (config.server.host.as_str(), config.server.port);
     let listener = TcpListener::bind(addr)
         .await
-        .with_context(|| format!("binding {}:{}", addr.0, addr.1))?;
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}:{}: {e}", addr.0, addr.1))?;
     let metrics_listener = if config.metrics.enabled {
         let maddr = (config.server.host.as_str(), config.metrics.port);
-        Some(
-            TcpListener::bind(maddr)
-                .await
-                .with_context(|| format!("binding metrics port {}", maddr.1))?,
-        )
+        Some(TcpListener::bind(maddr).await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen on {}:{} (metrics.port): {e}",
+                maddr.0,
+                maddr.1
+            )
+        })?)
     } else {
         None
     };
-    tracing::info!(addr = %listener.local_addr()?, "switchboard listening");
+    // "switchboard listening" is logged by the server once everything it needs is open.
     switchboard::server::run(listener, metrics_listener, config, shutdown_signal()).await?;
     Ok(())
+}
+
+/// Text for people (colours only on a terminal), or JSON lines for log shippers.
+fn init_logs(format: LogFormat) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+        LogFormat::Text => builder.with_ansi(std::io::stdout().is_terminal()).init(),
+    }
 }
 
 /// Every socket is a file descriptor: the default soft limit (often 1024) would cap the
@@ -66,7 +174,7 @@ async fn main() -> anyhow::Result<()> {
 fn raise_open_files_limit() {
     match rlimit::getrlimit(rlimit::Resource::NOFILE) {
         Ok((soft, hard)) => match rlimit::increase_nofile_limit(hard) {
-            Ok(now) => tracing::info!(was = soft, now, hard, "open files limit"),
+            Ok(now) => tracing::debug!(was = soft, now, hard, "open files limit"),
             Err(e) => tracing::warn!(soft, hard, error = %e, "open files limit not raised"),
         },
         Err(e) => tracing::warn!(error = %e, "open files limit unknown"),

@@ -29,6 +29,7 @@ use crate::redis_base::Redis;
 use crate::session;
 use crate::status::UserStatus;
 use crate::store::Store;
+use crate::tls::Tls;
 use crate::webhooks::Webhooks;
 use crate::{http, metrics};
 
@@ -42,6 +43,9 @@ struct Backends {
     push_store: Arc<dyn PushStore>,
     idempotency: Idempotency,
     redis: Option<Arc<Redis>>,
+    /// The embedded store, opened only by a node without Redis (a cluster's nodes keep
+    /// nothing on disk).
+    store: Option<Store>,
 }
 
 /// Builds the backends for `config`, starting the background tasks that belong to them
@@ -50,13 +54,13 @@ fn backends(
     config: &Config,
     node: u32,
     hub: &Hub,
-    store: &Store,
     (tracker, stop): (&TaskTracker, &CancellationToken),
 ) -> std::io::Result<Backends> {
     let idem = &config.idempotency;
     let window = Duration::from_secs(idem.window_secs);
     let cache_ttl = Duration::from_secs(config.server.cache_ttl_secs);
     let Some(url) = config.redis.url.as_deref() else {
+        let store = &Store::open(&config.data.dir, config.data.write_queue)?;
         let status = Arc::new(MemoryStatus::default());
         let inbox = Arc::new(EmbeddedInbox::new(store.clone(), config.offline.clone()));
         inbox.spawn_sweeper(tracker, stop.clone());
@@ -76,6 +80,7 @@ fn backends(
             push_store: Arc::new(EmbeddedPushStore::new(store.clone())),
             idempotency: Idempotency::new(Arc::new(MemoryKeys::new(idem.max_keys)), window),
             redis: None,
+            store: Some(store.clone()),
         });
     };
     let lease = Duration::from_secs(config.redis.lease_secs);
@@ -97,6 +102,7 @@ fn backends(
         push_store: Arc::new(RedisPushStore::new(redis.clone())),
         idempotency: Idempotency::new(Arc::new(RedisKeys::new(redis.clone())), window),
         redis: Some(redis),
+        store: None,
     })
 }
 
@@ -120,8 +126,16 @@ pub async fn run(
     ));
     let apps: Arc<dyn AppStore> =
         Arc::new(StaticAppStore::new(config.all_apps().map(App::from_config)));
-    let store = Store::open(&config.data.dir, config.data.write_queue)?;
-    let b = backends(&config, node, &hub, &store, (&tracker, &stop))?;
+    // A bad certificate pair is fatal before anything is opened.
+    let tls = match config.server.tls.files() {
+        Some((cert, key)) => {
+            let tls = Tls::load(cert, key).map_err(std::io::Error::other)?;
+            tls.spawn_reloader(&tracker, stop.clone());
+            Some(tls)
+        }
+        None => None,
+    };
+    let b = backends(&config, node, &hub, (&tracker, &stop))?;
 
     // A bad provider key is fatal at start-up.
     let push = Push::new(&config.push, b.push_store).map_err(std::io::Error::other)?;
@@ -190,6 +204,7 @@ pub async fn run(
         redis: b.redis.clone(),
         sessions,
     });
+    let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
     if let Some(ml) = metrics_listener {
         serve_metrics(ml, &tracker, stop.clone());
     }
@@ -219,6 +234,7 @@ pub async fn run(
         header_timeout: Duration::from_millis(server.header_timeout_ms),
         max_header_bytes: server.max_header_bytes,
         max_connections_per_ip: server.max_connections_per_ip,
+        tls: tls.as_ref().map(Tls::acceptor),
     };
     let grace = Duration::from_secs(server.shutdown_grace);
     // The node has drained once every session (and background task) has ended.
@@ -230,7 +246,14 @@ pub async fn run(
         }
     };
     let router = http::router(api);
-    http::serve(listener, router, limits, stop.clone(), drained, grace).await?;
+    startup_summary(
+        &config,
+        &listener,
+        metrics_addr,
+        tls.is_some(),
+        b.store.is_some(),
+    );
+    let closing = http::serve(listener, router, limits, stop.clone(), drained, grace).await?;
     stop.cancel();
     tracker.close();
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
@@ -243,9 +266,46 @@ pub async fn run(
         cluster::resign(redis).await;
     }
     b.broker.close().await;
-    store.close().await;
+    if let Some(store) = &b.store {
+        store.close().await;
+    }
     tracing::info!("stopped");
+    closing.finish().await;
     Ok(())
+}
+
+/// One line that says what this node is: an operator reads the whole set-up from it.
+fn startup_summary(
+    config: &Config,
+    listener: &TcpListener,
+    metrics: Option<std::net::SocketAddr>,
+    tls: bool,
+    embedded: bool,
+) {
+    let on = |b: bool| if b { "on" } else { "off" };
+    let apps: Vec<&str> = config.all_apps().map(|a| a.id.as_str()).collect();
+    let webhooks: usize = config.all_apps().map(|a| a.webhooks.len()).sum();
+    let addr = listener
+        .local_addr()
+        .map_or_else(|e| e.to_string(), |a| a.to_string());
+    let metrics = metrics.map_or_else(|| "off".to_owned(), |a| a.to_string());
+    let data_dir = if embedded {
+        config.data.dir.display().to_string()
+    } else {
+        "unused (Redis)".to_owned()
+    };
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        addr = %addr,
+        tls = on(tls),
+        metrics = %metrics,
+        apps = %apps.join(","),
+        data_dir = %data_dir,
+        redis = on(config.redis.url.is_some()),
+        postgres = on(config.database.url.is_some()),
+        webhooks,
+        "switchboard listening"
+    );
 }
 
 /// `/metrics` on its own listener, until `stop`.

@@ -68,7 +68,12 @@ impl Store {
     /// when the last handle is dropped. At most `queue` writes wait for it; beyond that
     /// [`Store::submit`] refuses. Fails if another process has the file open.
     pub fn open(dir: &Path, queue: usize) -> std::io::Result<Self> {
-        std::fs::create_dir_all(dir)?;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot create the data directory {}: {e}", dir.display()),
+            )
+        })?;
         let path = dir.join("switchboard.redb");
         let db = Database::create(&path).map_err(|e| {
             std::io::Error::other(format!(

@@ -1,5 +1,6 @@
 //! `[server]`: the listener, the door's timeouts and the node-wide limits.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -39,9 +40,11 @@ pub struct ServerConfig {
     pub cache_ttl_secs: u64,
     /// Cache channels remembered per node (memory mode); beyond it the oldest is replaced.
     pub cache_max_channels: usize,
-    /// Per-connection read buffer of the WebSocket codec, in bytes.
+    /// Bytes a WebSocket connection reads per system call (64 to 16384); no read buffer is
+    /// held while a connection is idle.
     pub ws_read_buffer: usize,
-    /// Per-connection write buffer threshold of the WebSocket codec, in bytes.
+    /// Bytes of frames a WebSocket connection gathers before writing them without waiting
+    /// for more (one vectored write per batch).
     pub ws_write_buffer: usize,
     /// Milliseconds a client has to send a request's headers (and, on a keep-alive
     /// connection, the next request) before the socket is closed.
@@ -55,6 +58,25 @@ pub struct ServerConfig {
     /// `GET /accept-traffic` answers 503 once the process's resident memory reaches this
     /// share of the machine's (or its cgroup's) memory, in percent (0 = never).
     pub accept_traffic_memory_percent: u8,
+    /// `wss://` and `https://` on the same port, when a certificate is given.
+    pub tls: TlsConfig,
+}
+
+/// `[server.tls]`: PEM files of the certificate (chain) and its private key. Both or neither.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificate chain, leaf first.
+    pub cert_file: Option<PathBuf>,
+    /// The private key of the leaf (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    /// The two files, when TLS is on.
+    pub fn files(&self) -> Option<(&PathBuf, &PathBuf)> {
+        self.cert_file.as_ref().zip(self.key_file.as_ref())
+    }
 }
 
 impl Default for ServerConfig {
@@ -81,6 +103,7 @@ impl Default for ServerConfig {
             max_header_bytes: 64 * 1024,
             max_connections_per_ip: 1000,
             accept_traffic_memory_percent: 85,
+            tls: TlsConfig::default(),
         }
     }
 }

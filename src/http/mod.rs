@@ -8,6 +8,7 @@ mod push;
 mod serve;
 mod signed;
 mod state;
+pub mod stream;
 mod ws;
 
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 pub use error::ApiError;
-pub use serve::{serve, DoorLimits};
+pub use serve::{serve, Closing, DoorLimits};
 pub use state::{Api, Health};
 
 use crate::metrics;

@@ -23,16 +23,18 @@ use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
+use super::stream::Stream;
 use super::ApiError;
 use crate::metrics;
+use crate::tls::TlsAcceptor;
 
-/// The limits of the door, from `server.*`.
-#[derive(Clone, Debug)]
+/// The limits of the door, from `server.*`, and its TLS.
+#[derive(Clone)]
 pub struct DoorLimits {
     /// Longest wait for a request's headers, and between two keep-alive requests.
     pub header_timeout: Duration,
@@ -40,6 +42,8 @@ pub struct DoorLimits {
     pub max_header_bytes: usize,
     /// Sockets one address may hold (0 = no limit).
     pub max_connections_per_ip: usize,
+    /// Every connection starts with a TLS handshake (within `header_timeout`) when set.
+    pub tls: Option<TlsAcceptor>,
 }
 
 /// Open sockets per peer address.
@@ -83,7 +87,7 @@ impl Drop for IpSlot {
 /// A socket that carries its per-address slot: the slot lives exactly as long as the
 /// socket, through an upgrade to WebSocket included.
 struct Counted {
-    io: TcpStream,
+    io: Stream,
     _slot: IpSlot,
 }
 
@@ -132,7 +136,7 @@ impl AsyncWrite for Counted {
 /// not come through [`serve`] is given back.
 pub(crate) fn upgraded_socket(
     upgraded: hyper::upgrade::Upgraded,
-) -> Result<(TcpStream, Box<dyn Send>, bytes::Bytes), hyper::upgrade::Upgraded> {
+) -> Result<(Stream, Box<dyn Send>, bytes::Bytes), hyper::upgrade::Upgraded> {
     let parts = upgraded.downcast::<TokioIo<Counted>>()?;
     let Counted { io, _slot } = parts.io.into_inner();
     Ok((io, Box::new(_slot), parts.read_buf))
@@ -143,7 +147,8 @@ pub(crate) fn upgraded_socket(
 /// connection, so a load balancer's probe reads 503 instead of a refused connection (the
 /// router answers draining itself); then it stops accepting, lets requests in progress
 /// finish (upgraded connections are the sessions' to close) and returns once every HTTP
-/// connection ended or `grace` passed.
+/// connection ended or `grace` passed. What it returns keeps answering 503 on the listener
+/// until it is finished, so the node reads as draining, not dead, until the process exits.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -151,7 +156,7 @@ pub async fn serve(
     stop: CancellationToken,
     drained: impl Future<Output = ()>,
     grace: Duration,
-) -> io::Result<()> {
+) -> io::Result<Closing> {
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
@@ -189,10 +194,6 @@ pub async fn serve(
         let _ = tcp.set_nodelay(true);
         let (slot, count) = per_ip.enter(peer.ip());
         let over = limits.max_connections_per_ip > 0 && count > limits.max_connections_per_ip;
-        let io = TokioIo::new(Counted {
-            io: tcp,
-            _slot: slot,
-        });
         let app = router.clone();
         let service = TowerToHyperService::new(tower::service_fn(move |mut req: Request<_>| {
             req.extensions_mut().insert(ConnectInfo(peer));
@@ -207,20 +208,25 @@ pub async fn serve(
                 app.oneshot(req.map(axum::body::Body::new)).await
             }
         }));
-        if draining.is_some() {
-            let conn = last_call.serve_connection(io, service).with_upgrades();
-            connections.spawn(async move {
-                let _ = conn.await;
-            });
-            continue;
-        }
-        let conn = http.serve_connection(io, service).with_upgrades();
-        let stop = stop.clone();
+        let http = if draining.is_some() {
+            last_call.clone()
+        } else {
+            http.clone()
+        };
+        let (tls, wait) = (limits.tls.clone(), limits.header_timeout);
+        let stop = (draining.is_none()).then(|| stop.clone());
         connections.spawn(async move {
+            let Some(io) = open(tcp, tls, wait).await else {
+                return;
+            };
+            let io = TokioIo::new(Counted { io, _slot: slot });
+            let conn = http.serve_connection(io, service).with_upgrades();
             let mut conn = std::pin::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => return,
-                _ = stop.cancelled() => conn.as_mut().graceful_shutdown(),
+            if let Some(stop) = stop {
+                tokio::select! {
+                    _ = conn.as_mut() => return,
+                    _ = stop.cancelled() => conn.as_mut().graceful_shutdown(),
+                }
             }
             let _ = conn.await;
         });
@@ -235,7 +241,86 @@ pub async fn serve(
             "HTTP connections still open after the grace period"
         );
     }
-    Ok(())
+    Ok(Closing::answer(listener, last_call, limits))
+}
+
+/// The listener after the node drained: every request gets 503 (one per connection) until
+/// [`Closing::finish`], so a load balancer sees a draining node until the process ends.
+pub struct Closing {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Closing {
+    fn answer(
+        listener: TcpListener,
+        http: hyper::server::conn::http1::Builder,
+        limits: DoorLimits,
+    ) -> Self {
+        let stop = CancellationToken::new();
+        let done = stop.clone();
+        let task = tokio::spawn(async move {
+            // Dropped with the task: whatever is still answering is cut at the end.
+            let mut answering = tokio::task::JoinSet::new();
+            let mut backoff = Backoff::default();
+            loop {
+                let tcp = tokio::select! {
+                    _ = done.cancelled() => return,
+                    Some(_) = answering.join_next(), if !answering.is_empty() => continue,
+                    accepted = listener.accept() => match accepted {
+                        Ok((tcp, _)) => tcp,
+                        Err(e) => {
+                            backoff.wait(&e).await;
+                            continue;
+                        }
+                    },
+                };
+                let (http, tls, wait) = (http.clone(), limits.tls.clone(), limits.header_timeout);
+                answering.spawn(async move {
+                    let Some(io) = open(tcp, tls, wait).await else {
+                        return;
+                    };
+                    let service = tower::service_fn(|_: Request<hyper::body::Incoming>| {
+                        let refusal = ApiError::Unavailable("Server is shutting down".into());
+                        std::future::ready(Ok::<_, std::convert::Infallible>(
+                            refusal.into_response(),
+                        ))
+                    });
+                    let io = TokioIo::new(io);
+                    let _ = http
+                        .serve_connection(io, TowerToHyperService::new(service))
+                        .await;
+                });
+            }
+        });
+        Self { stop, task }
+    }
+
+    /// Stops answering and closes the listener.
+    pub async fn finish(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// The connection's stream: the TCP socket, or the TLS session over it once the handshake
+/// is done. The handshake is part of the request's head: it gets the same deadline.
+async fn open(
+    tcp: tokio::net::TcpStream,
+    tls: Option<TlsAcceptor>,
+    wait: Duration,
+) -> Option<Stream> {
+    let Some(tls) = tls else {
+        return Some(Stream::Plain(tcp));
+    };
+    match tokio::time::timeout(wait, tls.accept(tcp)).await {
+        Ok(Ok(s)) => Some(Stream::Tls(Box::new(s))),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => None,
+    }
 }
 
 /// Delays after accept errors: running out of descriptors must not spin a core.

@@ -7,9 +7,9 @@ use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
+use super::stream::{ReadHalf, WriteHalf};
 use super::Api;
 use super::ApiError;
 use crate::session::pusher::{self, Handshake};
@@ -66,7 +66,7 @@ impl WsUpgrade {
     /// a task of its own that shutdown waits for.
     pub fn run<F, Fut>(self, api: &Api, session: F) -> Response
     where
-        F: FnOnce(WebSocket<OwnedReadHalf, OwnedWriteHalf>, Arc<Deps>) -> Fut + Send + 'static,
+        F: FnOnce(WebSocket<ReadHalf, WriteHalf>, Arc<Deps>) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
         let on_upgrade = self.on_upgrade;
@@ -80,11 +80,11 @@ impl WsUpgrade {
             let Ok(upgraded) = on_upgrade.await else {
                 return;
             };
-            let Ok((tcp, guard, pre)) = super::serve::upgraded_socket(upgraded) else {
-                tracing::error!("an upgraded connection that is not a TCP socket of the door");
+            let Ok((stream, guard, pre)) = super::serve::upgraded_socket(upgraded) else {
+                tracing::error!("an upgraded connection that is not a socket of the door");
                 return;
             };
-            let (read, write) = tcp.into_split();
+            let (read, write) = stream.split();
             let socket = WebSocket {
                 read,
                 write,
