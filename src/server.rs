@@ -114,12 +114,20 @@ pub async fn run(
     let (tracker, stop) = (TaskTracker::new(), CancellationToken::new());
     let node = rand::random::<u32>() % 1_000_000_000;
     let server = &config.server;
-    let hub = Hub::with_budget(QueueBudget::new(
-        server.outbox_max_bytes,
-        server.outbox_total_bytes,
-    ));
-    let apps: Arc<dyn AppStore> =
-        Arc::new(StaticAppStore::new(config.all_apps().map(App::from_config)));
+    // Before any series handle is made (the apps' below): a handle made earlier counts
+    // into nothing.
+    let exporter = metrics_listener.is_some().then(|| {
+        let exporter = metrics::install();
+        metrics::register_all(config.redis.url.is_some(), config.database.url.is_some());
+        exporter
+    });
+    let apps: Vec<App> = config.all_apps().map(App::from_config).collect();
+    let budget = QueueBudget::new(server.outbox_max_bytes, server.outbox_total_bytes);
+    let hub = Hub::with_budget(
+        budget,
+        metrics::MessagesOut::new(apps.iter().map(|a| &a.id)),
+    );
+    let apps: Arc<dyn AppStore> = Arc::new(StaticAppStore::new(apps));
     let store = Store::open(&config.data.dir, config.data.write_queue)?;
     let b = backends(&config, node, &hub, &store, (&tracker, &stop))?;
 
@@ -190,8 +198,8 @@ pub async fn run(
         redis: b.redis.clone(),
         sessions,
     });
-    if let Some(ml) = metrics_listener {
-        serve_metrics(ml, &tracker, stop.clone());
+    if let (Some(ml), Some(exporter)) = (metrics_listener, exporter) {
+        serve_metrics(ml, exporter, &tracker, stop.clone());
     }
     if let Some(redis) = &b.redis {
         // Serve once this node counts in the cluster: before its lease is in Redis, the other
@@ -249,9 +257,16 @@ pub async fn run(
 }
 
 /// `/metrics` on its own listener, until `stop`.
-fn serve_metrics(listener: TcpListener, tracker: &TaskTracker, stop: CancellationToken) {
-    let handle = metrics::install();
-    let routes = Router::new().route("/metrics", get(move || std::future::ready(handle.render())));
+fn serve_metrics(
+    listener: TcpListener,
+    exporter: metrics::Exporter,
+    tracker: &TaskTracker,
+    stop: CancellationToken,
+) {
+    let routes = Router::new().route(
+        "/metrics",
+        get(move || std::future::ready(exporter.render())),
+    );
     tracker.spawn(async move {
         let stop = stop.cancelled_owned();
         if let Err(e) = axum::serve(listener, routes)
