@@ -8,6 +8,7 @@ use async_trait::async_trait;
 
 use crate::config::AppConfig;
 use crate::ids::AppId;
+use crate::metrics::AppMetrics;
 
 /// An app secret. Its `Debug` never prints it, so it cannot leak into logs.
 #[derive(Clone)]
@@ -71,6 +72,8 @@ pub struct App {
     pub limits: AppLimits,
     /// Webhook endpoints.
     pub webhooks: Vec<crate::config::WebhookConfig>,
+    /// The app's connection and message series.
+    pub metrics: AppMetrics,
 }
 
 impl App {
@@ -81,10 +84,13 @@ impl App {
 }
 
 impl App {
-    /// Builds an app from its configuration.
+    /// Builds an app from its configuration (after [`crate::metrics::install`], for its
+    /// series to count).
     pub fn from_config(c: &AppConfig) -> Self {
+        let id = AppId::new(c.id.as_str());
         Self {
-            id: AppId::new(c.id.as_str()),
+            metrics: AppMetrics::new(&id),
+            id,
             key: c.key.clone(),
             secret: Secret::new(&c.secret),
             enabled: c.enabled,

@@ -43,6 +43,13 @@ str_id!(
     /// An application's id (the `{id}` of `/apps/{id}/...`).
     AppId
 );
+impl AppId {
+    /// The id's shared string, for a metrics label without copying it.
+    pub fn shared(&self) -> Arc<str> {
+        self.0.clone()
+    }
+}
+
 str_id!(
     /// A user id: from presence `channel_data`, `pusher:signin` or a bus token's `sub`.
     UserId

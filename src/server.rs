@@ -120,12 +120,20 @@ pub async fn run(
     let (tracker, stop) = (TaskTracker::new(), CancellationToken::new());
     let node = rand::random::<u32>() % 1_000_000_000;
     let server = &config.server;
-    let hub = Hub::with_budget(QueueBudget::new(
-        server.outbox_max_bytes,
-        server.outbox_total_bytes,
-    ));
-    let apps: Arc<dyn AppStore> =
-        Arc::new(StaticAppStore::new(config.all_apps().map(App::from_config)));
+    // Before any series handle is made (the apps' below): a handle made earlier counts
+    // into nothing.
+    let exporter = metrics_listener.is_some().then(|| {
+        let exporter = metrics::install();
+        metrics::register_all(config.redis.url.is_some(), config.database.url.is_some());
+        exporter
+    });
+    let apps: Vec<App> = config.all_apps().map(App::from_config).collect();
+    let budget = QueueBudget::new(server.outbox_max_bytes, server.outbox_total_bytes);
+    let hub = Hub::with_budget(
+        budget,
+        metrics::MessagesOut::new(apps.iter().map(|a| &a.id)),
+    );
+    let apps: Arc<dyn AppStore> = Arc::new(StaticAppStore::new(apps));
     // A bad certificate pair is fatal before anything is opened.
     let tls = match config.server.tls.files() {
         Some((cert, key)) => {
@@ -205,8 +213,8 @@ pub async fn run(
         sessions,
     });
     let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
-    if let Some(ml) = metrics_listener {
-        serve_metrics(ml, &tracker, stop.clone());
+    if let (Some(ml), Some(exporter)) = (metrics_listener, exporter) {
+        serve_metrics(ml, exporter, &tracker, stop.clone());
     }
     if let Some(redis) = &b.redis {
         // Serve once this node counts in the cluster: before its lease is in Redis, the other
@@ -309,9 +317,16 @@ fn startup_summary(
 }
 
 /// `/metrics` on its own listener, until `stop`.
-fn serve_metrics(listener: TcpListener, tracker: &TaskTracker, stop: CancellationToken) {
-    let handle = metrics::install();
-    let routes = Router::new().route("/metrics", get(move || std::future::ready(handle.render())));
+fn serve_metrics(
+    listener: TcpListener,
+    exporter: metrics::Exporter,
+    tracker: &TaskTracker,
+    stop: CancellationToken,
+) {
+    let routes = Router::new().route(
+        "/metrics",
+        get(move || std::future::ready(exporter.render())),
+    );
     tracker.spawn(async move {
         let stop = stop.cancelled_owned();
         if let Err(e) = axum::serve(listener, routes)

@@ -76,6 +76,8 @@ struct Inner {
     budget: Arc<QueueBudget>,
     /// Counts changed since the cluster sync wrote them (cluster mode).
     changes: changes::Changes,
+    /// Frames delivered, per app.
+    out: metrics::MessagesOut,
 }
 
 /// Cheap-to-clone handle to the node's connection registry.
@@ -129,11 +131,11 @@ impl Default for Hub {
 impl Hub {
     /// An empty hub.
     pub fn new() -> Self {
-        Self::with_budget(QueueBudget::unlimited())
+        Self::with_budget(QueueBudget::unlimited(), Default::default())
     }
 
-    /// An empty hub whose connections' queues share `budget`.
-    pub fn with_budget(budget: QueueBudget) -> Self {
+    /// An empty hub whose connections' queues share `budget`, counting deliveries on `out`.
+    pub fn with_budget(budget: QueueBudget, out: metrics::MessagesOut) -> Self {
         Self(Arc::new(Inner {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             hasher: Default::default(),
@@ -143,6 +145,7 @@ impl Hub {
             generation: AtomicU64::new(0),
             budget: Arc::new(budget),
             changes: Default::default(),
+            out,
         }))
     }
 
@@ -423,7 +426,7 @@ impl Hub {
                     .map_or(0, |s| fan_out(s, event, None))
             }
         };
-        metrics::delivered(delivered);
+        self.0.out.add(&event.app, delivered);
         delivered
     }
 }

@@ -147,6 +147,10 @@ impl Protocol for Session {
     const NAME: &'static str = "bus";
     type Handshake = Handshake;
 
+    fn app(&self) -> &App {
+        &self.app
+    }
+
     fn open(
         deps: &Arc<Deps>,
         hs: Handshake,
@@ -195,7 +199,7 @@ impl Protocol for Session {
     }
 
     async fn on_text(&mut self, text: &str) {
-        metrics::message_in("bus");
+        metrics::message_in(&self.app.metrics, Self::NAME);
         // Heartbeats are not user activity: a tab left open goes idle.
         if self.handle_text(text).await {
             self.idle_at = Instant::now() + self.idle_after;

@@ -41,6 +41,9 @@ pub(crate) trait Protocol: Send {
     /// What the upgrade established for a connection of this protocol.
     type Handshake: Send + 'static;
 
+    /// The connection's app (its metrics are labelled with it).
+    fn app(&self) -> &App;
+
     /// Checks `hs` and answers the client (queued on `outbox`): the session, or `None` after
     /// queueing the refusal (an error and a close).
     fn open(
@@ -172,13 +175,13 @@ async fn serve<P: Protocol>(
     outbox: &Outbox,
     deps: &Deps,
 ) {
-    metrics::connection_opened(P::NAME);
+    metrics::connection_opened(&proto.app().metrics, P::NAME);
     let timing = (deps.server.activity_timeout(), deps.server.pong_timeout());
     let violation = drive(proto, source, outbox, timing).await;
     // Boxed here and below: what runs only now and then must not size the future that
     // every idle connection keeps (a future is as large as its largest state).
     Box::pin(proto.close()).await;
-    metrics::connection_closed(P::NAME);
+    metrics::connection_closed(&proto.app().metrics, P::NAME);
     let (code, reason) = violation.unwrap_or((1000, ""));
     // Ends the writer after what is queued; a no-op when a close is already queued.
     outbox.push_close(code, reason);

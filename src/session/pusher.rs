@@ -110,6 +110,10 @@ impl Protocol for Session {
     const NAME: &'static str = "pusher";
     type Handshake = Handshake;
 
+    fn app(&self) -> &App {
+        &self.app
+    }
+
     fn open(
         deps: &Arc<Deps>,
         hs: Handshake,
@@ -145,7 +149,7 @@ impl Protocol for Session {
     }
 
     async fn on_text(&mut self, text: &str) {
-        metrics::message_in("pusher");
+        metrics::message_in(&self.app.metrics, Self::NAME);
         self.handle_text(text).await;
     }
 
