@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test on a fresh machine: formatting and lints, the Rust unit and integration
 # tests (against real Redis and PostgreSQL started on loopback), and the end-to-end tests
-# with the real pusher-js and pusher npm packages.
+# with the real pusher-js and pusher npm packages and the real Python pusher SDK.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,7 +15,21 @@ echo "== cargo test"
 cargo test --locked
 echo "== end-to-end (pusher-js, pusher)"
 cargo build --locked
-export SWITCHBOARD_BIN="$PWD/target/debug/switchboard"
+export SWITCHBOARD_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/switchboard"
 (cd e2e && npm ci --no-audit --no-fund --loglevel=error && npm test)
+echo "== end-to-end (Python pusher SDK)"
+python3 -c 'import venv, ensurepip' 2>/dev/null || {
+  echo "installing python3-venv"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq python3-venv >/dev/null
+}
+py_venv=$(mktemp -d /tmp/switchboard-e2e-py.XXXXXX)
+python3 -m venv "$py_venv"
+"$py_venv/bin/pip" install --quiet --disable-pip-version-check pusher==3.3.4 websocket-client==1.9.2
+py_status=0
+timeout 120 "$py_venv/bin/python" e2e/python/test_sdk.py || py_status=$?
+rm -rf "$py_venv"
+[ "$py_status" = 0 ] || exit "$py_status"
 echo "== bus client (clients/js) against the server"
 (cd clients/js && npm ci --no-audit --no-fund --loglevel=error && npm run build && npm test)
