@@ -11,6 +11,19 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
+echo "== nginx and caddy for tests/deploy.rs (unpacked from their Debian packages, not installed)"
+# In the services' folder, which stop_services removes. Without them the test skips
+# `nginx -t` and `caddy validate` and says so.
+deploy_tools="$svc_dir/deploy-tools"
+mkdir -p "$deploy_tools"
+if (cd "$deploy_tools" && { apt-get download -qq nginx caddy 2>/dev/null \
+      || { apt-get update -qq && apt-get download -qq nginx caddy 2>/dev/null; }; }); then
+  for deb in "$deploy_tools"/*.deb; do dpkg-deb -x "$deb" "$deploy_tools/root"; done
+  export SWITCHBOARD_TEST_NGINX="$deploy_tools/root/usr/sbin/nginx"
+  export SWITCHBOARD_TEST_CADDY="$deploy_tools/root/usr/bin/caddy"
+else
+  echo "nginx and caddy packages not available: their checks are skipped"
+fi
 echo "== cargo test"
 cargo test --locked
 echo "== end-to-end (pusher-js, pusher)"
