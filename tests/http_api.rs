@@ -649,3 +649,82 @@ async fn terminate_connections_refuses_user_ids_that_are_not_ids() {
     let (status, body) = api.post("/users/bob/terminate_connections", "{}").await;
     assert_eq!(status, 200, "{body}");
 }
+
+/// Signs a `pusher:signin` with another app's credentials than the default one's.
+async fn signin_as(c: &mut PusherClient, key: &str, secret: &str, user_data: &str) {
+    let msg = format!("{}::user::{user_data}", c.socket_id);
+    let sig = switchboard::auth::sign(&switchboard::apps::Secret::new(secret), msg.as_bytes());
+    c.send(json!({"event":"pusher:signin","data":{"auth":format!("{key}:{sig}"),"user_data":user_data}}))
+        .await;
+    c.expect("pusher:signin_success").await;
+}
+
+/// Pusher's Python SDK calls `POST /users/{id}/terminate_connections` with no
+/// `/apps/{id}` before it: the app is the one whose `auth_key` signed the request.
+#[tokio::test]
+async fn terminate_connections_without_the_app_in_the_path_uses_the_signing_key() {
+    let server = TestServer::start_with(|c| {
+        c.apps.push(switchboard::config::AppConfig {
+            id: "2".into(),
+            key: "second-key".into(),
+            secret: "second-secret".into(),
+            ..Default::default()
+        });
+    })
+    .await;
+    let path = "/users/bob/terminate_connections";
+    // bob is signed in on both apps.
+    let mut on_default = server.pusher().await;
+    on_default.signin(r#"{"id":"bob"}"#).await;
+    let mut on_second = PusherClient::connect(&server.ws_url("second-key")).await;
+    signin_as(
+        &mut on_second,
+        "second-key",
+        "second-secret",
+        r#"{"id":"bob"}"#,
+    )
+    .await;
+
+    let mut second = server.api();
+    (second.app_id, second.key, second.secret) =
+        ("2".into(), "second-key".into(), "second-secret".into());
+    let (status, body) = second.request("POST", path, &[], "{}").await;
+    assert_eq!((status, body), (200, json!({})));
+    assert_eq!(on_second.expect_close().await, 4009);
+    // The other app's bob is not touched.
+    on_default.ping().await;
+
+    // The default app's key terminates the default app's bob.
+    let (status, body) = server.api().request("POST", path, &[], "{}").await;
+    assert_eq!((status, body), (200, json!({})));
+    assert_eq!(on_default.expect_close().await, 4009);
+}
+
+#[tokio::test]
+async fn terminate_connections_without_the_app_in_the_path_is_401_unless_signed() {
+    let server = TestServer::start().await;
+    let path = "/users/bob/terminate_connections";
+    let mut c = server.pusher().await;
+    c.signin(r#"{"id":"bob"}"#).await;
+    // An auth_key no app has.
+    let mut unknown = server.api();
+    unknown.key = "no-such-key".into();
+    assert_error(unknown.request("POST", path, &[], "{}").await, 401);
+    // A known key with another secret.
+    let mut forged = server.api();
+    forged.secret = "not-the-secret".into();
+    assert_error(forged.request("POST", path, &[], "{}").await, 401);
+    // No signature at all, and a signature of another path.
+    let api = server.api();
+    assert_error(api.raw("POST", path, "{}").await, 401);
+    let q = api.signed_query(
+        "POST",
+        "/users/alice/terminate_connections",
+        &[],
+        "{}",
+        now(),
+    );
+    assert_error(api.raw("POST", &format!("{path}?{q}"), "{}").await, 401);
+    // Nothing was terminated.
+    c.ping().await;
+}

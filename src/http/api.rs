@@ -324,10 +324,18 @@ pub async fn users(
     Ok(Json(json!({ "users": users })))
 }
 
-/// `POST /apps/{id}/users/{user_id}/terminate_connections`.
+/// The user of a `.../users/{user_id}/...` route, with or without `/apps/{app_id}` before it.
+#[derive(Deserialize)]
+pub struct UserPath {
+    user_id: String,
+}
+
+/// `POST /apps/{id}/users/{user_id}/terminate_connections`, and
+/// `POST /users/{user_id}/terminate_connections` (the app of the signing `auth_key`), which is
+/// what Pusher's Python SDK calls.
 pub async fn terminate(
     State(ctx): State<Arc<Api>>,
-    Path((_, user)): Path<(String, String)>,
+    Path(UserPath { user_id: user }): Path<UserPath>,
     req: Signed,
 ) -> Result<Json<Value>, ApiError> {
     let user =

@@ -40,6 +40,10 @@ pub fn router(ctx: Arc<Api>) -> Router {
             "/apps/{app_id}/users/{user_id}/terminate_connections",
             post(api::terminate),
         )
+        .route(
+            "/users/{user_id}/terminate_connections",
+            post(api::terminate),
+        )
         .route("/ws/bus", get(bus::upgrade))
         .route("/apps/{app_id}/bus/notifications", post(bus::notifications))
         .route("/apps/{app_id}/bus/messages", post(bus::messages))

@@ -1,5 +1,6 @@
-//! The `Signed` extractor: resolves the app of `/apps/{id}/...` and verifies Pusher's
-//! request signature before any handler runs.
+//! The `Signed` extractor: resolves the app of `/apps/{id}/...` (or, on a route without
+//! the app in its path, the app of the signed `auth_key`) and verifies Pusher's request
+//! signature before any handler runs.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -19,7 +20,7 @@ const MAX_SKEW_SECS: i64 = 600;
 
 /// A request whose signature has been verified.
 pub struct Signed {
-    /// The app named in the path.
+    /// The app named in the path, or else the one whose key signed the request.
     pub app: Arc<App>,
     /// Decoded query parameters.
     pub params: Vec<(String, String)>,
@@ -52,17 +53,25 @@ impl FromRequest<Arc<Api>> for Signed {
         let app_id = path
             .strip_prefix("/apps/")
             .and_then(|rest| rest.split('/').next())
-            .map(percent_decode)
-            .ok_or_else(|| ApiError::NotFound("No app in path".into()))?;
+            .map(percent_decode);
         let body = Bytes::from_request(req, &())
             .await
             .map_err(|e| ApiError::PayloadTooLarge(format!("Request body refused: {e}")))?;
-        let app = ctx
-            .apps
-            .by_id(&app_id)
-            .await
+        let found = match &app_id {
+            Some(id) => ctx.apps.by_id(id).await,
+            // Routes Pusher's SDKs address without `/apps/{id}` (the Python SDK's
+            // `terminate_user_connections`): the app is the one whose key signed the request.
+            None => match params.iter().find(|(k, _)| k == "auth_key") {
+                Some((_, key)) => ctx.apps.by_key(key).await,
+                None => return Err(ApiError::Unauthorized("Missing auth_key".into())),
+            },
+        };
+        let app = found
             .map_err(|e| ApiError::Unavailable(e.to_string()))?
-            .ok_or_else(|| ApiError::NotFound(format!("Unknown app {app_id:?}")))?;
+            .ok_or_else(|| match &app_id {
+                Some(id) => ApiError::NotFound(format!("Unknown app {id:?}")),
+                None => ApiError::Unauthorized("Invalid auth_key".into()),
+            })?;
         verify(&app, &method, &path, &params, &body)?;
         if !app.enabled {
             return Err(ApiError::Forbidden("App is disabled".into()));
