@@ -154,11 +154,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Text for people (colours only on a terminal), or JSON lines for log shippers.
+/// Text for people (colours only when stderr is a terminal), or JSON lines for log shippers.
 fn init_logs(format: LogFormat) {
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // stderr, as log lines are not the program's output (`config print` writes stdout).
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder
             .json()

@@ -303,14 +303,14 @@ fn startup_summary(
         "unused (Redis)".to_owned()
     };
     tracing::info!(
-        version = env!("CARGO_PKG_VERSION"),
+        version = %env!("CARGO_PKG_VERSION"),
         addr = %addr,
-        tls = on(tls),
+        tls = %on(tls),
         metrics = %metrics,
         apps = %apps.join(","),
         data_dir = %data_dir,
-        redis = on(config.redis.url.is_some()),
-        postgres = on(config.database.url.is_some()),
+        redis = %on(config.redis.url.is_some()),
+        postgres = %on(config.database.url.is_some()),
         webhooks,
         "switchboard listening"
     );

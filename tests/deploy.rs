@@ -86,36 +86,19 @@ fn interpolate(v: &str) -> String {
     out
 }
 
-/// Whether the server reads `name` (with `value`, or its setting's default) as a setting.
+/// Whether the server reads `name` (with `value`, or its setting's example value) as a
+/// setting: the server's own key list decides, as it does at start-up.
 fn check_variable(name: &str, value: Option<&str>) -> Result<(), String> {
-    let rest = name
-        .strip_prefix("SWITCHBOARD_")
-        .ok_or_else(|| format!("{name} is not a SWITCHBOARD_ variable"))?;
-    if rest == "CONFIG" {
-        return Ok(()); // the file itself: `serve --config`
-    }
-    let (section, key) = match rest {
-        "HOST" => ("server".to_owned(), "host".to_owned()),
-        "PORT" => ("server".to_owned(), "port".to_owned()),
-        _ => {
-            let (s, k) = rest
-                .split_once('_')
-                .ok_or_else(|| format!("{name} names no <SECTION>_<KEY>"))?;
-            (s.to_ascii_lowercase(), k.to_ascii_lowercase())
-        }
-    };
-    let defaults = toml::Table::try_from(Config::default()).unwrap();
-    let Some(toml::Value::Table(table)) = defaults.get(&section) else {
-        return Err(format!(
-            "{name}: there is no [{section}] section, so the server would ignore it"
-        ));
-    };
-    let value = match (value, table.get(&key)) {
-        (Some(v), _) => v.to_owned(),
-        (None, Some(toml::Value::String(s))) => s.clone(),
-        (None, Some(v)) => v.to_string(),
-        // Not in the serialized defaults: an optional setting (a URL), or no setting at all.
-        (None, None) => "placeholder".to_owned(),
+    use switchboard::config::keys::{self, EnvVar};
+    let value = match keys::env_var(name) {
+        EnvVar::Ignored if name == "SWITCHBOARD_CONFIG" => return Ok(()),
+        EnvVar::Ignored => return Err(format!("{name} is not a setting")),
+        EnvVar::Unknown(_) => return Err(format!("{name} names no setting")),
+        EnvVar::Sets(key) => match (value, &key.example) {
+            (Some(v), _) => v.to_owned(),
+            (None, toml::Value::String(s)) => s.clone(),
+            (None, v) => v.to_string(),
+        },
     };
     Config::load(None, [(name.to_owned(), value.clone())])
         .map(|_| ())
@@ -154,7 +137,7 @@ fn the_variable_check_catches_what_the_server_would_ignore_or_refuse() {
         check_variable("SWITCHBOARD_SERVER_SHUTDOWN_DELAY_MS", Some("5000")),
         Ok(())
     );
-    // A misspelt section is silently ignored by the server; a misspelt key is fatal there.
+    // A misspelt section or key is fatal.
     assert!(check_variable("SWITCHBOARD_METRIC_ENABLED", Some("false")).is_err());
     assert!(check_variable("SWITCHBOARD_DATA_DIRECTORY", Some("/data")).is_err());
     assert!(check_variable("SWITCHBOARD_REDIS_URI", None).is_err());

@@ -222,3 +222,50 @@ async fn one_address_holds_at_most_max_connections_per_ip() {
     }
     server.stop().await;
 }
+
+/// After the node drained, the door keeps answering 503 (not refusing connections) until
+/// the process is done with it, so a load balancer tells draining from dead.
+#[tokio::test]
+async fn after_draining_the_door_answers_503_until_it_is_finished() {
+    use axum::routing::get;
+    use switchboard::http::{serve, DoorLimits};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = axum::Router::new().route("/up", get(|| async { "ok" }));
+    let limits = DoorLimits {
+        header_timeout: Duration::from_secs(2),
+        max_header_bytes: 16 * 1024,
+        max_connections_per_ip: 0,
+        tls: None,
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let door = tokio::spawn(serve(
+        listener,
+        router,
+        limits,
+        stop.clone(),
+        std::future::ready(()),
+        Duration::from_secs(2),
+    ));
+    let get_up = || async move {
+        reqwest::get(format!("http://{addr}/up"))
+            .await
+            .map(|r| r.status().as_u16())
+    };
+    // The positive control: a running door answers 200.
+    assert_eq!(get_up().await.unwrap(), 200);
+    stop.cancel();
+    let closing = tokio::time::timeout(WAIT, door)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    for _ in 0..3 {
+        assert_eq!(get_up().await.unwrap(), 503);
+    }
+    closing.finish().await;
+    assert!(
+        get_up().await.is_err(),
+        "the listener is closed once finished"
+    );
+}
