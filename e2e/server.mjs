@@ -53,9 +53,11 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * Spawns `switchboard serve` and resolves once GET /up answers 200.
- * @param {{ env?: Record<string, string> }} [options] extra environment for this server
+ * @param {{ env?: Record<string, string>, probe?: (port: number) => Promise<number> }} [options]
+ *   extra environment for this server; `probe` answers GET /up's status where plain fetch
+ *   cannot (a TLS server with a test CA)
  */
-export async function startServer({ env = {} } = {}) {
+export async function startServer({ env = {}, probe } = {}) {
   const bin = binaryPath();
   const port = await freePort();
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'switchboard-e2e-'));
@@ -132,12 +134,16 @@ export async function startServer({ env = {} } = {}) {
       );
     }
     try {
-      const res = await Promise.race([fetch(`${server.url}/up`), spawnError]);
-      if (res.status === 200) {
+      if (probe) {
+        if ((await Promise.race([probe(port), spawnError])) === 200) return server;
+      } else {
+        const res = await Promise.race([fetch(`${server.url}/up`), spawnError]);
+        if (res.status === 200) {
+          await res.body?.cancel();
+          return server;
+        }
         await res.body?.cancel();
-        return server;
       }
-      await res.body?.cancel();
     } catch (err) {
       if (err && err.syscall === 'spawn') throw err; // the binary could not be run at all
       // connection refused: not listening yet
