@@ -23,7 +23,7 @@ use crate::contacts::MAX_CONTACTS;
 use crate::event::{Event, EventKind, Meta, Priority, Target};
 use crate::hub::Refusal;
 use crate::idempotency::Idempotency;
-use crate::ids::UserId;
+use crate::ids::{SocketId, UserId};
 use crate::metrics;
 use crate::publish::input;
 use crate::session;
@@ -43,6 +43,25 @@ pub async fn upgrade(
     if ctx.health.is_draining() {
         return Err(ApiError::Unavailable("Server is shutting down".into()));
     }
+    let (app, claims) = bus_login(&ctx, &query, &headers).await?;
+    let admission = admit(&ctx, &app).await?;
+    let hs = Handshake {
+        app,
+        claims,
+        admission,
+        id: SocketId::next(ctx.sessions.node),
+        resume: None,
+    };
+    Ok(ws.run(&ctx, move |socket, deps| bus::run(socket, deps, hs)))
+}
+
+/// The app and verified claims of a bus client's token (`?token=` or `Bearer`): 401 for a
+/// missing, unreadable, unknown or expired token, 403 for a disabled app.
+pub(super) async fn bus_login(
+    ctx: &Api,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Result<(Arc<App>, BusClaims), ApiError> {
     let bearer = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok())
@@ -64,22 +83,20 @@ pub async fn upgrade(
     if !app.enabled {
         return Err(ApiError::Forbidden("App is disabled".into()));
     }
+    Ok((app, claims))
+}
+
+/// The connection's slot under the node and app limits: 503 when the node is full, 429
+/// when the app is.
+pub(super) async fn admit(ctx: &Api, app: &App) -> Result<session::Admitted, ApiError> {
     let counts = ctx.sessions.counts.as_deref();
-    let admission = match session::admit(&ctx.hub, counts, &app, ctx.server.max_connections).await {
-        Ok(a) => a,
-        Err(Refusal::NodeFull) => return Err(ApiError::Unavailable("Server over capacity".into())),
-        Err(Refusal::AppQuota) => {
-            return Err(ApiError::TooManyRequests(
-                "App over connection quota".into(),
-            ))
-        }
-    };
-    let hs = Handshake {
-        app,
-        claims,
-        admission,
-    };
-    Ok(ws.run(&ctx, move |socket, deps| bus::run(socket, deps, hs)))
+    match session::admit(&ctx.hub, counts, app, ctx.server.max_connections).await {
+        Ok(a) => Ok(a),
+        Err(Refusal::NodeFull) => Err(ApiError::Unavailable("Server over capacity".into())),
+        Err(Refusal::AppQuota) => Err(ApiError::TooManyRequests(
+            "App over connection quota".into(),
+        )),
+    }
 }
 
 pub(super) fn user_id(s: &str, what: &str) -> Result<UserId, ApiError> {

@@ -7,6 +7,7 @@ mod probes;
 mod push;
 mod serve;
 mod signed;
+mod sse;
 mod state;
 pub mod stream;
 mod ws;
@@ -45,6 +46,8 @@ pub fn router(ctx: Arc<Api>) -> Router {
             post(api::terminate),
         )
         .route("/ws/bus", get(bus::upgrade))
+        .route("/ws/bus/sse", get(sse::stream))
+        .route("/ws/bus/send", post(sse::send))
         .route("/apps/{app_id}/bus/notifications", post(bus::notifications))
         .route("/apps/{app_id}/bus/messages", post(bus::messages))
         .route("/apps/{app_id}/bus/actions", post(bus::actions))

@@ -38,6 +38,8 @@ pub struct Api {
     pub redis: Option<Arc<Redis>>,
     /// What the upgraded connections' sessions use.
     pub sessions: Arc<session::Deps>,
+    /// The bus sessions streaming over SSE, for their POSTs.
+    pub sse: super::sse::SseSessions,
 }
 
 /// Whether the node still accepts traffic; set once, at shutdown.

@@ -40,6 +40,11 @@ pub struct Handshake {
     pub claims: BusClaims,
     /// The connection's slot under the node and app limits.
     pub admission: Admitted,
+    /// The connection's id (the `welcome`'s `session_id`), given by the transport: the SSE
+    /// transport routes the client's POSTs by it.
+    pub id: SocketId,
+    /// Where the first subscribe without `since` resumes from (SSE's `Last-Event-ID`).
+    pub resume: Option<Box<Since>>,
 }
 
 struct Session {
@@ -65,6 +70,7 @@ struct Session {
     drained: bool,
     limiter: DefaultDirectRateLimiter,
     typing: HashMap<(UserId, Arc<str>), Instant>,
+    resume: Option<Box<Since>>,
     _admission: Admitted,
 }
 
@@ -80,7 +86,7 @@ pub fn run(
 /// Registers the user's connection and sends `welcome`, or queues the refusal of a user
 /// over the per-user limit.
 async fn open(ctx: &Arc<Deps>, hs: Handshake, outbox: &Outbox) -> Option<Session> {
-    let id = SocketId::next(ctx.node);
+    let id = hs.id;
     let user = UserId::new(hs.claims.sub.as_str());
     let limit = ctx.bus.max_connections_per_user;
     // Registered (holding user events until the first subscribe) before counted as
@@ -136,6 +142,7 @@ async fn open(ctx: &Arc<Deps>, hs: Handshake, outbox: &Outbox) -> Option<Session
         drained: false,
         limiter: RateLimiter::direct(quota),
         typing: HashMap::new(),
+        resume: hs.resume,
         app: hs.app,
         _admission: hs.admission,
     };
@@ -341,6 +348,10 @@ impl Session {
             return;
         };
         let first = !self.started;
+        let since = match (since, first) {
+            (None, true) => self.resume.take().map(|s| *s),
+            (since, _) => since,
+        };
         self.started = true;
         let user_bits = bits & interest::USER != 0;
         let drain = user_bits && !self.drained && self.ctx.offline.enabled;

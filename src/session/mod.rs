@@ -6,6 +6,7 @@
 pub mod bus;
 mod connection;
 pub mod pusher;
+pub mod sse;
 pub mod transport;
 pub mod ws;
 
