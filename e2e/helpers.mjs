@@ -87,8 +87,9 @@ export function newEncryptionMasterKey() {
  * @param {Pusher} [opts.sdk] the server SDK that signs (default: correct credentials)
  * @param {{ user_id: string, user_info?: object }} [opts.presence] this client's presence member
  * @param {{ id: string, [k: string]: unknown }} [opts.user] this client's user_data for sign-in
+ * @param {object} [opts.options] more pusher-js options (e.g. another transport)
  */
-export function newClient(server, { sdk = serverSdk(server), presence, user } = {}) {
+export function newClient(server, { sdk = serverSdk(server), presence, user, options = {} } = {}) {
   const channelHandler = ({ socketId, channelName }, callback) => {
     try {
       const data = channelName.startsWith('presence-') ? presence : undefined;
@@ -112,7 +113,13 @@ export function newClient(server, { sdk = serverSdk(server), presence, user } = 
     ...wsOptions(server),
     channelAuthorization: { customHandler: channelHandler },
     userAuthentication: { customHandler: userHandler },
+    ...options,
   });
+}
+
+/** pusher-js options restricting it to one of its HTTP transports. */
+export function httpTransport(server, transport) {
+  return { httpHost: server.host, httpPort: server.port, enabledTransports: [transport] };
 }
 
 /** pusher-js options for a WebSocket-only connection to the test server. */

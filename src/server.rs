@@ -212,6 +212,7 @@ pub async fn run(
         redis: b.redis.clone(),
         sessions,
         sse: Default::default(),
+        xhr: Default::default(),
     });
     let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
     if let (Some(ml), Some(exporter)) = (metrics_listener, exporter) {

@@ -11,6 +11,7 @@ mod sse;
 mod state;
 pub mod stream;
 mod ws;
+mod xhr;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -44,6 +45,10 @@ pub fn router(ctx: Arc<Api>) -> Router {
         .route(
             "/users/{user_id}/terminate_connections",
             post(api::terminate),
+        )
+        .route(
+            "/pusher/app/{key}/{server}/{session}/{kind}",
+            post(xhr::request),
         )
         .route("/ws/bus", get(bus::upgrade))
         .route("/ws/bus/sse", get(sse::stream))

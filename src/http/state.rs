@@ -40,6 +40,8 @@ pub struct Api {
     pub sessions: Arc<session::Deps>,
     /// The bus sessions streaming over SSE, for their POSTs.
     pub sse: super::sse::SseSessions,
+    /// The Pusher sessions over pusher-js's HTTP transports, for their requests.
+    pub xhr: super::xhr::XhrSessions,
 }
 
 /// Whether the node still accepts traffic; set once, at shutdown.

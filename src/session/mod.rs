@@ -9,6 +9,7 @@ pub mod pusher;
 pub mod sse;
 pub mod transport;
 pub mod ws;
+pub mod xhr;
 
 use std::sync::Arc;
 
