@@ -8,7 +8,7 @@
 import { AckQueue, highPriorityId } from './acks.js';
 import { Connection, type BusClientState } from './connection.js';
 import { Emitter, type BusClientEventName, type BusClientHandler } from './events.js';
-import { resolveOptions, type BusClientOptions } from './options.js';
+import { resolveOptions, type BusClientOptions, type Transport } from './options.js';
 import { TypingTracker, checkPresence, typingMessage, type Presence } from './presence.js';
 import type {
   BusEventType,
@@ -70,6 +70,14 @@ export class BusClient {
   /** Where the client is. */
   get state(): BusClientState {
     return this.connection.state;
+  }
+
+  /**
+   * The transport of the current connection attempt, `websocket` or `sse` (of the last one once
+   * closed; undefined before the first). See `BusClientOptions.transports` and `fallback`.
+   */
+  get transport(): Transport | undefined {
+    return this.connection.transport;
   }
 
   /** The `welcome` of the current connection, if welcomed. */

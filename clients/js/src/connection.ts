@@ -9,7 +9,7 @@
  */
 
 import type { Emitter } from './events.js';
-import type { ResolvedOptions } from './options.js';
+import type { ResolvedFallbackOptions, ResolvedOptions, Transport } from './options.js';
 import type { ServerMessage, WelcomeMessage } from './protocol.js';
 import { Backoff, isTerminalCloseCode, type ResolvedReconnectOptions } from './reconnect.js';
 import {
@@ -22,6 +22,7 @@ import {
   type WebSocketConstructor,
   type WebSocketLike,
 } from './socket.js';
+import { SseSocket, type SseEndpoints } from './sse.js';
 import { TokenSource } from './token.js';
 
 // Runtime globals, declared so that the build needs neither the DOM nor the Node types.
@@ -30,6 +31,7 @@ declare function setTimeout(handler: () => void, ms?: number): TimerHandle;
 declare function clearTimeout(handle: TimerHandle | undefined): void;
 declare function setInterval(handler: () => void, ms?: number): TimerHandle;
 declare function clearInterval(handle: TimerHandle | undefined): void;
+declare const Date: { now(): number };
 
 /** Where the client is. */
 export type BusClientState =
@@ -76,7 +78,16 @@ function describe(err: unknown): string {
 
 export class Connection {
   private readonly url: string;
-  private readonly Ctor: WebSocketConstructor;
+  private readonly Ctor: WebSocketConstructor | undefined;
+  private readonly transports: Transport[];
+  private readonly sse: SseEndpoints;
+  private readonly fallback: ResolvedFallbackOptions;
+  /** Failures in a row of the first transport (see `FallbackOptions`). */
+  private firstFailures = 0;
+  /** The transport of the current (or last) attempt. */
+  private attemptTransport: Transport | undefined;
+  /** When the current attempt was welcomed. */
+  private welcomedAt: number | undefined;
   private readonly pingIntervalMs: number;
   private readonly pongTimeoutMs: number;
   private readonly connectTimeoutMs: number;
@@ -103,6 +114,9 @@ export class Connection {
   ) {
     this.url = options.url;
     this.Ctor = options.WebSocket;
+    this.transports = options.transports;
+    this.sse = options.sse;
+    this.fallback = options.fallback;
     this.pingIntervalMs = options.pingIntervalMs;
     this.pongTimeoutMs = options.pongTimeoutMs;
     this.connectTimeoutMs = options.connectTimeoutMs;
@@ -120,6 +134,11 @@ export class Connection {
     return this.currentState === 'open' ? this.welcome : undefined;
   }
 
+  /** The transport of the current attempt (or of the last one, once closed). */
+  get transport(): Transport | undefined {
+    return this.attemptTransport;
+  }
+
   /** See `BusClient.connect`. */
   connect(): Promise<WelcomeMessage> {
     if (this.currentState === 'open' && this.welcome) return Promise.resolve(this.welcome);
@@ -131,6 +150,7 @@ export class Connection {
     const { promise } = this.ready;
     if (this.currentState === 'closed') {
       this.backoff.reset();
+      this.firstFailures = 0;
       void this.attempt();
     }
     return promise;
@@ -205,18 +225,24 @@ export class Connection {
       this.stop(4001, 'Token expired');
       return;
     }
+    const transport = this.pickTransport();
+    this.attemptTransport = transport;
+    this.welcomedAt = undefined;
     let ws: WebSocketLike;
     try {
-      ws = new this.Ctor(withToken(this.url, token));
+      if (transport === 'sse') ws = new SseSocket(this.sse, token);
+      else if (this.Ctor) ws = new this.Ctor(withToken(this.url, token));
+      else throw new TypeError('No WebSocket implementation');
     } catch (cause) {
-      this.emitter.emitError('E-CLIENT-SOCKET', `Cannot open a WebSocket: ${describe(cause)}`, cause);
-      this.stop(ABNORMAL_CLOSURE, 'Cannot open a WebSocket');
+      const what = transport === 'sse' ? 'an SSE stream' : 'a WebSocket';
+      this.emitter.emitError('E-CLIENT-SOCKET', `Cannot open ${what}: ${describe(cause)}`, cause);
+      this.stop(ABNORMAL_CLOSURE, `Cannot open ${what}`);
       return;
     }
     this.ws = ws;
     ws.onopen = () => {
       if (gen !== this.generation) return;
-      this.emitter.emit('open', { type: 'open' });
+      this.emitter.emit('open', { type: 'open', transport });
     };
     ws.onmessage = (ev) => {
       if (gen !== this.generation) return;
@@ -242,7 +268,35 @@ export class Connection {
     this.onClosed(ABNORMAL_CLOSURE, reason, welcomed);
   }
 
+  /**
+   * The transport of the next attempt: the first listed, unless it has failed
+   * `fallback.after` times in a row (the rule is documented on `FallbackOptions`).
+   */
+  private pickTransport(): Transport {
+    const [first, second] = this.transports as [Transport, Transport | undefined];
+    if (second === undefined) return first;
+    return this.firstFailures >= this.fallback.after ? second : first;
+  }
+
+  /** Counts how the attempt of `attemptTransport` ended, for the fallback rule. */
+  private noteEnd(code: number): void {
+    const [first, second] = this.transports as [Transport, Transport | undefined];
+    if (second === undefined) return;
+    const lived = this.welcomedAt === undefined ? undefined : Date.now() - this.welcomedAt;
+    if (this.attemptTransport === first) {
+      const failed = code === ABNORMAL_CLOSURE && (lived === undefined || lived < this.fallback.windowMs);
+      this.firstFailures = failed ? this.firstFailures + 1 : 0;
+    } else if (lived === undefined) {
+      // The second transport failed as well: not the first one's fault, try it again.
+      this.firstFailures = 0;
+    } else if (lived >= this.fallback.retryAfterMs) {
+      // A later reconnect: one more try of the first transport, one failure to come back.
+      this.firstFailures = this.fallback.after - 1;
+    }
+  }
+
   private onClosed(code: number, reason: string, welcomed: boolean): void {
+    this.noteEnd(code);
     this.clearTimers();
     if (code === 4001) this.tokens.markStale();
     // A refused upgrade (bad or expired token) looks like any lost connection to a browser:
@@ -337,6 +391,7 @@ export class Connection {
     clearTimeout(this.connectTimer);
     this.connectTimer = undefined;
     this.welcome = msg;
+    this.welcomedAt = Date.now();
     this.setState('open');
     this.backoff.reset();
     this.host.restore();

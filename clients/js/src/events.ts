@@ -38,6 +38,8 @@ export interface TypingStoppedEvent {
 /** The transport opened (the `welcome` follows). */
 export interface OpenEvent {
   type: 'open';
+  /** The transport that opened. */
+  transport: 'websocket' | 'sse';
 }
 
 /** The connection ended. */

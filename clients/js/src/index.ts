@@ -31,7 +31,8 @@ export type {
   TypingStopReason,
   TypingStoppedEvent,
 } from './events.js';
-export type { BusClientOptions } from './options.js';
+export type { BusClientOptions, FallbackOptions, ResolvedFallbackOptions, Transport } from './options.js';
+export { deriveSseUrls, type EventSourceConstructor, type EventSourceLike, type FetchLike, type FetchResponseLike } from './sse.js';
 export { TYPING_TIMEOUT_MS, TypingTracker } from './presence.js';
 export {
   EVENT_TYPES,

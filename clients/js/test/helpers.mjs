@@ -283,3 +283,52 @@ export function record(client, types) {
   for (const t of types) client.on(t, (e) => log.push(e));
   return log;
 }
+
+/**
+ * A loopback TCP proxy to `targetPort`: `mode` 'pipe' forwards, 'reset' accepts and destroys
+ * every new connection at once (a network that breaks them); `cutAll()` destroys the open
+ * ones (a cut stream). `url(path, scheme)`: an address through the proxy.
+ */
+export async function tcpProxy(targetPort, { mode = 'pipe' } = {}) {
+  const open = new Set();
+  const proxy = {
+    mode,
+    accepted: 0,
+    port: 0,
+    url: (p, scheme = 'http') => `${scheme}://${HOST}:${proxy.port}${p}`,
+    cutAll() {
+      for (const s of open) s.destroy();
+      open.clear();
+    },
+    close() {
+      proxy.cutAll();
+      return new Promise((resolve) => srv.close(() => resolve()));
+    },
+  };
+  const srv = net.createServer((client) => {
+    proxy.accepted++;
+    if (proxy.mode === 'reset') {
+      client.destroy();
+      return;
+    }
+    const upstream = net.connect(targetPort, HOST);
+    open.add(client);
+    open.add(upstream);
+    const end = () => {
+      client.destroy();
+      upstream.destroy();
+      open.delete(client);
+      open.delete(upstream);
+    };
+    client.on('error', end).on('close', end);
+    upstream.on('error', end).on('close', end);
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  await new Promise((resolve, reject) => {
+    srv.once('error', reject);
+    srv.listen(0, HOST, resolve);
+  });
+  proxy.port = srv.address().port;
+  return proxy;
+}

@@ -25,3 +25,11 @@ void ids;
 new BusClient({ url: 'ws://127.0.0.1:1/ws/bus', token: 't', WebSocket: fromWs, resume: false });
 // @ts-expect-error resume is a boolean
 new BusClient({ url: 'ws://127.0.0.1:1/ws/bus', token: 't', WebSocket: fromWs, resume: 'yes' });
+// Transports and the fallback.
+new BusClient({ url: 'ws://127.0.0.1:1/ws/bus', token: 't', transports: ['sse'], sseUrl: 'http://127.0.0.1:1/ws/bus/sse' });
+new BusClient({ url: 'ws://127.0.0.1:1/ws/bus', token: 't', WebSocket: fromWs, fallback: { after: 3, windowMs: 1000 }, EventSource: null });
+// @ts-expect-error unknown transport
+new BusClient({ url: 'ws://127.0.0.1:1/ws/bus', token: 't', transports: ['longpoll'] });
+client.on('open', (o) => o.transport === 'sse');
+const current: 'websocket' | 'sse' | undefined = client.transport;
+void current;
