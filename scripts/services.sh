@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Installs (if missing) and starts the real services the tests use, on loopback only:
-# Redis and PostgreSQL. Source it: it exports SWITCHBOARD_TEST_REDIS_URL and
+# Redis and PostgreSQL (and installs Chromium for the browser test). Source it: it exports SWITCHBOARD_TEST_REDIS_URL and
 # SWITCHBOARD_TEST_DATABASE_URL and registers a trap that stops both on exit.
 
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+# Headless Chromium for the browser test of pusher-js's HTTP transports (e2e/browser.test.mjs).
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
 [ -n "$pg_bin" ] && [ -x "$pg_bin/postgres" ] || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then

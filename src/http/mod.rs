@@ -48,11 +48,11 @@ pub fn router(ctx: Arc<Api>) -> Router {
         )
         .route(
             "/pusher/app/{key}/{server}/{session}/{kind}",
-            post(xhr::request),
+            post(xhr::request).options(xhr::preflight),
         )
         .route("/ws/bus", get(bus::upgrade))
-        .route("/ws/bus/sse", get(sse::stream))
-        .route("/ws/bus/send", post(sse::send))
+        .route("/ws/bus/sse", get(sse::stream).options(xhr::preflight))
+        .route("/ws/bus/send", post(sse::send).options(xhr::preflight))
         .route("/apps/{app_id}/bus/notifications", post(bus::notifications))
         .route("/apps/{app_id}/bus/messages", post(bus::messages))
         .route("/apps/{app_id}/bus/actions", post(bus::actions))

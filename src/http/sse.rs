@@ -128,6 +128,7 @@ fn event_stream(chunks: mpsc::Receiver<Bytes>, cut: CancellationToken) -> Respon
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     // nginx would otherwise buffer the stream.
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    super::xhr::cors(&mut res);
     res
 }
 
@@ -186,5 +187,7 @@ pub async fn send(
             Err(mpsc::error::TrySendError::Closed(_)) => return Err(unknown()),
         }
     }
-    Ok(StatusCode::NO_CONTENT.into_response())
+    let mut res = StatusCode::NO_CONTENT.into_response();
+    super::xhr::cors(&mut res);
+    Ok(res)
 }

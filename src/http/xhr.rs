@@ -306,6 +306,36 @@ fn send(ctx: Arc<Api>, id: String, ip: IpAddr, body: Bytes) -> Response {
     StatusCode::NO_CONTENT.into_response()
 }
 
+/// The CORS preflight a browser's pusher-js sends first (its requests carry
+/// `Content-Type: application/json`, which is not a "simple" request).
+pub async fn preflight() -> Response {
+    let mut res = StatusCode::NO_CONTENT.into_response();
+    cors(&mut res);
+    res
+}
+
+/// Any page may use these endpoints: a session is bound to its address and the app key is
+/// public, and no cookie is read (so `*` is safe).
+pub(super) fn cors(res: &mut Response) {
+    let h = res.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, OPTIONS"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Content-Type, Authorization, Last-Event-ID"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
+}
+
 fn lines(body: Bytes) -> Response {
     let mut res = Response::new(Body::from(body));
     headers(&mut res);
