@@ -5,7 +5,7 @@ use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use switchboard::config::{keys, Config, LogFormat};
 use tokio::net::TcpListener;
 
@@ -23,11 +23,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server.
-    Serve {
-        /// TOML configuration file; every key can be overridden by SWITCHBOARD_<SECTION>_<KEY>.
-        #[arg(long, env = "SWITCHBOARD_CONFIG")]
-        config: Option<PathBuf>,
-    },
+    Serve(ConfigFile),
     /// Check, show or write the configuration.
     Config {
         #[command(subcommand)]
@@ -35,35 +31,34 @@ enum Command {
     },
 }
 
+#[derive(Args)]
+struct ConfigFile {
+    /// TOML configuration file; every key can be overridden by SWITCHBOARD_<SECTION>_<KEY>.
+    #[arg(long, env = "SWITCHBOARD_CONFIG")]
+    config: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum ConfigAction {
     /// Validate the configuration (file and SWITCHBOARD_* variables) and exit: 0 when it is
     /// usable, 2 with the reason when not.
-    Check {
-        /// TOML configuration file.
-        #[arg(long, env = "SWITCHBOARD_CONFIG")]
-        config: Option<PathBuf>,
-    },
+    Check(ConfigFile),
     /// Print the effective configuration, each value with its origin (default, file, env),
     /// secrets masked.
-    Print {
-        /// TOML configuration file.
-        #[arg(long, env = "SWITCHBOARD_CONFIG")]
-        config: Option<PathBuf>,
-    },
+    Print(ConfigFile),
     /// Print a commented example file with every key and its default.
     Example,
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Serve { config } => serve(config),
+        Command::Serve(ConfigFile { config }) => serve(config),
         Command::Config { action } => match action {
             ConfigAction::Example => {
                 print!("{}", keys::EXAMPLE);
                 ExitCode::SUCCESS
             }
-            ConfigAction::Check { config } => match load(config.as_deref()) {
+            ConfigAction::Check(ConfigFile { config }) => match load(config.as_deref()) {
                 Ok((c, _)) => {
                     println!(
                         "configuration is valid: {} app(s), listening on {}:{}",
@@ -75,7 +70,7 @@ fn main() -> ExitCode {
                 }
                 Err(code) => code,
             },
-            ConfigAction::Print { config } => match load(config.as_deref()) {
+            ConfigAction::Print(ConfigFile { config }) => match load(config.as_deref()) {
                 Ok((c, origins)) => {
                     print!("{}", c.describe(&origins));
                     ExitCode::SUCCESS

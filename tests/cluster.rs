@@ -955,14 +955,6 @@ impl NodeProcess {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Collects `want` (user → status) from bus `presence` messages; panics at `deadline`.
 async fn bus_statuses(c: &mut BusClient, want: &[(&str, &str)], deadline: Instant) {
     let mut missing: BTreeSet<(String, String)> = want

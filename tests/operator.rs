@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::temp_dir;
+use support::{free_port, temp_dir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 
@@ -19,14 +19,6 @@ fn switchboard(args: &[&str], env: &[(&str, &str)]) -> Command {
         cmd.env(k, v);
     }
     cmd
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Runs `serve` until it exits (or 10 s); returns (exit code, stderr).

@@ -25,6 +25,7 @@ use crate::hub::Refusal;
 use crate::idempotency::Idempotency;
 use crate::ids::{SocketId, UserId};
 use crate::metrics;
+use crate::protocol::bus::Since;
 use crate::publish::input;
 use crate::session;
 use crate::session::bus::{self, Handshake};
@@ -40,19 +41,30 @@ pub async fn upgrade(
     headers: HeaderMap,
     State(ctx): State<Arc<Api>>,
 ) -> Result<Response, ApiError> {
+    let hs = handshake(&ctx, &query, &headers, None).await?;
+    Ok(ws.run(&ctx, move |socket, deps| bus::run(socket, deps, hs)))
+}
+
+/// Everything a bus session needs before it starts, whatever its transport: the node is not
+/// draining (503), the token is valid (401, 403), the node and app have room (503, 429).
+pub(super) async fn handshake(
+    ctx: &Api,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+    resume: Option<Box<Since>>,
+) -> Result<Handshake, ApiError> {
     if ctx.health.is_draining() {
         return Err(ApiError::Unavailable("Server is shutting down".into()));
     }
-    let (app, claims) = bus_login(&ctx, &query, &headers).await?;
-    let admission = admit(&ctx, &app).await?;
-    let hs = Handshake {
+    let (app, claims) = bus_login(ctx, query, headers).await?;
+    let admission = admit(ctx, &app).await?;
+    Ok(Handshake {
         app,
         claims,
         admission,
         id: SocketId::next(ctx.sessions.node),
-        resume: None,
-    };
-    Ok(ws.run(&ctx, move |socket, deps| bus::run(socket, deps, hs)))
+        resume,
+    })
 }
 
 /// The app and verified claims of a bus client's token (`?token=` or `Bearer`): 401 for a
@@ -88,7 +100,7 @@ pub(super) async fn bus_login(
 
 /// The connection's slot under the node and app limits: 503 when the node is full, 429
 /// when the app is.
-pub(super) async fn admit(ctx: &Api, app: &App) -> Result<session::Admitted, ApiError> {
+async fn admit(ctx: &Api, app: &App) -> Result<session::Admitted, ApiError> {
     let counts = ctx.sessions.counts.as_deref();
     match session::admit(&ctx.hub, counts, app, ctx.server.max_connections).await {
         Ok(a) => Ok(a),

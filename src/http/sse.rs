@@ -16,12 +16,12 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::bus::{admit, bus_login};
+use super::bus::{bus_login, handshake};
 use super::error::ApiError;
 use super::Api;
-use crate::ids::{AppId, SocketId};
+use crate::ids::AppId;
 use crate::protocol::bus::Since;
-use crate::session::bus::{self, Handshake};
+use crate::session::bus;
 use crate::session::sse::{Sse, BODY_CHUNKS, INBOUND, KEEP_ALIVE};
 
 /// Most client messages in one POST.
@@ -62,24 +62,20 @@ pub async fn stream(
     headers: HeaderMap,
     State(ctx): State<Arc<Api>>,
 ) -> Result<Response, ApiError> {
-    if ctx.health.is_draining() {
-        return Err(ApiError::Unavailable("Server is shutting down".into()));
-    }
-    let (app, claims) = bus_login(&ctx, &query, &headers).await?;
     let resume = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 64)
         .map(|v| Box::new(Since::All(v.to_owned())));
-    let admission = admit(&ctx, &app).await?;
-    let id = SocketId::next(ctx.sessions.node);
+    let hs = handshake(&ctx, &query, &headers, resume).await?;
+    let id = hs.id;
     let (body_tx, body_rx) = mpsc::channel::<Bytes>(BODY_CHUNKS);
     let (in_tx, in_rx) = mpsc::channel::<String>(INBOUND);
     ctx.sse.0.lock().expect("sse lock poisoned").insert(
         id.to_string(),
         Entry {
-            app: app.id.clone(),
-            user: claims.sub.clone(),
+            app: hs.app.id.clone(),
+            user: hs.claims.sub.clone(),
             inbound: in_tx,
         },
     );
@@ -94,13 +90,6 @@ pub async fn stream(
         cut: cut.clone(),
         guard: Box::new(guard),
         write_size: ctx.server.ws_write_buffer,
-    };
-    let hs = Handshake {
-        app,
-        claims,
-        admission,
-        id,
-        resume,
     };
     let deps = ctx.sessions.clone();
     ctx.sessions.tracker.spawn(bus::run(transport, deps, hs));

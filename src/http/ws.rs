@@ -125,17 +125,31 @@ pub async fn pusher(
     Query(query): Query<HashMap<String, String>>,
     State(ctx): State<Arc<Api>>,
 ) -> Response {
-    if ctx.health.is_draining() {
-        return ApiError::Unavailable("Server is shutting down".into()).into_response();
-    }
-    let app = match ctx.apps.by_key(&key).await {
-        Ok(app) => app,
-        Err(e) => return ApiError::Unavailable(e.to_string()).into_response(),
+    let hs = match handshake(&ctx, &key, &query).await {
+        Ok(hs) => hs,
+        Err(e) => return e.into_response(),
     };
+    ws.run(&ctx, move |socket, deps| pusher::run(socket, deps, hs))
+}
+
+/// What a Pusher session starts from, whatever its transport: refused with 503 while the node
+/// drains or when the app store cannot answer; an unknown app or protocol version is the
+/// session's to refuse, with its close code.
+pub(super) async fn handshake(
+    ctx: &Api,
+    key: &str,
+    query: &HashMap<String, String>,
+) -> Result<Handshake, ApiError> {
+    if ctx.health.is_draining() {
+        return Err(ApiError::Unavailable("Server is shutting down".into()));
+    }
+    let app = ctx
+        .apps
+        .by_key(key)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
     let protocol = query
         .get("protocol")
         .map(|p| p.parse::<u8>().map_err(|_| ()));
-    ws.run(&ctx, move |socket, deps| {
-        pusher::run(socket, deps, Handshake { app, protocol })
-    })
+    Ok(Handshake { app, protocol })
 }

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 use super::error::ApiError;
 use super::Api;
-use crate::session::pusher::{self, Handshake};
+use crate::session::pusher;
 use crate::session::xhr::{Attach, Xhr, CHUNKS, INBOUND};
 
 /// Longest wait of a poll with nothing to deliver (then a heartbeat line).
@@ -144,16 +144,10 @@ async fn open(
     ip: IpAddr,
     streaming: bool,
 ) -> Response {
-    if ctx.health.is_draining() {
-        return ApiError::Unavailable("Server is shutting down".into()).into_response();
-    }
-    let app = match ctx.apps.by_key(&key).await {
-        Ok(app) => app,
-        Err(e) => return ApiError::Unavailable(e.to_string()).into_response(),
+    let hs = match super::ws::handshake(&ctx, &key, &query).await {
+        Ok(hs) => hs,
+        Err(e) => return e.into_response(),
     };
-    let protocol = query
-        .get("protocol")
-        .map(|p| p.parse::<u8>().map_err(|_| ()));
     let (out, rx) = mpsc::channel::<Bytes>(CHUNKS);
     let (in_tx, in_rx) = mpsc::channel::<String>(INBOUND);
     let attach = Arc::new(Attach::default());
@@ -185,9 +179,7 @@ async fn open(
         inbound: in_rx,
     };
     let deps = ctx.sessions.clone();
-    ctx.sessions
-        .tracker
-        .spawn(pusher::run(transport, deps, Handshake { app, protocol }));
+    ctx.sessions.tracker.spawn(pusher::run(transport, deps, hs));
     let open = Bytes::from_static(b"o\n");
     if streaming {
         let yield_now = Arc::new(Notify::new());
@@ -354,8 +346,5 @@ fn headers(res: &mut Response) {
     );
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     // pusher-js in a browser calls from the page's origin.
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
+    cors(res);
 }
