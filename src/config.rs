@@ -15,7 +15,7 @@ mod print;
 mod push;
 mod server;
 mod streams;
-pub use app::{AppConfig, WebhookConfig};
+pub use app::{AppConfig, AppInvalid, WebhookConfig};
 pub use database::DatabaseConfig;
 pub use idempotency::IdempotencyConfig;
 pub use load::{Origin, Origins};
@@ -56,6 +56,16 @@ pub struct Config {
     pub push: PushConfig,
     /// Idempotency keys of publishers' retries.
     pub idempotency: IdempotencyConfig,
+    /// The admin API and console (`SWITCHBOARD_ADMIN_TOKEN`).
+    pub admin: AdminConfig,
+}
+
+/// The admin API and the console, on the metrics listener.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Bearer token of `/admin/*` and the console; unset = both off (404).
+    pub token: Option<String>,
 }
 
 /// How log lines are written.
@@ -202,6 +212,9 @@ impl Config {
         for a in self.all_apps() {
             if a.id.is_empty() || a.key.is_empty() || a.secret.is_empty() {
                 return bad("every app needs a non-empty id, key and secret".into());
+            }
+            if let Err(e) = a.validate() {
+                return bad(format!("app {:?}: {e}", a.id));
             }
             if !ids.insert(&a.id) || !keys.insert(&a.key) {
                 return bad(format!(

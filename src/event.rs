@@ -182,6 +182,44 @@ pub struct Meta {
     /// Seconds the event stays worth delivering (replay skips it afterwards).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl: Option<u32>,
+    /// Which publisher sent it, for the console's event log.
+    #[serde(default, skip_serializing_if = "Origin::is_internal")]
+    pub origin: Origin,
+}
+
+/// Which publisher sent an event.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// The server itself (presence, status, the reaper).
+    #[default]
+    Internal,
+    /// The HTTP API (Pusher or bus).
+    Api,
+    /// A client event.
+    Client,
+    /// An ingest row.
+    Ingest,
+    /// The admin console's test event.
+    Console,
+}
+
+impl Origin {
+    /// Whether this is the default (left out of the inter-node envelope).
+    pub fn is_internal(&self) -> bool {
+        *self == Self::Internal
+    }
+
+    /// The console's label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Internal => "internal",
+            Self::Api => "api",
+            Self::Client => "client",
+            Self::Ingest => "ingest",
+            Self::Console => "console",
+        }
+    }
 }
 
 impl Meta {

@@ -125,6 +125,10 @@ pub enum CloseReason {
     SlowConsumer = 2,
     /// The app terminated the user's connections.
     Terminated = 3,
+    /// The app was disabled while the connection was open.
+    AppDisabled = 4,
+    /// The app was deleted while the connection was open.
+    AppDeleted = 5,
 }
 
 impl CloseReason {
@@ -134,6 +138,8 @@ impl CloseReason {
             1 => Some(Self::Shutdown),
             2 => Some(Self::SlowConsumer),
             3 => Some(Self::Terminated),
+            4 => Some(Self::AppDisabled),
+            5 => Some(Self::AppDeleted),
             _ => None,
         }
     }

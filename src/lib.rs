@@ -7,7 +7,8 @@
 //! checks they form a DAG):
 //!
 //! - [`ids`], [`clock`], [`filter`], [`metrics`], [`config`]: identifiers (one parse rule
-//!   each), time, tag filters, every metric, settings.
+//!   each), time, tag filters, every metric, settings. [`tap`]: the live console's copy
+//!   of deliveries.
 //! - [`event`]: the protocol-neutral [`event::Event`]; [`frame`]: neutral output (frames,
 //!   encoders, close reasons).
 //! - [`protocol`]: wire formats. Every type that appears on a socket, or between nodes,
@@ -15,8 +16,9 @@
 //! - [`hub`]: this node's registry of channels, users and watchers; delivers an event by
 //!   encoding it once per wire format and queueing the bytes on each connection's bounded
 //!   outbox. It knows no protocol.
-//! - [`store`] (redb under `data.dir`) and [`redis_base`] (connection, scripts): what the
-//!   embedded and Redis implementations of the seams build on.
+//! - [`store`] (redb under `data.dir`), [`redis_base`] (connection, scripts) and [`pg`]
+//!   (connection settings, migrations): what the embedded, Redis and PostgreSQL
+//!   implementations of the seams build on.
 //! - [`offline`], [`presence`], [`idempotency`]: offline queues, presence and user status,
 //!   publishers' idempotency keys; memory/embedded and Redis each.
 //! - [`broker`]: orders, stores and delivers an event (`Broker::publish` → `Hub::deliver`).
@@ -52,6 +54,7 @@ pub mod ids;
 pub mod ingest;
 pub mod metrics;
 pub mod offline;
+pub mod pg;
 pub mod presence;
 pub mod protocol;
 pub mod publish;
@@ -61,5 +64,6 @@ pub mod server;
 pub mod session;
 pub mod status;
 pub mod store;
+pub mod tap;
 pub mod tls;
 pub mod webhooks;

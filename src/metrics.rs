@@ -67,7 +67,7 @@ const SERIES: &[Series] = &[
         "Failed TCP accepts (typically out of file descriptors); the listener backs off."),
     s(G, "switchboard_subscriptions", Always, &[],
         "Channel (Pusher) and room (bus) subscriptions held by this node's connections."),
-    s(C, "switchboard_events_published_total", Always, &[("source", &["api", "client", "internal", "ingest"])],
+    s(C, "switchboard_events_published_total", Always, &[("source", &["api", "client", "internal", "ingest", "console"])],
         "Events that entered the broker, by source."),
     s(C, "switchboard_idempotent_repeats_total", Always, &[],
         "Publishes skipped because their idempotency key was already published."),
@@ -80,8 +80,12 @@ const SERIES: &[Series] = &[
     s(C, "switchboard_client_errors_total", Always,
         &[("reason", &["body_timeout", "subscription", "subscription_limit", "client_event", "client_event_rate",
             "signin", "binary", "malformed", "bad_field", "unknown_event", "bus_invalid", "bus_permission",
-            "bus_rate"])],
+            "bus_rate", "admin_token"])],
         "Client messages and requests refused, by reason."),
+    s(C, "switchboard_admin_changes_total", Always, &[("action", &["create", "update", "delete"])],
+        "Apps created, updated and deleted through the admin API."),
+    s(G, "switchboard_apps", Always, &[("source", &["config", "store"])],
+        "Apps this node serves, by where they come from (the configuration file or the app store)."),
     s(C, "switchboard_http_requests_total", Later, &[], "HTTP API calls, by route template and status code."),
     s(H, "switchboard_http_request_seconds", Later, &[], "HTTP API call duration in seconds, by route template."),
     s(C, "switchboard_node_envelopes_dropped_total", Always, &[("reason", &["unknown_version", "malformed"])],
@@ -312,6 +316,17 @@ pub fn outbox_over_budget(scope: &'static str) {
 /// A publish was skipped: its idempotency key was already published.
 pub fn idempotent_repeat() {
     counter!("switchboard_idempotent_repeats_total").increment(1);
+}
+
+/// An app was changed through the admin API (`action`: `create` | `update` | `delete`).
+pub fn admin_change(action: &'static str) {
+    count!("switchboard_admin_changes_total", "action" => action, 1);
+}
+
+/// How many apps this node serves from the file and from the store.
+pub fn apps_served(config: usize, store: usize) {
+    gauge!("switchboard_apps", "source" => "config").set(config as f64);
+    gauge!("switchboard_apps", "source" => "store").set(store as f64);
 }
 
 /// `accept` failed (typically: out of file descriptors); the listener backs off.

@@ -11,7 +11,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::apps::{App, AppStore, StaticAppStore};
+use crate::apps::records::{EmbeddedRecords, PostgresRecords, RedisRecords};
+use crate::apps::{self, App, AppRecords, AppStore, Registry};
 use crate::broker::{Broker, MemoryBroker, RedisBroker};
 use crate::cluster::{self, Reaper};
 use crate::config::Config;
@@ -106,6 +107,21 @@ fn backends(
     })
 }
 
+/// Where apps created through the admin API are kept: PostgreSQL when configured (the
+/// database is the app's), else the cluster's Redis, else the embedded store.
+fn app_records(config: &Config, b: &Backends) -> std::io::Result<Option<Arc<dyn AppRecords>>> {
+    if let Some(url) = &config.database.url {
+        let pg = PostgresRecords::new(url).map_err(std::io::Error::other)?;
+        return Ok(Some(Arc::new(pg)));
+    }
+    if let Some(redis) = &b.redis {
+        return Ok(Some(Arc::new(RedisRecords::new(redis.clone()))));
+    }
+    Ok(b.store
+        .clone()
+        .map(|s| Arc::new(EmbeddedRecords::new(s)) as Arc<dyn AppRecords>))
+}
+
 /// Serves until `shutdown` completes, then drains: `/up` answers 503, new connections are
 /// refused, every connection is closed with "reconnect now" (Pusher 4200), and the call
 /// returns once all connections ended or `server.shutdown_grace` passed.
@@ -133,7 +149,6 @@ pub async fn run(
         budget,
         metrics::MessagesOut::new(apps.iter().map(|a| &a.id)),
     );
-    let apps: Arc<dyn AppStore> = Arc::new(StaticAppStore::new(apps));
     // A bad certificate pair is fatal before anything is opened.
     let tls = match config.server.tls.files() {
         Some((cert, key)) => {
@@ -144,6 +159,14 @@ pub async fn run(
         None => None,
     };
     let b = backends(&config, node, &hub, (&tracker, &stop))?;
+    let registry = Arc::new(Registry::new(
+        config.all_apps().cloned(),
+        app_records(&config, &b)?,
+        hub.clone(),
+    ));
+    apps::sync::load(&registry, Duration::from_secs(3)).await;
+    apps::sync::spawn(registry.clone(), &tracker, stop.clone());
+    let apps: Arc<dyn AppStore> = registry.clone();
 
     // A bad provider key is fatal at start-up.
     let push = Push::new(&config.push, b.push_store).map_err(std::io::Error::other)?;
@@ -151,7 +174,13 @@ pub async fn run(
     let publisher = Publisher::new(b.broker.clone(), push.clone(), b.idempotency);
     let throttle = Duration::from_millis(config.bus.presence_throttle_ms);
     let status = UserStatus::new(b.status, publisher.clone(), tracker.clone(), throttle);
-    let webhooks = Webhooks::spawn(&config.webhooks, b.presence.clone(), &tracker, stop.clone());
+    let webhooks = Webhooks::spawn(
+        &config.webhooks,
+        b.presence.clone(),
+        &tracker,
+        stop.clone(),
+        hub.tap().clone(),
+    );
     let max_event_bytes = config.all_apps().map(|a| a.max_event_bytes).max();
     ingest::spawn(Ingest {
         config: config.database.clone(),

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// One application's credentials, switches and limits.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AppConfig {
     /// App id.
@@ -12,6 +12,12 @@ pub struct AppConfig {
     pub key: String,
     /// Secret.
     pub secret: String,
+    /// The secret before the last rotation, still accepted (never used to sign) until
+    /// `previous_secret_expires_at`, so publishers can switch without failures.
+    pub previous_secret: Option<String>,
+    /// Unix seconds after which `previous_secret` is no longer accepted; unset = until it
+    /// is removed.
+    pub previous_secret_expires_at: Option<u64>,
     /// Disabled apps refuse connections (4003) and API calls.
     pub enabled: bool,
     /// Accept `client-` events.
@@ -42,7 +48,7 @@ pub struct AppConfig {
 }
 
 /// One webhook endpoint of an app.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     /// Where to POST.
@@ -73,6 +79,8 @@ impl Default for AppConfig {
             id: "app-id".into(),
             key: "app-key".into(),
             secret: "app-secret".into(),
+            previous_secret: None,
+            previous_secret_expires_at: None,
             enabled: true,
             client_events: true,
             user_authentication: true,
@@ -87,5 +95,76 @@ impl Default for AppConfig {
             max_channels_per_connection: 500,
             webhooks: Vec::new(),
         }
+    }
+}
+
+/// Why an app's settings are unusable: the field and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppInvalid {
+    /// The offending key, as in `[[apps]]`.
+    pub field: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for AppInvalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+impl AppConfig {
+    /// Checks what every app needs, wherever it comes from (the file, the admin API):
+    /// ids and keys are URL path segments, limits are usable, webhooks are URLs.
+    pub fn validate(&self) -> Result<(), AppInvalid> {
+        let bad = |field, message: &str| {
+            Err(AppInvalid {
+                field,
+                message: message.to_owned(),
+            })
+        };
+        let segment = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 100
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        };
+        if !segment(&self.id) {
+            return bad("id", "1 to 100 characters of A-Z a-z 0-9 - _ .");
+        }
+        if !segment(&self.key) {
+            return bad("key", "1 to 100 characters of A-Z a-z 0-9 - _ .");
+        }
+        if self.secret.is_empty() || self.secret.len() > 256 {
+            return bad("secret", "1 to 256 bytes");
+        }
+        if self
+            .previous_secret
+            .as_deref()
+            .is_some_and(|s| s.is_empty() || s.len() > 256)
+        {
+            return bad("previous_secret", "1 to 256 bytes");
+        }
+        if self.max_event_bytes == 0 || self.max_event_bytes > 10 * 1024 * 1024 {
+            return bad("max_event_bytes", "1 byte to 10 MiB");
+        }
+        for (field, v) in [
+            ("max_channels_per_event", self.max_channels_per_event),
+            ("max_batch_size", self.max_batch_size),
+            ("presence_max_members", self.presence_max_members),
+            ("presence_max_member_bytes", self.presence_max_member_bytes),
+            ("max_channels_per_connection", self.max_channels_per_connection),
+        ] {
+            if v == 0 {
+                return bad(field, "must be > 0");
+            }
+        }
+        for w in &self.webhooks {
+            let scheme = w.url.split_once("://").map(|(s, _)| s);
+            if !matches!(scheme, Some("http" | "https")) || w.url.len() > 2048 {
+                return bad("webhooks", "every url must be http:// or https://");
+            }
+        }
+        Ok(())
     }
 }

@@ -5,7 +5,13 @@ use super::load::{Origin, Origins};
 use super::Config;
 
 /// Keys whose value is a secret wherever they appear.
-const SECRET_KEYS: &[&str] = &["secret", "webhook_secret", "vapid_private_key"];
+const SECRET_KEYS: &[&str] = &[
+    "secret",
+    "previous_secret",
+    "webhook_secret",
+    "vapid_private_key",
+    "token",
+];
 const MASK: &str = "********";
 
 impl Config {

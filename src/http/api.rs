@@ -13,7 +13,7 @@ use super::error::ApiError;
 use super::signed::Signed;
 use super::Api;
 use crate::apps::App;
-use crate::event::{Event, EventKind, Meta, Priority, Target};
+use crate::event::{Event, EventKind, Meta, Origin, Priority, Target};
 use crate::filter::{parse_tags, Tags};
 use crate::idempotency::Idempotency;
 use crate::ids::{AppId, ChannelKind, ChannelName, SocketId, UserId};
@@ -147,7 +147,10 @@ async fn publish(ctx: &Api, app: &AppId, c: &Checked) -> Result<(), ApiError> {
                 tags: c.tags.clone(),
             },
             exclude: c.exclude,
-            meta: c.meta.clone(),
+            meta: Meta {
+                origin: Origin::Api,
+                ..c.meta.clone()
+            },
         };
         metrics::published("api");
         let key = c.key.as_ref().map(|k| format!("{k}|{ch}"));

@@ -20,7 +20,7 @@ use crate::apps::App;
 use crate::auth::{self, BusClaims};
 use crate::clock::now_secs;
 use crate::contacts::MAX_CONTACTS;
-use crate::event::{Event, EventKind, Meta, Priority, Target};
+use crate::event::{Event, EventKind, Meta, Origin, Priority, Target};
 use crate::hub::Refusal;
 use crate::idempotency::Idempotency;
 use crate::ids::{SocketId, UserId};
@@ -153,6 +153,7 @@ async fn to_users(
             meta: Meta {
                 priority,
                 ttl,
+                origin: Origin::Api,
                 ..Meta::default()
             },
         };

@@ -10,6 +10,7 @@ mod changes;
 mod delta;
 mod outbox;
 mod queue;
+mod roster;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
@@ -22,6 +23,7 @@ pub use budget::QueueBudget;
 pub use changes::Changed;
 pub use delta::DeltaSeen;
 pub use outbox::{Out, Outbox, Receiver};
+pub use roster::{ConnectionInfo, Listed};
 
 use delta::ChannelDeltas;
 
@@ -78,6 +80,10 @@ struct Inner {
     changes: changes::Changes,
     /// Frames delivered, per app.
     out: metrics::MessagesOut,
+    /// Every open connection, per app.
+    roster: roster::Roster,
+    /// The live console's copy of what is delivered.
+    tap: crate::tap::Tap,
 }
 
 /// Cheap-to-clone handle to the node's connection registry.
@@ -146,6 +152,8 @@ impl Hub {
             budget: Arc::new(budget),
             changes: Default::default(),
             out,
+            roster: Default::default(),
+            tap: Default::default(),
         }))
     }
 
@@ -427,7 +435,15 @@ impl Hub {
             }
         };
         self.0.out.add(&event.app, delivered);
+        if self.0.tap.active() {
+            self.0.tap.delivered(event, delivered);
+        }
         delivered
+    }
+
+    /// What the live console sees of this node's deliveries.
+    pub fn tap(&self) -> &crate::tap::Tap {
+        &self.0.tap
     }
 }
 

@@ -44,6 +44,9 @@ mod rows;
 mod schema;
 mod worker;
 
+pub(crate) use crate::pg::describe;
+use crate::pg::config as pg_config;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -110,35 +113,6 @@ pub fn spawn(deps: Ingest) -> Result<(), BadUrl> {
     let tracker = deps.tracker.clone();
     tracker.spawn(worker::run(pg_config(&base, QUERY_APP_NAME), wake, deps));
     Ok(())
-}
-
-/// `base` with our `application_name`, and timeouts unless the URL set its own: a dead
-/// server or network is noticed within about 30 s even on an idle connection.
-fn pg_config(base: &tokio_postgres::Config, name: &str) -> tokio_postgres::Config {
-    let mut c = base.clone();
-    c.application_name(name);
-    if c.get_connect_timeout().is_none() {
-        c.connect_timeout(Duration::from_secs(5));
-    }
-    if c.get_tcp_user_timeout().is_none() {
-        c.tcp_user_timeout(Duration::from_secs(30));
-    }
-    c.keepalives_idle(Duration::from_secs(15))
-        .keepalives_interval(Duration::from_secs(5))
-        .keepalives_retries(3);
-    c
-}
-
-/// An error with its causes: tokio-postgres' `Display` leaves out the server's message.
-fn describe(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cause = c.source();
-    }
-    s
 }
 
 /// Reconnect delays: 100 ms doubling to 5 s.

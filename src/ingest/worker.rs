@@ -13,7 +13,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config, NoTls, Row, Statement};
 
 use super::rows::{to_event, OutboxRow};
-use super::schema::{self, MARK, READ, TRY_LOCK};
+use super::schema::{MARK, READ, TRY_LOCK};
 use super::{describe, retention, sleep_or_stop, Backoff, Ingest, LOCK_KEY, PGBOUNCER};
 use crate::broker::BrokerError;
 use crate::metrics;
@@ -111,7 +111,7 @@ impl Worker {
             let _ = conn.await;
         });
         if !self.migrated {
-            schema::migrate(&mut client).await?;
+            crate::pg::migrate(&mut client).await?;
             self.migrated = true;
         }
         let read = client.prepare(READ).await?;
@@ -193,7 +193,8 @@ impl Worker {
                 }
             };
             match event {
-                Ok(event) => {
+                Ok(mut event) => {
+                    event.meta.origin = crate::event::Origin::Ingest;
                     metrics::published("ingest");
                     // The row's id is its idempotency key: a row published again (the
                     // process died before its mark, or another node took the lock over)

@@ -80,7 +80,7 @@ pub fn run(
     ctx: Arc<Deps>,
     hs: Handshake,
 ) -> impl std::future::Future<Output = ()> {
-    super::run::<Session>(transport, ctx, hs)
+    super::run::<Session, _>(transport, ctx, hs)
 }
 
 /// Registers the user's connection and sends `welcome`, or queues the refusal of a user
@@ -156,6 +156,10 @@ impl Protocol for Session {
 
     fn app(&self) -> &App {
         &self.app
+    }
+
+    fn socket_id(&self) -> SocketId {
+        self.id
     }
 
     fn open(

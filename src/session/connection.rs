@@ -17,7 +17,8 @@ use super::Deps;
 use crate::apps::App;
 use crate::cluster::{Admit, Counts, Slot};
 use crate::frame::{CloseReason, Frame};
-use crate::hub::{Admission, Hub, Out, Outbox, Receiver, Refusal};
+use crate::hub::{Admission, ConnectionInfo, Hub, Out, Outbox, Receiver, Refusal};
+use crate::ids::SocketId;
 use crate::metrics;
 
 /// Frames written per flush: queued frames are coalesced into one socket write.
@@ -43,6 +44,9 @@ pub(crate) trait Protocol: Send {
 
     /// The connection's app (its metrics are labelled with it).
     fn app(&self) -> &App;
+
+    /// The connection's socket (Pusher) or session (bus) id.
+    fn socket_id(&self) -> SocketId;
 
     /// Checks `hs` and answers the client (queued on `outbox`): the session, or `None` after
     /// queueing the refusal (an error and a close).
@@ -140,8 +144,8 @@ pub async fn admit(
 /// Built from combinators rather than an `async` body of its own: an async body stores the
 /// futures it awaits beside the arguments they came from, and this is what every idle
 /// connection keeps.
-pub(crate) fn run<P: Protocol + 'static>(
-    transport: impl Transport,
+pub(crate) fn run<P: Protocol + 'static, T: Transport>(
+    transport: T,
     deps: Arc<Deps>,
     hs: P::Handshake,
 ) -> impl Future<Output = ()> {
@@ -153,6 +157,13 @@ pub(crate) fn run<P: Protocol + 'static>(
     let session = async move {
         // Refused: the refusal (error + close) is queued; the writer sends it and stops.
         if let Some(mut proto) = Box::pin(P::open(&deps, hs, &outbox)).await {
+            let info = ConnectionInfo {
+                socket_id: proto.socket_id(),
+                protocol: P::NAME,
+                transport: T::NAME,
+                connected_at_ms: crate::clock::now_ms(),
+            };
+            let _listed = deps.hub.list(&proto.app().id, info, &outbox);
             serve(&mut proto, &mut source, &outbox, &deps).await;
         }
         // The writer cancels the token when it ends; past the wait the token ends it (the

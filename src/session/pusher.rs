@@ -103,7 +103,7 @@ pub fn run(
     ctx: Arc<Deps>,
     hs: Handshake,
 ) -> impl std::future::Future<Output = ()> {
-    super::run::<Session>(transport, ctx, hs)
+    super::run::<Session, _>(transport, ctx, hs)
 }
 
 impl Protocol for Session {
@@ -112,6 +112,10 @@ impl Protocol for Session {
 
     fn app(&self) -> &App {
         &self.app
+    }
+
+    fn socket_id(&self) -> SocketId {
+        self.id
     }
 
     fn open(

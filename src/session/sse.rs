@@ -48,6 +48,7 @@ struct Alive {
 }
 
 impl Transport for Sse {
+    const NAME: &'static str = "sse";
     type Sink = SseSink;
     type Source = SseSource;
 

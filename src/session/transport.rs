@@ -53,6 +53,8 @@ pub trait FrameSink: Send + 'static {
 
 /// A connection that splits into its two directions.
 pub trait Transport {
+    /// The transport's label (`ws`, `xhr`, `sse`) in the admin API.
+    const NAME: &'static str;
     /// The writing half.
     type Sink: FrameSink;
     /// The reading half.

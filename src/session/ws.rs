@@ -58,6 +58,7 @@ where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
+    const NAME: &'static str = "ws";
     type Sink = WsSink<W>;
     type Source = WsSource<R>;
 

@@ -127,6 +127,7 @@ pub struct Xhr {
 }
 
 impl Transport for Xhr {
+    const NAME: &'static str = "xhr";
     type Sink = XhrSink;
     type Source = XhrSource;
 

@@ -71,9 +71,11 @@ impl Webhooks {
         presence: Arc<dyn PresenceStore>,
         tracker: &TaskTracker,
         stop: CancellationToken,
+        tap: crate::tap::Tap,
     ) -> Self {
         let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
-        let worker = worker::Worker::new(config.clone(), presence, (tracker.clone(), stop), rx);
+        let worker =
+            worker::Worker::new(config.clone(), presence, (tracker.clone(), stop), rx, tap);
         tracker.spawn(worker.run());
         Self { tx }
     }

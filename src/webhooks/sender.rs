@@ -18,7 +18,7 @@ pub(crate) async fn deliver(
     app: Arc<App>,
     url: String,
     events: Vec<Value>,
-    config: WebhooksConfig,
+    (config, tap): (WebhooksConfig, crate::tap::Tap),
     stop: tokio_util::sync::CancellationToken,
 ) {
     let time_ms = SystemTime::now()
@@ -40,6 +40,11 @@ pub(crate) async fn deliver(
             .body(body.clone())
             .send()
             .await;
+        if tap.active() {
+            let names: Vec<&str> = events.iter().filter_map(|e| e["name"].as_str()).collect();
+            let status = result.as_ref().map_or(0, |r| r.status().as_u16());
+            tap.webhook(&app.id, &url, &names.join(","), status);
+        }
         let failure = match result {
             Ok(r) if r.status().is_success() => {
                 metrics::webhook_sent("ok", events.len());

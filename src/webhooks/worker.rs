@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 use tokio_util::time::{delay_queue, DelayQueue};
 
 use super::{sender, Input, Occupancy};
+use crate::tap::Tap;
 use crate::apps::App;
 use crate::config::WebhooksConfig;
 use crate::ids::{AppId, ChannelName, UserId};
@@ -52,6 +53,8 @@ pub(super) struct Worker {
     permits: Arc<Semaphore>,
     /// When `subscription_count` was last sent for channels over `BIG_CHANNEL`.
     count_sent: HashMap<(AppId, ChannelName), Instant>,
+    /// Where the console sees the webhooks sent.
+    tap: Tap,
 }
 
 impl Worker {
@@ -60,6 +63,7 @@ impl Worker {
         presence: Arc<dyn PresenceStore>,
         (tracker, stop): (TaskTracker, CancellationToken),
         rx: mpsc::Receiver<Input>,
+        tap: Tap,
     ) -> Self {
         let permits = Arc::new(Semaphore::new(config.concurrency.max(1)));
         Self {
@@ -76,6 +80,7 @@ impl Worker {
             batches: HashMap::new(),
             permits,
             count_sent: HashMap::new(),
+            tap,
         }
     }
 
@@ -290,9 +295,9 @@ impl Worker {
                 metrics::webhook_queued(chunk.len());
                 let (http, app, url) = (self.http.clone(), app.clone(), url.clone());
                 let (config, stop) = (self.config.clone(), self.stop.clone());
-                let chunk = chunk.to_vec();
+                let (chunk, tap) = (chunk.to_vec(), self.tap.clone());
                 self.tracker.spawn(async move {
-                    sender::deliver(http, app, url, chunk, config, stop).await;
+                    sender::deliver(http, app, url, chunk, (config, tap), stop).await;
                     drop(permit);
                 });
             }

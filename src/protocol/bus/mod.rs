@@ -53,6 +53,8 @@ pub fn close_code(reason: CloseReason) -> (u16, &'static str) {
         CloseReason::Shutdown => (close::RECONNECT, "Server shutting down"),
         CloseReason::SlowConsumer => (close::SLOW_CONSUMER, "Client too slow"),
         CloseReason::Terminated => (close::TERMINATED, "Connection terminated by the app"),
+        CloseReason::AppDisabled => (close::PERMISSION, "App disabled"),
+        CloseReason::AppDeleted => (close::AUTH, "App deleted"),
     }
 }
 

@@ -52,6 +52,8 @@ pub fn close_code(reason: CloseReason) -> (u16, &'static str) {
         CloseReason::Shutdown => (code::RECONNECT, "Server shutting down"),
         CloseReason::SlowConsumer => (code::OVER_CAPACITY, "Client too slow"),
         CloseReason::Terminated => (code::UNAUTHORIZED, "Connection terminated by the app"),
+        CloseReason::AppDisabled => (code::APP_DISABLED, "Application disabled"),
+        CloseReason::AppDeleted => (code::APP_NOT_FOUND, "Application does not exist"),
     }
 }
 

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::Session;
 use crate::auth;
-use crate::event::{Event, EventKind, Target};
+use crate::event::{Event, EventKind, Meta, Origin, Target};
 use crate::filter::Filter;
 use crate::hub::Recipient;
 use crate::ids::{self, ChannelKind, ChannelName};
@@ -349,7 +349,10 @@ impl Session {
                 tags: None,
             },
             exclude: Some(self.id),
-            meta: Default::default(),
+            meta: Meta {
+                origin: Origin::Client,
+                ..Meta::default()
+            },
         };
         self.publish("client", event).await;
     }

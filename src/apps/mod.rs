@@ -1,4 +1,17 @@
 //! Applications: credentials, feature switches and limits, behind the [`AppStore`] seam.
+//!
+//! Apps come from the configuration file (read-only) and from a store that is data
+//! ([`records`]: PostgreSQL, Redis or the embedded store), changed through the admin API.
+//! Every lookup on the connect and publish paths reads the in-memory [`Registry`]; the store
+//! is read at start, on a change notice from any node ([`sync`]) and every
+//! [`sync::RESYNC`], and a node that cannot reach it keeps serving the apps it has.
+
+pub mod records;
+mod registry;
+pub mod sync;
+
+pub use records::{AppRecords, WriteError};
+pub use registry::{Change, Registry, Source};
 
 use std::collections::HashMap;
 use std::fmt;
@@ -60,6 +73,8 @@ pub struct App {
     pub key: String,
     /// Signing secret.
     pub secret: Secret,
+    /// The secret before a rotation, still accepted until it expires (Unix seconds).
+    pub previous_secret: Option<(Secret, Option<u64>)>,
     /// A disabled app refuses connections (4003) and API calls (403).
     pub enabled: bool,
     /// Whether `client-` events are accepted.
@@ -77,6 +92,18 @@ pub struct App {
 }
 
 impl App {
+    /// The secrets a signature may be made with now: the current one, and the one before a
+    /// rotation until it expires.
+    pub fn secrets(&self) -> impl Iterator<Item = &Secret> {
+        let now = crate::clock::now_secs();
+        let previous = self
+            .previous_secret
+            .as_ref()
+            .filter(|(_, until)| until.is_none_or(|u| now < u))
+            .map(|(s, _)| s);
+        std::iter::once(&self.secret).chain(previous)
+    }
+
     /// Whether any webhook endpoint wants `event` for `channel`.
     pub fn wants_webhook(&self, event: &str, channel: &str) -> bool {
         self.webhooks.iter().any(|w| w.wants(event, channel))
@@ -93,6 +120,10 @@ impl App {
             id,
             key: c.key.clone(),
             secret: Secret::new(&c.secret),
+            previous_secret: c
+                .previous_secret
+                .as_deref()
+                .map(|s| (Secret::new(s), c.previous_secret_expires_at)),
             enabled: c.enabled,
             client_events: c.client_events,
             user_authentication: c.user_authentication,
@@ -121,7 +152,8 @@ pub enum AppStoreError {
     Unavailable(String),
 }
 
-/// Where apps come from: static configuration today, a database later.
+/// Where the connect and publish paths look apps up ([`Registry`]; [`StaticAppStore`] in
+/// tests).
 #[async_trait]
 pub trait AppStore: Send + Sync + 'static {
     /// The app whose public key is `key`.
