@@ -2,7 +2,7 @@
 // back to its HTTP transports by itself, subscribes and receives a triggered event.
 
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
@@ -10,18 +10,11 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 
-import { serverSdk, waitFor } from './helpers.mjs';
+import { chromium, serverSdk, waitFor } from './helpers.mjs';
 import { APP, HOST, startServer } from './server.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const PUSHER_WEB = path.join(HERE, 'node_modules', 'pusher-js', 'dist', 'web', 'pusher.min.js');
-
-function chromium() {
-  for (const name of [process.env.CHROMIUM, 'chromium', 'chromium-browser']) {
-    if (name && spawnSync(name, ['--version']).status === 0) return name;
-  }
-  throw new Error('headless Chromium is needed (scripts/test.sh installs Debian\'s chromium)');
-}
 
 /** The page: WebSocket removed before pusher-js loads; it reports what happens by POST. */
 function page(server) {

@@ -1,5 +1,6 @@
 // Shared helpers: the official SDKs configured against a test server, and bounded waits.
 
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import Pusher from 'pusher';
 import PusherJS from 'pusher-js';
@@ -263,4 +264,12 @@ export function unique(prefix) {
 export async function json(res) {
   if (res.status !== 200) throw new Error(`unexpected status ${res.status}`);
   return res.json();
+}
+
+/** The headless Chromium to drive: $CHROMIUM, or the first of Debian's names on the PATH. */
+export function chromium() {
+  for (const name of [process.env.CHROMIUM, 'chromium', 'chromium-browser']) {
+    if (name && spawnSync(name, ['--version']).status === 0) return name;
+  }
+  throw new Error('headless Chromium is needed (scripts/test.sh installs Debian\'s chromium)');
 }

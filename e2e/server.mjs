@@ -5,9 +5,10 @@
 //   await server.stop();
 //
 // The binary is $SWITCHBOARD_BIN, or ../target/debug/switchboard relative to this folder
-// (build it with `cargo build` first). Metrics are off, the data directory is a fresh temp
-// folder, and every SWITCHBOARD_* variable of the calling environment is dropped so that a
-// developer's shell cannot change what the tests see.
+// (build it with `cargo build` first). Metrics are off unless `metrics: true` (then on a free
+// port, `server.metricsPort`, where the admin API and the console live), the data directory
+// is a fresh temp folder, and every SWITCHBOARD_* variable of the calling environment is
+// dropped so that a developer's shell cannot change what the tests see.
 
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
@@ -53,13 +54,17 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * Spawns `switchboard serve` and resolves once GET /up answers 200.
- * @param {{ env?: Record<string, string>, probe?: (port: number) => Promise<number> }} [options]
+ * @param {{ env?: Record<string, string>, probe?: (port: number) => Promise<number>, metrics?: boolean }} [options]
  *   extra environment for this server; `probe` answers GET /up's status where plain fetch
- *   cannot (a TLS server with a test CA)
+ *   cannot (a TLS server with a test CA); `metrics` turns the metrics listener on
  */
-export async function startServer({ env = {}, probe } = {}) {
+export async function startServer({ env = {}, probe, metrics = false } = {}) {
   const bin = binaryPath();
   const port = await freePort();
+  const metricsPort = metrics ? await freePort() : null;
+  const metricsEnv = metrics
+    ? { SWITCHBOARD_METRICS_ENABLED: 'true', SWITCHBOARD_METRICS_PORT: String(metricsPort) }
+    : { SWITCHBOARD_METRICS_ENABLED: 'false' };
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'switchboard-e2e-'));
 
   const base = Object.fromEntries(
@@ -72,7 +77,7 @@ export async function startServer({ env = {}, probe } = {}) {
       RUST_LOG: process.env.RUST_LOG ?? 'warn',
       SWITCHBOARD_HOST: HOST,
       SWITCHBOARD_PORT: String(port),
-      SWITCHBOARD_METRICS_ENABLED: 'false',
+      ...metricsEnv,
       SWITCHBOARD_DATA_DIR: dataDir,
       SWITCHBOARD_APP_ID: APP.id,
       SWITCHBOARD_APP_KEY: APP.key,
@@ -106,6 +111,8 @@ export async function startServer({ env = {}, probe } = {}) {
     host: HOST,
     port,
     url: `http://${HOST}:${port}`,
+    metricsPort,
+    metricsUrl: metrics ? `http://${HOST}:${metricsPort}` : null,
     appId: APP.id,
     key: APP.key,
     secret: APP.secret,

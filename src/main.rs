@@ -1,5 +1,7 @@
-//! The `switchboard` binary: `switchboard serve [--config FILE]`, and `switchboard config
-//! check|print|example` for operators.
+//! The `switchboard` binary: `switchboard serve [--config FILE]`, and for operators
+//! `switchboard config check|print|example` and `switchboard apps list|get|create|update|delete`.
+
+mod apps_cli;
 
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
@@ -29,6 +31,8 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// List, show, create, change or delete apps through a running server's admin API.
+    Apps(apps_cli::AppsArgs),
 }
 
 #[derive(Args)]
@@ -53,6 +57,7 @@ enum ConfigAction {
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Serve(ConfigFile { config }) => serve(config),
+        Command::Apps(args) => apps_cli::run(args),
         Command::Config { action } => match action {
             ConfigAction::Example => {
                 print!("{}", keys::EXAMPLE);
@@ -198,5 +203,17 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = term => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        // clap checks its definitions (unique names, ...) only when a command is parsed:
+        // this finds a clash before a user's `--help` panics on it.
+        super::Cli::command().debug_assert();
     }
 }
