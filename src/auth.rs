@@ -24,6 +24,14 @@ pub fn verify(secret: &Secret, msg: &[u8], signature: &str) -> bool {
     expected.as_bytes().ct_eq(signature.as_bytes()).into()
 }
 
+/// Whether `signature` is the HMAC of `msg` under any secret `app` accepts now (its secret,
+/// and the one before a rotation during its grace period). Every secret is checked, so the
+/// time taken does not tell which one matched.
+pub fn verify_app(app: &App, msg: &[u8], signature: &str) -> bool {
+    app.secrets()
+        .fold(false, |ok, secret| verify(secret, msg, signature) | ok)
+}
+
 /// Splits `"<app_key>:<signature>"` and checks the key belongs to `app`.
 fn split_auth<'a>(app: &App, auth: &'a str) -> Option<&'a str> {
     let (key, sig) = auth.split_once(':')?;
@@ -46,7 +54,7 @@ pub fn channel_auth_ok(
         Some(data) => format!("{socket}:{channel}:{data}"),
         None => format!("{socket}:{channel}"),
     };
-    verify(&app.secret, msg.as_bytes(), sig)
+    verify_app(app, msg.as_bytes(), sig)
 }
 
 /// Checks a `pusher:signin` `auth` over `socket_id::user::user_data`.
@@ -54,11 +62,7 @@ pub fn user_auth_ok(app: &App, socket: SocketId, user_data: &str, auth: &str) ->
     let Some(sig) = split_auth(app, auth) else {
         return false;
     };
-    verify(
-        &app.secret,
-        format!("{socket}::user::{user_data}").as_bytes(),
-        sig,
-    )
+    verify_app(app, format!("{socket}::user::{user_data}").as_bytes(), sig)
 }
 
 /// The string the HTTP API signs: `METHOD\npath\nk=v&...`, with keys lower-cased and sorted,
@@ -114,8 +118,16 @@ pub fn verify_bus_token(app: &App, token: &str) -> Result<BusClaims, String> {
     v.set_required_spec_claims(&["exp", "iss", "sub"]);
     v.set_issuer(&[app.key.as_str()]);
     v.leeway = 0;
-    let key = jsonwebtoken::DecodingKey::from_secret(app.secret.expose());
-    let data = jsonwebtoken::decode::<BusClaims>(token, &key, &v).map_err(|e| e.to_string())?;
+    // A token signed before a rotation stays valid for the grace period.
+    let mut result = Err(String::new());
+    for secret in app.secrets() {
+        let key = jsonwebtoken::DecodingKey::from_secret(secret.expose());
+        result = jsonwebtoken::decode::<BusClaims>(token, &key, &v).map_err(|e| e.to_string());
+        if result.is_ok() {
+            break;
+        }
+    }
+    let data = result?;
     crate::ids::UserId::parse(&data.claims.sub).map_err(|e| format!("sub: {e}"))?;
     Ok(data.claims)
 }

@@ -140,4 +140,3 @@ pub fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     }
     s
 }
-

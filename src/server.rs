@@ -244,8 +244,23 @@ pub async fn run(
         xhr: Default::default(),
     });
     let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
-    if let (Some(ml), Some(exporter)) = (metrics_listener, exporter) {
-        serve_metrics(ml, exporter, &tracker, stop.clone());
+    let admin = config.admin.token.as_deref().map(|token| {
+        let admin = http::Admin::new(
+            token,
+            registry.clone(),
+            api.hub.clone(),
+            api.presence.clone(),
+            api.publisher.clone(),
+            b.broker.clone(),
+        );
+        http::admin::router(Arc::new(admin))
+    });
+    match (metrics_listener, exporter) {
+        (Some(ml), Some(exporter)) => serve_metrics(ml, exporter, admin, &tracker, stop.clone()),
+        _ if admin.is_some() => {
+            tracing::warn!("admin.token is set but metrics are off: the admin API and console are served on the metrics listener")
+        }
+        _ => {}
     }
     if let Some(redis) = &b.redis {
         // Serve once this node counts in the cluster: before its lease is in Redis, the other
@@ -327,6 +342,7 @@ fn startup_summary(
     let addr = listener
         .local_addr()
         .map_or_else(|e| e.to_string(), |a| a.to_string());
+    let admin = config.admin.token.is_some() && metrics.is_some();
     let metrics = metrics.map_or_else(|| "off".to_owned(), |a| a.to_string());
     let data_dir = if embedded {
         config.data.dir.display().to_string()
@@ -342,15 +358,18 @@ fn startup_summary(
         data_dir = %data_dir,
         redis = %on(config.redis.url.is_some()),
         postgres = %on(config.database.url.is_some()),
+        admin = %on(admin),
         webhooks,
         "switchboard listening"
     );
 }
 
-/// `/metrics` on its own listener, until `stop`.
+/// `/metrics` on its own listener, with the admin API and console when they are on, until
+/// `stop`.
 fn serve_metrics(
     listener: TcpListener,
     exporter: metrics::Exporter,
+    admin: Option<Router>,
     tracker: &TaskTracker,
     stop: CancellationToken,
 ) {
@@ -358,6 +377,10 @@ fn serve_metrics(
         "/metrics",
         get(move || std::future::ready(exporter.render())),
     );
+    let routes = match admin {
+        Some(admin) => routes.merge(admin),
+        None => routes,
+    };
     tracker.spawn(async move {
         let stop = stop.cancelled_owned();
         if let Err(e) = axum::serve(listener, routes)

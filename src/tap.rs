@@ -93,6 +93,11 @@ impl Tap {
         self.0.watchers.load(Ordering::Acquire) > 0
     }
 
+    /// How many consoles watch.
+    pub fn watchers(&self) -> usize {
+        self.0.watchers.load(Ordering::Acquire)
+    }
+
     /// Starts watching.
     pub fn watch(&self) -> Watch {
         self.0.watchers.fetch_add(1, Ordering::AcqRel);

@@ -11,7 +11,7 @@ mod registry;
 pub mod sync;
 
 pub use records::{AppRecords, WriteError};
-pub use registry::{Change, Registry, Source};
+pub use registry::{Change, Registry, Served, Source};
 
 use std::collections::HashMap;
 use std::fmt;

@@ -86,7 +86,9 @@ impl Registry {
                 config: Arc::new(c),
                 source: Source::Config,
             };
-            index.by_key.insert(served.config.key.clone(), served.clone());
+            index
+                .by_key
+                .insert(served.config.key.clone(), served.clone());
             index.by_id.insert(served.config.id.clone(), served);
         }
         let this = Self {
@@ -231,7 +233,9 @@ impl Registry {
                         config: Arc::new(c),
                         source: Source::Store,
                     };
-                    index.by_key.insert(served.config.key.clone(), served.clone());
+                    index
+                        .by_key
+                        .insert(served.config.key.clone(), served.clone());
                     index.by_id.insert(id.to_owned(), served);
                 }
             }

@@ -114,8 +114,9 @@ impl std::fmt::Display for AppInvalid {
 }
 
 impl AppConfig {
-    /// Checks what every app needs, wherever it comes from (the file, the admin API):
-    /// ids and keys are URL path segments, limits are usable, webhooks are URLs.
+    /// Checks an app made through the admin API: ids and keys are URL path segments, limits
+    /// are usable, webhooks are URLs. (The file's apps keep the looser rules they always
+    /// had, so an upgrade never refuses a configuration that worked.)
     pub fn validate(&self) -> Result<(), AppInvalid> {
         let bad = |field, message: &str| {
             Err(AppInvalid {
@@ -153,7 +154,10 @@ impl AppConfig {
             ("max_batch_size", self.max_batch_size),
             ("presence_max_members", self.presence_max_members),
             ("presence_max_member_bytes", self.presence_max_member_bytes),
-            ("max_channels_per_connection", self.max_channels_per_connection),
+            (
+                "max_channels_per_connection",
+                self.max_channels_per_connection,
+            ),
         ] {
             if v == 0 {
                 return bad(field, "must be > 0");

@@ -11,10 +11,10 @@ pub const EXAMPLE: &str = include_str!("../../switchboard.example.toml");
 /// Environment variables with a meaning of their own rather than `<SECTION>_<KEY>`.
 const SHORTCUTS: &[(&str, &str)] = &[("HOST", "server.host"), ("PORT", "server.port")];
 
-/// `SWITCHBOARD_*` variables that are not settings: the config file's own, and the ones
-/// test harnesses use.
+/// `SWITCHBOARD_*` variables that are not settings: the config file's own, the admin CLI's
+/// server address, and the ones test harnesses use.
 fn not_a_setting(rest: &str) -> bool {
-    rest == "CONFIG" || rest == "BIN" || rest.starts_with("TEST_")
+    rest == "CONFIG" || rest == "BIN" || rest == "ADMIN_URL" || rest.starts_with("TEST_")
 }
 
 /// One setting: its dotted path and the example's value (which gives its type).

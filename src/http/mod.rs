@@ -1,5 +1,6 @@
 //! HTTP surface: the router with the WebSocket endpoints, the signed API and health.
 
+pub mod admin;
 mod api;
 mod bus;
 mod error;
@@ -22,6 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 
+pub use admin::Admin;
 pub use error::ApiError;
 pub use serve::{serve, Closing, DoorLimits};
 pub use state::{Api, Health};

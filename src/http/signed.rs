@@ -128,7 +128,7 @@ fn verify(
         return unauthorized("Missing auth_signature");
     };
     let to_sign = auth::api_string_to_sign(method, path, params);
-    if !auth::verify(&app.secret, to_sign.as_bytes(), signature) {
+    if !auth::verify_app(app, to_sign.as_bytes(), signature) {
         return unauthorized("Invalid signature");
     }
     Ok(())

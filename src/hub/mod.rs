@@ -440,11 +440,6 @@ impl Hub {
         }
         delivered
     }
-
-    /// What the live console sees of this node's deliveries.
-    pub fn tap(&self) -> &crate::tap::Tap {
-        &self.0.tap
-    }
 }
 
 fn remove<K: Hash + Eq + Clone>(

@@ -50,6 +50,11 @@ impl Drop for Listed {
 }
 
 impl Hub {
+    /// What the live console sees of this node's deliveries.
+    pub fn tap(&self) -> &crate::tap::Tap {
+        &self.0.tap
+    }
+
     /// Puts an accepted connection of `app` on the roster until the guard is dropped.
     pub fn list(&self, app: &AppId, info: ConnectionInfo, outbox: &Outbox) -> Listed {
         let id = info.socket_id;

@@ -44,8 +44,8 @@ mod rows;
 mod schema;
 mod worker;
 
-pub(crate) use crate::pg::describe;
 use crate::pg::config as pg_config;
+pub(crate) use crate::pg::describe;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -12,12 +12,12 @@ use tokio_util::task::TaskTracker;
 use tokio_util::time::{delay_queue, DelayQueue};
 
 use super::{sender, Input, Occupancy};
-use crate::tap::Tap;
 use crate::apps::App;
 use crate::config::WebhooksConfig;
 use crate::ids::{AppId, ChannelName, UserId};
 use crate::metrics;
 use crate::presence::PresenceStore;
+use crate::tap::Tap;
 
 /// How long a changed channel waits before its cluster-wide subscription count is read:
 /// other nodes' counts sync every 250 ms.

@@ -130,7 +130,8 @@ impl AppRecords for PostgresRecords {
     }
 
     async fn create(&self, app: &AppConfig) -> Result<(), WriteError> {
-        let sql = "INSERT INTO switchboard.apps (id, key, settings) VALUES ($1, $2, $3::text::jsonb)";
+        let sql =
+            "INSERT INTO switchboard.apps (id, key, settings) VALUES ($1, $2, $3::text::jsonb)";
         let (id, key, json) = (app.id.clone(), app.key.clone(), encode(app));
         let r = self
             .run(|c| async move { c.execute(sql, &[&id, &key, &json]).await })
@@ -151,7 +152,10 @@ impl AppRecords for PostgresRecords {
     async fn delete(&self, id: &str) -> Result<(), WriteError> {
         let sql = "DELETE FROM switchboard.apps WHERE id = $1";
         let id = id.to_owned();
-        match self.run(|c| async move { c.execute(sql, &[&id]).await }).await {
+        match self
+            .run(|c| async move { c.execute(sql, &[&id]).await })
+            .await
+        {
             Ok(0) => Err(WriteError::NotFound),
             Ok(_) => Ok(()),
             Err(e) => Err(e),

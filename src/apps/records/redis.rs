@@ -116,7 +116,10 @@ impl AppRecords for RedisRecords {
 
     async fn create(&self, app: &AppConfig) -> Result<(), WriteError> {
         let (json, channel) = (encode(app), self.channel());
-        match self.script(0, &[&app.id, &app.key, &json, &channel]).await? {
+        match self
+            .script(0, &[&app.id, &app.key, &json, &channel])
+            .await?
+        {
             1 => Ok(()),
             _ => Err(conflict(app)),
         }
@@ -124,7 +127,10 @@ impl AppRecords for RedisRecords {
 
     async fn replace(&self, app: &AppConfig) -> Result<(), WriteError> {
         let (json, channel) = (encode(app), self.channel());
-        match self.script(1, &[&app.id, &app.key, &json, &channel]).await? {
+        match self
+            .script(1, &[&app.id, &app.key, &json, &channel])
+            .await?
+        {
             1 => Ok(()),
             -1 => Err(WriteError::NotFound),
             _ => Err(conflict(app)),

@@ -36,8 +36,14 @@ fn view(admin: &Admin, s: &Served) -> Value {
 fn object(body: &[u8]) -> Result<Map<String, Value>, AdminError> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(AdminError::new(StatusCode::BAD_REQUEST, "The body must be a JSON object")),
-        Err(e) => Err(AdminError::new(StatusCode::BAD_REQUEST, format!("Invalid JSON: {e}"))),
+        Ok(_) => Err(AdminError::new(
+            StatusCode::BAD_REQUEST,
+            "The body must be a JSON object",
+        )),
+        Err(e) => Err(AdminError::new(
+            StatusCode::BAD_REQUEST,
+            format!("Invalid JSON: {e}"),
+        )),
     }
 }
 
@@ -52,11 +58,7 @@ fn settings(base: &AppConfig, changes: Map<String, Value>) -> Result<AppConfig, 
     let app: AppConfig = serde_path_to_error::deserialize(v).map_err(|e| {
         let inner = e.inner().to_string();
         let field = match e.path().to_string().as_str() {
-            "." => inner
-                .split('`')
-                .nth(1)
-                .unwrap_or("body")
-                .to_owned(),
+            "." => inner.split('`').nth(1).unwrap_or("body").to_owned(),
             p => p.split(['.', '[']).next().unwrap_or(p).to_owned(),
         };
         AdminError::field(field, inner)
@@ -90,13 +92,19 @@ pub async fn list(State(admin): State<Arc<Admin>>) -> Json<Value> {
 }
 
 /// `GET /admin/apps/{id}`.
-pub async fn get(State(admin): State<Arc<Admin>>, Path(id): Path<String>) -> Result<Json<Value>, AdminError> {
+pub async fn get(
+    State(admin): State<Arc<Admin>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, AdminError> {
     let s = found(&admin, &id)?;
     Ok(Json(json!({ "app": view(&admin, &s) })))
 }
 
 /// `POST /admin/apps`: 201 with the app and, this once, its secret.
-pub async fn create(State(admin): State<Arc<Admin>>, body: axum::body::Bytes) -> Result<Response, AdminError> {
+pub async fn create(
+    State(admin): State<Arc<Admin>>,
+    body: axum::body::Bytes,
+) -> Result<Response, AdminError> {
     let mut changes = object(&body)?;
     changes.remove("secret_grace_secs");
     let base = AppConfig {
@@ -125,7 +133,10 @@ pub async fn update(
         return Err(crate::apps::WriteError::ReadOnly(id).into());
     }
     let mut changes = object(&body)?;
-    if changes.get("id").is_some_and(|v| v.as_str() != Some(id.as_str())) {
+    if changes
+        .get("id")
+        .is_some_and(|v| v.as_str() != Some(id.as_str()))
+    {
         return Err(AdminError::field("id", "an app's id cannot change"));
     }
     let grace = match changes.remove("secret_grace_secs") {
@@ -156,7 +167,10 @@ pub async fn update(
 }
 
 /// `DELETE /admin/apps/{id}`: 204; the app's connections are closed (4001).
-pub async fn delete(State(admin): State<Arc<Admin>>, Path(id): Path<String>) -> Result<StatusCode, AdminError> {
+pub async fn delete(
+    State(admin): State<Arc<Admin>>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, AdminError> {
     found(&admin, &id)?;
     admin.apps.delete(&id).await?;
     changed(Change::Delete, &id);

@@ -37,16 +37,26 @@ fn down(e: impl std::fmt::Display) -> AdminError {
 }
 
 /// `GET /admin/apps/{id}/connections`: this node's.
-pub async fn connections(State(admin): State<Arc<Admin>>, Path(id): Path<String>) -> Result<Json<Value>, AdminError> {
+pub async fn connections(
+    State(admin): State<Arc<Admin>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, AdminError> {
     let app = app(&admin, &id)?;
     let (count, list) = admin.hub.roster(&app.id, MAX_LISTED);
     Ok(Json(json!({ "count": count, "connections": list })))
 }
 
 /// `GET /admin/apps/{id}/channels`: occupied channels with cluster-wide counts.
-pub async fn channels(State(admin): State<Arc<Admin>>, Path(id): Path<String>) -> Result<Json<Value>, AdminError> {
+pub async fn channels(
+    State(admin): State<Arc<Admin>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, AdminError> {
     let app = app(&admin, &id)?;
-    let mut list = admin.presence.occupancy(&app.id, None).await.map_err(down)?;
+    let mut list = admin
+        .presence
+        .occupancy(&app.id, None)
+        .await
+        .map_err(down)?;
     list.sort_by(|a, b| a.0.cmp(&b.0));
     let channels: Vec<Value> = list
         .iter()
@@ -63,7 +73,10 @@ pub async fn members(
     let app = app(&admin, &id)?;
     let ch = channel(&name)?;
     if ch.kind() != ChannelKind::Presence {
-        return Err(AdminError::field("channel", "only presence channels have members"));
+        return Err(AdminError::field(
+            "channel",
+            "only presence channels have members",
+        ));
     }
     let members = admin.presence.members(&app.id, &ch).await.map_err(down)?;
     let members: Vec<Value> = members
@@ -93,7 +106,11 @@ pub async fn history(
     let limit = q.limit.unwrap_or(50).clamp(1, MAX_HISTORY);
     let stream = format!("c:{ch}");
     // "0-0" precedes every id: the whole of what is kept.
-    let h = admin.streams.history(&app.id, &stream, "0-0").await.map_err(down)?;
+    let h = admin
+        .streams
+        .history(&app.id, &stream, "0-0")
+        .await
+        .map_err(down)?;
     let skip = h.events.len().saturating_sub(limit);
     let events: Vec<Value> = h.events[skip..]
         .iter()
@@ -154,7 +171,10 @@ pub async fn send_event(
         other => other.to_string(),
     };
     if text.len() > app.limits.max_event_bytes {
-        return Err(AdminError::field("data", format!("over {} bytes", app.limits.max_event_bytes)));
+        return Err(AdminError::field(
+            "data",
+            format!("over {} bytes", app.limits.max_event_bytes),
+        ));
     }
     let event = Event {
         app: app.id.clone(),

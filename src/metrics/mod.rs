@@ -7,13 +7,14 @@
 //! every series (an alert on `rate(...)` or `absent(...)` works from the first scrape).
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
 
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge};
 use metrics::{Counter, Gauge, Label, SharedString};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::ids::AppId;
+
+mod exporter;
+pub use exporter::{install, Exporter};
 
 /// The `protocol` label's values, in [`AppMetrics`]' order.
 const PROTOCOLS: [&str; 2] = ["pusher", "bus"];
@@ -82,10 +83,8 @@ const SERIES: &[Series] = &[
             "signin", "binary", "malformed", "bad_field", "unknown_event", "bus_invalid", "bus_permission",
             "bus_rate", "admin_token"])],
         "Client messages and requests refused, by reason."),
-    s(C, "switchboard_admin_changes_total", Always, &[("action", &["create", "update", "delete"])],
-        "Apps created, updated and deleted through the admin API."),
-    s(G, "switchboard_apps", Always, &[("source", &["config", "store"])],
-        "Apps this node serves, by where they come from (the configuration file or the app store)."),
+    s(C, "switchboard_admin_changes_total", Always, &[("action", &["create", "update", "delete"])], "Apps changed through the admin API."),
+    s(G, "switchboard_apps", Always, &[("source", &["config", "store"])], "Apps served, from the file or the app store."),
     s(C, "switchboard_http_requests_total", Later, &[], "HTTP API calls, by route template and status code."),
     s(H, "switchboard_http_request_seconds", Later, &[], "HTTP API call duration in seconds, by route template."),
     s(C, "switchboard_node_envelopes_dropped_total", Always, &[("reason", &["unknown_version", "malformed"])],
@@ -137,38 +136,6 @@ const SERIES: &[Series] = &[
     s(C, "switchboard_push_retries_total", Always, &[("provider", PUSH_PROVIDERS)],
         "Pushes retried after a transient failure, by provider."),
 ];
-
-/// What `/metrics` renders: the recorder's series and the process's, read on each scrape.
-#[derive(Clone)]
-pub struct Exporter {
-    handle: PrometheusHandle,
-    process: metrics_process::Collector,
-}
-
-impl Exporter {
-    /// The Prometheus text of every series, the process series read now.
-    pub fn render(&self) -> String {
-        self.process.collect();
-        self.handle.render()
-    }
-}
-
-/// Installs the process-wide Prometheus recorder once and returns its exporter. Call it
-/// before loading apps: handles made before it count into nothing.
-pub fn install() -> Exporter {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    let handle = HANDLE
-        .get_or_init(|| {
-            PrometheusBuilder::new()
-                .install_recorder()
-                .expect("no other metrics recorder is installed")
-        })
-        .clone();
-    Exporter {
-        handle,
-        process: metrics_process::Collector::default(),
-    }
-}
 
 /// Describes every series (`# HELP`, `# TYPE`) and registers at zero those of
 /// [`Start::Always`], and of [`Start::Redis`] / [`Start::Ingest`] when the node has them;
@@ -325,8 +292,9 @@ pub fn admin_change(action: &'static str) {
 
 /// How many apps this node serves from the file and from the store.
 pub fn apps_served(config: usize, store: usize) {
-    gauge!("switchboard_apps", "source" => "config").set(config as f64);
-    gauge!("switchboard_apps", "source" => "store").set(store as f64);
+    for (source, n) in [("config", config), ("store", store)] {
+        gauge!("switchboard_apps", "source" => source).set(n as f64);
+    }
 }
 
 /// `accept` failed (typically: out of file descriptors); the listener backs off.
@@ -515,7 +483,7 @@ mod tests {
     /// without its help text fails here, not on an operator's dashboard.
     #[test]
     fn the_catalogue_lists_every_series_once() {
-        let code = include_str!("metrics.rs");
+        let code = include_str!("mod.rs");
         let code = code.split("#[cfg(test)]").next().unwrap();
         let after_catalogue = &code[code.find("\n];\n").unwrap()..];
         let used: std::collections::BTreeSet<&str> = after_catalogue
