@@ -171,6 +171,12 @@ pub async fn metric(s: &TestServer, series: &str) -> f64 {
 
 /// Restarts the PostgreSQL server for real (`pg_ctl restart -m fast`), as its OS user.
 pub fn restart_postgres(bindir: &str, datadir: &str) {
+    pg_ctl(bindir, datadir, "restart", "");
+}
+
+/// Runs `pg_ctl {action}` (`stop`, `start`, `restart`; fast shutdown, waiting) on the test
+/// PostgreSQL, as its OS user; `opts` are the server options of a `start` (see [`pg_dirs`]).
+pub fn pg_ctl(bindir: &str, datadir: &str, action: &str, opts: &str) {
     let as_root = std::process::Command::new("id")
         .arg("-u")
         .output()
@@ -178,9 +184,11 @@ pub fn restart_postgres(bindir: &str, datadir: &str) {
         .stdout
         == b"0\n";
     let pg_ctl = format!("{bindir}/pg_ctl");
-    let args = [
-        "restart", "-D", datadir, "-m", "fast", "-w", "-t", "60", "-l",
-    ];
+    let mut args = vec![action, "-D", datadir, "-m", "fast", "-w", "-t", "60"];
+    if !opts.is_empty() {
+        args.extend(["-o", opts]);
+    }
+    args.push("-l");
     let log = format!("{datadir}/restart.log");
     let mut cmd = if as_root {
         let mut c = std::process::Command::new("runuser");
@@ -196,5 +204,31 @@ pub fn restart_postgres(bindir: &str, datadir: &str) {
         .stderr(std::process::Stdio::null())
         .status()
         .unwrap();
-    assert!(status.success(), "pg_ctl restart failed; see {log}");
+    assert!(status.success(), "pg_ctl {action} failed; see {log}");
+}
+
+/// The running PostgreSQL's binaries, data directory and the options to start it again as
+/// it runs now (a `pg_ctl start` does not reuse them), for [`pg_ctl`].
+pub async fn pg_dirs(sql: &tokio_postgres::Client) -> (String, String, String) {
+    let one = |q: String| async move {
+        sql.query_one(q.as_str(), &[])
+            .await
+            .unwrap()
+            .get::<_, String>(0)
+    };
+    let setting = |name: &str| {
+        one(format!(
+            "SELECT setting FROM pg_settings WHERE name = '{name}'"
+        ))
+    };
+    let datadir = setting("data_directory").await;
+    let bindir = one("SELECT setting FROM pg_config WHERE name = 'BINDIR'".into()).await;
+    let opts = format!(
+        "-c listen_addresses={} -p {} -k {} -c max_connections={}",
+        setting("listen_addresses").await,
+        setting("port").await,
+        setting("unix_socket_directories").await,
+        setting("max_connections").await,
+    );
+    (bindir, datadir, opts)
 }
