@@ -29,6 +29,7 @@ pub fn verify(secret: &Secret, msg: &[u8], signature: &str) -> bool {
 /// time taken does not tell which one matched.
 pub fn verify_app(app: &App, msg: &[u8], signature: &str) -> bool {
     app.secrets()
+        .iter()
         .fold(false, |ok, secret| verify(secret, msg, signature) | ok)
 }
 
@@ -120,7 +121,7 @@ pub fn verify_bus_token(app: &App, token: &str) -> Result<BusClaims, String> {
     v.leeway = 0;
     // A token signed before a rotation stays valid for the grace period.
     let mut result = Err(String::new());
-    for secret in app.secrets() {
+    for secret in &app.secrets() {
         let key = jsonwebtoken::DecodingKey::from_secret(secret.expose());
         result = jsonwebtoken::decode::<BusClaims>(token, &key, &v).map_err(|e| e.to_string());
         if result.is_ok() {
@@ -134,7 +135,7 @@ pub fn verify_bus_token(app: &App, token: &str) -> Result<BusClaims, String> {
 
 /// Signs bus claims with the app secret.
 pub fn mint_bus_token(app: &App, claims: &BusClaims) -> String {
-    let key = jsonwebtoken::EncodingKey::from_secret(app.secret.expose());
+    let key = jsonwebtoken::EncodingKey::from_secret(app.secret().expose());
     jsonwebtoken::encode(&jsonwebtoken::Header::default(), claims, &key)
         .expect("HS256 signing with an HMAC key cannot fail")
 }

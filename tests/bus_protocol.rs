@@ -174,7 +174,7 @@ async fn bad_tokens_are_refused_with_401_before_the_upgrade() {
     assert_token_refused(&server, &alg_none, "alg none").await;
 
     let mut other = bus_app();
-    other.secret = switchboard::apps::Secret::new("another-secret");
+    other.credentials = switchboard::apps::Credentials::new("another-secret");
     let other_secret = switchboard::auth::mint_bus_token(&other, &bus_claims("alice"));
     assert_token_refused(&server, &other_secret, "signed with another secret").await;
 
@@ -1359,7 +1359,7 @@ async fn the_issuer_selects_the_app_and_apps_are_isolated() {
     })
     .await;
     let mut second = bus_app();
-    second.secret = switchboard::apps::Secret::new("second-secret");
+    second.credentials = switchboard::apps::Credentials::new("second-secret");
     let claims = claims_with("alice", |c| c.iss = "second-key".into());
     // The second app's key with the first app's secret is refused.
     assert_token_refused(

@@ -15,7 +15,7 @@ pub use registry::{Change, Registry, Served, Source};
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 
@@ -71,10 +71,9 @@ pub struct App {
     pub id: AppId,
     /// Public key, as in `/app/{key}` and `auth_key`.
     pub key: String,
-    /// Signing secret.
-    pub secret: Secret,
-    /// The secret before a rotation, still accepted until it expires (Unix seconds).
-    pub previous_secret: Option<(Secret, Option<u64>)>,
+    /// The secrets, shared by every version of the app built while the node runs: a
+    /// connection opened before a rotation checks signatures against the current ones.
+    pub credentials: Arc<Credentials>,
     /// A disabled app refuses connections (4003) and API calls (403).
     pub enabled: bool,
     /// Whether `client-` events are accepted.
@@ -91,17 +90,60 @@ pub struct App {
     pub metrics: AppMetrics,
 }
 
+/// An app's secrets: the one it signs with, and the one before a rotation, still accepted
+/// until it expires (Unix seconds).
+#[derive(Debug)]
+pub struct Credentials(RwLock<Keys>);
+
+/// The current secret, and the previous one with its expiry.
+type Keys = (Secret, Option<(Secret, Option<u64>)>);
+
+impl Credentials {
+    /// One secret, no previous one.
+    pub fn new(secret: &str) -> Arc<Self> {
+        Arc::new(Self(RwLock::new((Secret::new(secret), None))))
+    }
+
+    fn of(c: &AppConfig) -> Keys {
+        let previous = c.previous_secret.as_deref();
+        (
+            Secret::new(&c.secret),
+            previous.map(|s| (Secret::new(s), c.previous_secret_expires_at)),
+        )
+    }
+
+    /// Replaces the secrets with `c`'s.
+    pub fn set(&self, c: &AppConfig) {
+        *self.0.write().expect("credentials lock poisoned") = Self::of(c);
+    }
+}
+
 impl App {
+    /// The secret the app signs with (webhooks, tokens it mints).
+    pub fn secret(&self) -> Secret {
+        self.credentials
+            .0
+            .read()
+            .expect("credentials lock poisoned")
+            .0
+            .clone()
+    }
+
     /// The secrets a signature may be made with now: the current one, and the one before a
     /// rotation until it expires.
-    pub fn secrets(&self) -> impl Iterator<Item = &Secret> {
+    pub fn secrets(&self) -> Vec<Secret> {
         let now = crate::clock::now_secs();
-        let previous = self
-            .previous_secret
+        let keys = self
+            .credentials
+            .0
+            .read()
+            .expect("credentials lock poisoned");
+        let previous = keys
+            .1
             .as_ref()
             .filter(|(_, until)| until.is_none_or(|u| now < u))
-            .map(|(s, _)| s);
-        std::iter::once(&self.secret).chain(previous)
+            .map(|(s, _)| s.clone());
+        std::iter::once(keys.0.clone()).chain(previous).collect()
     }
 
     /// Whether any webhook endpoint wants `event` for `channel`.
@@ -114,16 +156,18 @@ impl App {
     /// Builds an app from its configuration (after [`crate::metrics::install`], for its
     /// series to count).
     pub fn from_config(c: &AppConfig) -> Self {
+        Self::with_credentials(c, Arc::new(Credentials(RwLock::new(Credentials::of(c)))))
+    }
+
+    /// [`Self::from_config`], the secrets kept in `credentials` (set to `c`'s).
+    pub fn with_credentials(c: &AppConfig, credentials: Arc<Credentials>) -> Self {
+        credentials.set(c);
         let id = AppId::new(c.id.as_str());
         Self {
             metrics: AppMetrics::new(&id),
             id,
             key: c.key.clone(),
-            secret: Secret::new(&c.secret),
-            previous_secret: c
-                .previous_secret
-                .as_deref()
-                .map(|s| (Secret::new(s), c.previous_secret_expires_at)),
+            credentials,
             enabled: c.enabled,
             client_events: c.client_events,
             user_authentication: c.user_authentication,

@@ -226,10 +226,15 @@ impl Registry {
                 if index.by_key.contains_key(&c.key) {
                     tracing::error!(app = id, "stored app's key is another app's; not served");
                 } else {
-                    closing = (old.is_some_and(|o| o.config.enabled) && !c.enabled)
+                    closing = (old.as_ref().is_some_and(|o| o.config.enabled) && !c.enabled)
                         .then_some(CloseReason::AppDisabled);
+                    // The same app again: its open connections see the new secrets.
+                    let app = match old.as_ref().filter(|o| o.config.id == c.id) {
+                        Some(o) => App::with_credentials(&c, o.app.credentials.clone()),
+                        None => App::from_config(&c),
+                    };
                     let served = Served {
-                        app: Arc::new(App::from_config(&c)),
+                        app: Arc::new(app),
                         config: Arc::new(c),
                         source: Source::Store,
                     };

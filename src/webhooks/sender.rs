@@ -25,7 +25,7 @@ pub(crate) async fn deliver(
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     let body = serde_json::json!({ "time_ms": time_ms, "events": events }).to_string();
-    let signature = auth::sign(&app.secret, body.as_bytes());
+    let signature = auth::sign(&app.secret(), body.as_bytes());
     let started = Instant::now();
     let mut delay = Duration::from_millis(config.backoff_initial_ms);
     let mut attempts = 0u32;

@@ -74,8 +74,21 @@ impl RedisRecords {
         self.redis.key(&["apps", "changed"])
     }
 
+    /// The command connection; right after start it may still be being made, so a call then
+    /// waits for it (briefly) instead of failing.
+    async fn conn(&self) -> Result<redis::aio::ConnectionManager, AppStoreError> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        loop {
+            match self.redis.conn() {
+                Ok(c) => return Ok(c),
+                Err(e) if tokio::time::Instant::now() >= deadline => return Err(down(e)),
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+
     async fn script(&self, i: usize, args: &[&str]) -> Result<i64, AppStoreError> {
-        let mut conn = self.redis.conn().map_err(down)?;
+        let mut conn = self.conn().await?;
         let mut call = self.scripts[i].prepare_invoke();
         for k in self.keys() {
             call.key(k);
@@ -94,7 +107,7 @@ impl AppRecords for RedisRecords {
     }
 
     async fn all(&self) -> Result<Vec<AppConfig>, AppStoreError> {
-        let mut conn = self.redis.conn().map_err(down)?;
+        let mut conn = self.conn().await?;
         let all: Vec<(String, String)> = redis::cmd("HGETALL")
             .arg(&self.keys()[0])
             .query_async(&mut conn)
@@ -104,7 +117,7 @@ impl AppRecords for RedisRecords {
     }
 
     async fn get(&self, id: &str) -> Result<Option<AppConfig>, AppStoreError> {
-        let mut conn = self.redis.conn().map_err(down)?;
+        let mut conn = self.conn().await?;
         let json: Option<String> = redis::cmd("HGET")
             .arg(&self.keys()[0])
             .arg(id)
