@@ -12,13 +12,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::apps::records::{EmbeddedRecords, PostgresRecords, RedisRecords};
-use crate::apps::{self, App, AppRecords, AppStore, Registry};
+use crate::apps::{self, AppRecords, AppStore, Registry};
 use crate::broker::{Broker, MemoryBroker, RedisBroker};
 use crate::cluster::{self, Reaper};
 use crate::config::Config;
 use crate::contacts::Contacts;
 use crate::hub::{Hub, QueueBudget};
 use crate::idempotency::{Idempotency, MemoryKeys, RedisKeys};
+use crate::ids::AppId;
 use crate::ingest::{self, Ingest};
 use crate::offline::{EmbeddedInbox, Inbox, RedisInbox};
 use crate::presence::users::{MemoryStatus, RedisStatus, StatusStore};
@@ -143,12 +144,12 @@ pub async fn run(
         metrics::register_all(config.redis.url.is_some(), config.database.url.is_some());
         exporter
     });
-    let apps: Vec<App> = config.all_apps().map(App::from_config).collect();
+    let ids: Vec<AppId> = config
+        .all_apps()
+        .map(|a| AppId::new(a.id.as_str()))
+        .collect();
     let budget = QueueBudget::new(server.outbox_max_bytes, server.outbox_total_bytes);
-    let hub = Hub::with_budget(
-        budget,
-        metrics::MessagesOut::new(apps.iter().map(|a| &a.id)),
-    );
+    let hub = Hub::with_budget(budget, metrics::MessagesOut::new(&ids));
     // A bad certificate pair is fatal before anything is opened.
     let tls = match config.server.tls.files() {
         Some((cert, key)) => {

@@ -380,17 +380,16 @@ async fn apps_in_postgresql_reach_every_node_and_survive_restarts() {
 async fn the_apps_command_manages_apps_on_a_running_server() {
     let s = node(|_| {}).await;
     let url = format!("http://{}", s.metrics_addr.unwrap());
-    let run = move |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .arg("apps")
-            .args(args)
-            .args(["--url", &url])
-            .env("SWITCHBOARD_ADMIN_TOKEN", TOKEN)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let err = String::from_utf8_lossy(&out.stderr).into_owned();
-        (out.status.code(), text, err)
+    // `switchboard apps {args} --url {url}` with the token in the environment, off the runtime.
+    let apps = |args: &[&str], token: &str| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"));
+        cmd.arg("apps").args(args).args(["--url", &url]);
+        cmd.env("SWITCHBOARD_ADMIN_TOKEN", token);
+        tokio::task::spawn_blocking(move || {
+            let out = cmd.output().unwrap();
+            let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+            (out.status.code(), text(&out.stdout), text(&out.stderr))
+        })
     };
     let create = [
         "create",
@@ -401,25 +400,10 @@ async fn the_apps_command_manages_apps_on_a_running_server() {
         "--secret",
         "cli-secret",
     ];
-    let (code, out, err) = tokio::task::spawn_blocking(move || run(&create))
-        .await
-        .unwrap();
+    let (code, out, err) = apps(&create, TOKEN).await.unwrap();
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(try_connect(&s, "cli-key").await.is_ok());
-    let url2 = format!("http://{}", s.metrics_addr.unwrap());
-    let (code, out, err) = tokio::task::spawn_blocking(move || {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .args(["apps", "list", "--url", &url2, "--token", "wrong"])
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    })
-    .await
-    .unwrap();
+    let (code, out, err) = apps(&["list", "--token", "wrong"], TOKEN).await.unwrap();
     assert_eq!(code, Some(1), "{out}{err}");
     assert!(err.contains("401"), "{err}");
     s.stop().await;

@@ -196,6 +196,13 @@ pub enum AppStoreError {
     Unavailable(String),
 }
 
+impl AppStoreError {
+    /// The store could not be reached, for `why`.
+    pub fn unavailable(why: impl fmt::Display) -> Self {
+        Self::Unavailable(why.to_string())
+    }
+}
+
 /// Where the connect and publish paths look apps up ([`Registry`]; [`StaticAppStore`] in
 /// tests).
 #[async_trait]

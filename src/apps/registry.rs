@@ -132,9 +132,9 @@ impl Registry {
     }
 
     fn store(&self) -> Result<&Arc<dyn AppRecords>, WriteError> {
-        self.records.as_ref().ok_or_else(|| {
-            WriteError::Unavailable(AppStoreError::Unavailable("no app store".into()))
-        })
+        self.records
+            .as_ref()
+            .ok_or_else(|| WriteError::Unavailable(AppStoreError::unavailable("no app store")))
     }
 
     /// Refuses a write that would touch an app of the file or reuse its id or key.

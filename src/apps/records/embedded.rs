@@ -30,12 +30,8 @@ enum Outcome {
     NotFound,
 }
 
-fn down(e: StoreError) -> AppStoreError {
-    AppStoreError::Unavailable(e.to_string())
-}
-
 fn finish(r: Result<Outcome, StoreError>, app: Option<&AppConfig>) -> Result<(), WriteError> {
-    match r.map_err(down)? {
+    match r.map_err(AppStoreError::unavailable)? {
         Outcome::Done => Ok(()),
         Outcome::NotFound => Err(WriteError::NotFound),
         Outcome::Conflict => Err(app.map_or(WriteError::NotFound, conflict)),
@@ -69,7 +65,7 @@ impl AppRecords for EmbeddedRecords {
             }
             Ok(out)
         });
-        r.await.map_err(down)
+        r.await.map_err(AppStoreError::unavailable)
     }
 
     async fn get(&self, id: &str) -> Result<Option<AppConfig>, AppStoreError> {
@@ -83,7 +79,7 @@ impl AppRecords for EmbeddedRecords {
             let v = t.get(id.as_str())?;
             Ok(v.and_then(|v| decode(&id, v.value())))
         });
-        r.await.map_err(down)
+        r.await.map_err(AppStoreError::unavailable)
     }
 
     async fn create(&self, app: &AppConfig) -> Result<(), WriteError> {

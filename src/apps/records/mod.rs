@@ -10,6 +10,8 @@ mod embedded;
 mod postgres;
 mod redis;
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
@@ -67,6 +69,32 @@ pub trait AppRecords: Send + Sync + 'static {
     /// failures; after each (re)connection it sends [`Notice::All`], since notices sent while
     /// it was away are lost.
     async fn watch(&self, tx: tokio::sync::mpsc::Sender<Notice>, stop: CancellationToken);
+}
+
+/// Runs `link` (a notice link's life, returning why it ended) again and again until `stop`,
+/// 100 ms apart doubling to 5 s; a link that lasted a while starts the backoff over.
+async fn relink<F>(what: &str, stop: &CancellationToken, mut link: impl FnMut() -> F)
+where
+    F: std::future::Future<Output = String>,
+{
+    const FIRST: Duration = Duration::from_millis(100);
+    let mut delay = FIRST;
+    loop {
+        let started = tokio::time::Instant::now();
+        let error = tokio::select! {
+            _ = stop.cancelled() => return,
+            e = link() => e,
+        };
+        tracing::warn!(error = %error, "apps: {what} lost; reconnecting");
+        if started.elapsed() > Duration::from_secs(30) {
+            delay = FIRST;
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
 }
 
 /// A record from its JSON; `None` (logged) for one this version cannot read.

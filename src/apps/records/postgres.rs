@@ -11,7 +11,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{AsyncMessage, Client, Config, NoTls};
 use tokio_util::sync::CancellationToken;
 
-use super::{conflict, decode, encode, AppRecords, Notice, WriteError};
+use super::{conflict, decode, encode, relink, AppRecords, Notice, WriteError};
 use crate::apps::AppStoreError;
 use crate::config::AppConfig;
 use crate::pg::describe;
@@ -27,10 +27,6 @@ pub struct PostgresRecords {
     /// The command connection, made (and migrated) on first use and again after it closed.
     /// Cloned out of the lock before use: no statement runs under it.
     client: Mutex<Option<std::sync::Arc<Client>>>,
-}
-
-fn down(e: impl std::fmt::Display) -> AppStoreError {
-    AppStoreError::Unavailable(e.to_string())
 }
 
 impl PostgresRecords {
@@ -60,8 +56,8 @@ impl PostgresRecords {
         };
         let client = tokio::time::timeout(STATEMENT_TIMEOUT, connect)
             .await
-            .map_err(|_| down("connecting to the database timed out"))?
-            .map_err(|e| down(describe(&e)))?;
+            .map_err(|_| AppStoreError::unavailable("connecting to the database timed out"))?
+            .map_err(|e| AppStoreError::unavailable(describe(&e)))?;
         let client = std::sync::Arc::new(client);
         *self.client.lock().expect("apps pg lock poisoned") = Some(client.clone());
         Ok(client)
@@ -74,11 +70,11 @@ impl PostgresRecords {
     {
         let client = self.client().await?;
         match tokio::time::timeout(STATEMENT_TIMEOUT, f(client)).await {
-            Err(_) => Err(down("database statement timed out").into()),
+            Err(_) => Err(AppStoreError::unavailable("database statement timed out").into()),
             Ok(Err(e)) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
                 Err(WriteError::Conflict(String::new()))
             }
-            Ok(Err(e)) => Err(down(describe(&e)).into()),
+            Ok(Err(e)) => Err(AppStoreError::unavailable(describe(&e)).into()),
             Ok(Ok(v)) => Ok(v),
         }
     }
@@ -87,7 +83,7 @@ impl PostgresRecords {
 fn read_only(e: WriteError) -> AppStoreError {
     match e {
         WriteError::Unavailable(e) => e,
-        other => down(other),
+        other => AppStoreError::unavailable(other),
     }
 }
 
@@ -166,19 +162,7 @@ impl AppRecords for PostgresRecords {
     async fn announce(&self, _id: &str) {}
 
     async fn watch(&self, tx: tokio::sync::mpsc::Sender<Notice>, stop: CancellationToken) {
-        let mut delay = Duration::from_millis(100);
-        loop {
-            let error = tokio::select! {
-                _ = stop.cancelled() => return,
-                e = listen(&self.config, &tx) => e,
-            };
-            tracing::warn!(error = %error, "apps: LISTEN connection lost; reconnecting");
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(delay) => {}
-            }
-            delay = (delay * 2).min(Duration::from_secs(5));
-        }
+        relink("LISTEN connection", &stop, || listen(&self.config, &tx)).await;
     }
 }
 

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use futures_util::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
-use super::{conflict, decode, encode, AppRecords, Notice, WriteError};
+use super::{conflict, decode, encode, relink, AppRecords, Notice, WriteError};
 use crate::apps::AppStoreError;
 use crate::config::AppConfig;
 use crate::redis_base::Redis;
@@ -53,10 +53,6 @@ pub struct RedisRecords {
     scripts: [redis::Script; 3],
 }
 
-fn down(e: impl std::fmt::Display) -> AppStoreError {
-    AppStoreError::Unavailable(e.to_string())
-}
-
 impl RedisRecords {
     /// Apps kept in `redis`.
     pub fn new(redis: Arc<Redis>) -> Self {
@@ -81,7 +77,9 @@ impl RedisRecords {
         loop {
             match self.redis.conn() {
                 Ok(c) => return Ok(c),
-                Err(e) if tokio::time::Instant::now() >= deadline => return Err(down(e)),
+                Err(e) if tokio::time::Instant::now() >= deadline => {
+                    return Err(AppStoreError::unavailable(e))
+                }
                 Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             }
         }
@@ -96,7 +94,9 @@ impl RedisRecords {
         for a in args {
             call.arg(*a);
         }
-        call.invoke_async(&mut conn).await.map_err(down)
+        call.invoke_async(&mut conn)
+            .await
+            .map_err(AppStoreError::unavailable)
     }
 }
 
@@ -112,7 +112,7 @@ impl AppRecords for RedisRecords {
             .arg(&self.keys()[0])
             .query_async(&mut conn)
             .await
-            .map_err(down)?;
+            .map_err(AppStoreError::unavailable)?;
         Ok(all.iter().filter_map(|(id, j)| decode(id, j)).collect())
     }
 
@@ -123,7 +123,7 @@ impl AppRecords for RedisRecords {
             .arg(id)
             .query_async(&mut conn)
             .await
-            .map_err(down)?;
+            .map_err(AppStoreError::unavailable)?;
         Ok(json.and_then(|j| decode(id, &j)))
     }
 
@@ -161,25 +161,13 @@ impl AppRecords for RedisRecords {
     async fn announce(&self, _id: &str) {}
 
     async fn watch(&self, tx: tokio::sync::mpsc::Sender<Notice>, stop: CancellationToken) {
-        let mut delay = Duration::from_millis(100);
-        loop {
-            let error = tokio::select! {
-                _ = stop.cancelled() => return,
-                e = self.listen(&tx, &mut delay) => e,
-            };
-            tracing::warn!(error = %error, "apps: change notices from Redis lost; resubscribing");
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(delay) => {}
-            }
-            delay = (delay * 2).min(Duration::from_secs(5));
-        }
+        relink("Redis notice subscription", &stop, || self.listen(&tx)).await;
     }
 }
 
 impl RedisRecords {
     /// One subscription's life: forwards notices; returns why it ended.
-    async fn listen(&self, tx: &tokio::sync::mpsc::Sender<Notice>, delay: &mut Duration) -> String {
+    async fn listen(&self, tx: &tokio::sync::mpsc::Sender<Notice>) -> String {
         let mut pubsub = match self.redis.client().get_async_pubsub().await {
             Ok(p) => p,
             Err(e) => return e.to_string(),
@@ -187,7 +175,6 @@ impl RedisRecords {
         if let Err(e) = pubsub.subscribe(self.channel()).await {
             return e.to_string();
         }
-        *delay = Duration::from_millis(100);
         if tx.send(Notice::All).await.is_err() {
             return "stopped".into();
         }

@@ -118,12 +118,6 @@ impl From<WriteError> for AdminError {
     }
 }
 
-impl From<super::ApiError> for AdminError {
-    fn from(e: super::ApiError) -> Self {
-        Self::new(e.status(), e.to_string())
-    }
-}
-
 /// The admin routes and the console page, for the metrics listener.
 pub fn router(admin: Arc<Admin>) -> Router {
     Router::new()
