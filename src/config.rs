@@ -102,8 +102,17 @@ impl Default for MetricsConfig {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
-    /// `redis://` or `rediss://` URL; unset = single node.
+    /// `redis://` or `rediss://` URL (any node of a Redis Cluster, detected by itself), or
+    /// `redis+sentinel://h1:p1,h2:p2/master`; unset = single node.
     pub url: Option<String>,
+    /// Speak Redis Cluster even when the node named by `url` cannot be asked at start.
+    pub cluster: bool,
+    /// More Redis Cluster nodes to start from.
+    pub cluster_urls: Vec<String>,
+    /// Sentinels (`host:port`) watching the primary `master_name`.
+    pub sentinels: Vec<String>,
+    /// The primary's name at the Sentinels.
+    pub master_name: Option<String>,
     /// Prefix of every key and channel this cluster uses.
     pub prefix: String,
     /// Seconds a node's lease lasts: a node that dies without notice stops counting, and its
@@ -111,10 +120,21 @@ pub struct RedisConfig {
     pub lease_secs: u64,
 }
 
+impl RedisConfig {
+    /// Whether the node runs in a cluster (any Redis is set).
+    pub fn enabled(&self) -> bool {
+        self.url.is_some() || !self.cluster_urls.is_empty() || !self.sentinels.is_empty()
+    }
+}
+
 impl Default for RedisConfig {
     fn default() -> Self {
         Self {
             url: None,
+            cluster: false,
+            cluster_urls: Vec::new(),
+            sentinels: Vec::new(),
+            master_name: None,
             prefix: "switchboard".into(),
             lease_secs: 10,
         }

@@ -221,7 +221,7 @@ impl RedisKeys {
         Self { redis }
     }
 
-    fn conn(&self) -> Result<redis::aio::ConnectionManager, StoreDown> {
+    fn conn(&self) -> Result<crate::redis_base::Conn, StoreDown> {
         self.redis.conn().map_err(|e| StoreDown(e.to_string()))
     }
 }

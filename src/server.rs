@@ -27,7 +27,7 @@ use crate::presence::{MemoryPresence, PresenceStore, RedisPresence};
 use crate::publish::Publisher;
 use crate::push::store::{EmbeddedPushStore, PushStore, RedisPushStore};
 use crate::push::Push;
-use crate::redis_base::Redis;
+use crate::redis_base::{Redis, Topology};
 use crate::session;
 use crate::status::UserStatus;
 use crate::store::Store;
@@ -36,7 +36,7 @@ use crate::webhooks::Webhooks;
 use crate::{http, metrics};
 
 /// The stores and transports of one node: in memory and the embedded store, or shared
-/// through Redis when `redis.url` is set.
+/// through Redis when `[redis]` names one (a server, a Redis Cluster or Sentinels).
 struct Backends {
     broker: Arc<dyn Broker>,
     presence: Arc<dyn PresenceStore>,
@@ -52,7 +52,7 @@ struct Backends {
 
 /// Builds the backends for `config`, starting the background tasks that belong to them
 /// (the offline sweeper; the Redis connector and the cluster subscriber) on `tracker`.
-fn backends(
+async fn backends(
     config: &Config,
     node: u32,
     hub: &Hub,
@@ -61,7 +61,8 @@ fn backends(
     let idem = &config.idempotency;
     let window = Duration::from_secs(idem.window_secs);
     let cache_ttl = Duration::from_secs(config.server.cache_ttl_secs);
-    let Some(url) = config.redis.url.as_deref() else {
+    let topology = Topology::from_config(&config.redis).map_err(std::io::Error::other)?;
+    let Some(topology) = topology else {
         let store = &Store::open(&config.data.dir, config.data.write_queue)?;
         let status = Arc::new(MemoryStatus::default());
         let inbox = Arc::new(EmbeddedInbox::new(store.clone(), config.offline.clone()));
@@ -86,7 +87,8 @@ fn backends(
         });
     };
     let lease = Duration::from_secs(config.redis.lease_secs);
-    let redis = Redis::new(url, &config.redis.prefix, node.to_string(), lease)
+    let redis = Redis::open(topology, &config.redis.prefix, node.to_string(), lease)
+        .await
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     redis.spawn_connector(tracker, stop.clone());
     let broker = RedisBroker::new(
@@ -141,7 +143,7 @@ pub async fn run(
     // into nothing.
     let exporter = metrics_listener.is_some().then(|| {
         let exporter = metrics::install();
-        metrics::register_all(config.redis.url.is_some(), config.database.url.is_some());
+        metrics::register_all(config.redis.enabled(), config.database.url.is_some());
         exporter
     });
     let ids: Vec<AppId> = config
@@ -159,7 +161,7 @@ pub async fn run(
         }
         None => None,
     };
-    let b = backends(&config, node, &hub, (&tracker, &stop))?;
+    let b = backends(&config, node, &hub, (&tracker, &stop)).await?;
     let registry = Arc::new(Registry::new(
         config.all_apps().cloned(),
         app_records(&config, &b)?,
@@ -357,7 +359,7 @@ fn startup_summary(
         metrics = %metrics,
         apps = %apps.join(","),
         data_dir = %data_dir,
-        redis = %on(config.redis.url.is_some()),
+        redis = %on(config.redis.enabled()),
         postgres = %on(config.database.url.is_some()),
         admin = %on(admin),
         webhooks,

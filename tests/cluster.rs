@@ -128,11 +128,11 @@ async fn wait_ready(url: &str, prefix: &str, bases: &[String]) {
     for b in bases {
         wait_redis_state(b, "up", WAIT).await;
     }
-    let mut conn = redis_conn(url).await;
+    let (mut conn, nodes) = redis_key(url, prefix, &["nodes"]).await;
     let deadline = Instant::now() + WAIT;
     loop {
         let n: usize = redis::cmd("ZCARD")
-            .arg(format!("{prefix}:nodes"))
+            .arg(&nodes)
             .query_async(&mut conn)
             .await
             .unwrap();

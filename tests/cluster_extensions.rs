@@ -285,9 +285,9 @@ async fn two_nodes_bounded(
 
 /// The cluster's count of queued events (`{prefix}:qtotal`), read from Redis.
 async fn queued_total(prefix: &str) -> i64 {
-    let mut conn = redis_conn(&redis_url()).await;
+    let (mut conn, qtotal) = redis_key(&redis_url(), prefix, &["qtotal"]).await;
     let n: Option<i64> = redis::cmd("GET")
-        .arg(format!("{prefix}:qtotal"))
+        .arg(&qtotal)
         .query_async(&mut conn)
         .await
         .unwrap();

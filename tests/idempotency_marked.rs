@@ -21,7 +21,7 @@ use switchboard::idempotency::{Idempotency, RedisKeys};
 use switchboard::ids::{AppId, ChannelName};
 use switchboard::publish::{PublishError, Publisher};
 use switchboard::push::Push;
-use switchboard::redis_base::Redis;
+use switchboard::redis_base::{Redis, Topology};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -88,12 +88,13 @@ struct Cluster {
 
 async fn cluster(answer: Answer) -> Cluster {
     let prefix = format!("marked-{}-{}", std::process::id(), answer as u8);
-    let redis = Redis::new(
-        &support::redis_url(),
+    let redis = Redis::open(
+        Topology::Detect(support::redis_url()),
         &prefix,
         "node-a".into(),
         Duration::from_secs(10),
     )
+    .await
     .unwrap();
     let (tracker, stop) = (TaskTracker::new(), CancellationToken::new());
     redis.spawn_connector(&tracker, stop.clone());

@@ -4,6 +4,7 @@
 mod history;
 mod memory;
 mod redis;
+mod routes;
 mod snapshot;
 
 use std::sync::Arc;

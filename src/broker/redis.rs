@@ -1,15 +1,17 @@
-//! Cluster broker over Redis pub/sub: every node, the publisher included, receives each event
-//! from Redis and delivers it locally, so each channel has one order cluster-wide.
+//! Cluster broker over Redis: one script orders, stores and publishes each event to its
+//! topic's pub/sub channel ([`routes`](super::routes)); every node with local interest, the
+//! publisher included, receives it from Redis and delivers it, so each channel has one order
+//! cluster-wide.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::routes::{channel_of, Routes};
 use super::{cache_key, parse_id, Broker, BrokerError, History, Mark, Receipt, Streams};
 use crate::config::{HistoryConfig, OfflineConfig};
 use crate::event::{stream_of, Event};
@@ -20,11 +22,11 @@ use crate::offline::{priority_rank, queue_user, ENQUEUE_LUA, TOTAL_LUA};
 use crate::protocol::node;
 use crate::redis_base::Redis;
 
-/// Publishes to one cluster-wide Redis channel (`{prefix}:events`); cache-channel events are
-/// also stored (`{prefix}:cache:{app}:{channel}`, expiring) in the same transaction.
+/// Publishes each event to its topic's pub/sub channel; cache-channel events are also
+/// stored (`{prefix}:cache:{app}:{channel}`, expiring) in the same script.
 pub struct RedisBroker {
     redis: Arc<Redis>,
-    channel: String,
+    routes: Arc<Routes>,
     cache_ttl: Duration,
     history: HistoryConfig,
     offline: OfflineConfig,
@@ -65,7 +67,7 @@ end
 -- The idempotency key is done in the step that publishes: no window in which the event is
 -- out but its key could still be given back or lapse.
 if mark ~= '' then redis.call('SET', mark, 'd', 'PX', mark_ttl) end
-redis.call('PUBLISH', channel, header .. id .. '\n' .. payload)
+redis.call(ARGV[21], channel, header .. id .. '\n' .. payload)
 return {id, offline, queued}
 "#;
     format!("{}{TOTAL_LUA}{ENQUEUE_LUA}{body}", crate::lua!(""))
@@ -106,10 +108,9 @@ impl RedisBroker {
         history: HistoryConfig,
         offline: OfflineConfig,
     ) -> Self {
-        let channel = redis.key(&["events"]);
         Self {
+            routes: Routes::new(redis.clone()),
             redis,
-            channel,
             cache_ttl,
             history,
             offline,
@@ -118,64 +119,17 @@ impl RedisBroker {
         }
     }
 
-    /// Starts the subscriber task: receives every event and delivers it into `hub`;
-    /// reconnects and resubscribes with backoff after any failure.
+    /// Starts routing: the hub reports local interest to the routes, whose link task
+    /// subscribes to it and delivers what arrives into `hub` (see [`Routes`]).
     pub fn spawn_subscriber(&self, hub: Hub, tracker: &TaskTracker, stop: CancellationToken) {
-        let (redis, channel) = (self.redis.clone(), self.channel.clone());
-        tracker.spawn(async move {
-            let mut delay = Duration::from_millis(100);
-            loop {
-                match subscribe_once(&redis, &channel, &hub, &stop, &mut delay).await {
-                    Ok(()) => return,
-                    Err(e) => tracing::warn!(error = %e, "redis subscription lost; reconnecting"),
-                }
-                redis.set_up(false);
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(delay) => {}
-                }
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        });
-    }
-}
-
-/// Runs one subscription until it fails (`Err`) or shutdown (`Ok`).
-async fn subscribe_once(
-    redis: &Redis,
-    channel: &str,
-    hub: &Hub,
-    stop: &CancellationToken,
-    delay: &mut Duration,
-) -> Result<(), redis::RedisError> {
-    let mut pubsub = redis.client().get_async_pubsub().await?;
-    pubsub.subscribe(channel).await?;
-    redis.set_up(true);
-    *delay = Duration::from_millis(100);
-    let mut messages = pubsub.on_message();
-    loop {
-        let msg = tokio::select! {
-            _ = stop.cancelled() => return Ok(()),
-            m = messages.next() => m,
-        };
-        let Some(msg) = msg else {
-            return Err(redis::RedisError::from((
-                redis::ErrorKind::Io,
-                "pub/sub connection closed",
-            )));
-        };
-        match node::decode(msg.get_payload_bytes()) {
-            Ok(event) => {
-                hub.deliver(&event);
-            }
-            Err(e) => dropped(&e),
-        }
+        hub.route_interest(self.routes.clone());
+        self.routes.spawn(hub, tracker, stop);
     }
 }
 
 /// Counts an envelope this node cannot read and logs it, at most once per 10 s: a newer
 /// node in a rolling upgrade can send many.
-fn dropped(e: &node::EnvelopeError) {
+pub(super) fn dropped(e: &node::EnvelopeError) {
     static LAST_LOG_MS: AtomicU64 = AtomicU64::new(0);
     metrics::envelope_dropped(e.reason());
     let now = crate::clock::now_ms();
@@ -210,7 +164,7 @@ impl Broker for RedisBroker {
         let (id, offline, queued): (String, u8, i8) = self
             .publish_script
             .arg(&self.redis.prefix)
-            .arg(&self.channel)
+            .arg(channel_of(&self.redis, &event.app, &event.target))
             .arg(payload)
             .arg(cache)
             .arg(self.cache_ttl.as_millis() as u64)
@@ -229,6 +183,7 @@ impl Broker for RedisBroker {
             .arg(node::HEADER)
             .arg(mark.as_ref().map_or("", |m| m.key.as_str()))
             .arg(mark.as_ref().map_or(0, |m| m.ttl.as_millis() as u64))
+            .arg(self.redis.publish_command())
             .invoke_async(&mut conn)
             .await
             .map_err(|e| unavailable(e.to_string()))?;

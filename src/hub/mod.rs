@@ -8,9 +8,11 @@
 mod budget;
 mod changes;
 mod delta;
+mod interest;
 mod outbox;
 mod queue;
 mod roster;
+mod users;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
@@ -22,6 +24,7 @@ use indexmap::IndexMap;
 pub use budget::QueueBudget;
 pub use changes::Changed;
 pub use delta::DeltaSeen;
+pub use interest::{Interest, Topic};
 pub use outbox::{Out, Outbox, Receiver};
 pub use roster::{ConnectionInfo, Listed};
 
@@ -84,6 +87,8 @@ struct Inner {
     roster: roster::Roster,
     /// The live console's copy of what is delivered.
     tap: crate::tap::Tap,
+    /// Told when topics gain or lose local interest (cluster mode).
+    interest: std::sync::OnceLock<Arc<dyn Interest>>,
 }
 
 /// Cheap-to-clone handle to the node's connection registry.
@@ -154,6 +159,7 @@ impl Hub {
             out,
             roster: Default::default(),
             tap: Default::default(),
+            interest: Default::default(),
         }))
     }
 
@@ -283,10 +289,10 @@ impl Hub {
         let mut shard = self.shard(&key);
         let delta = i64::from(r.delta.is_some());
         // Most channels have one subscriber per node: no room reserved for more.
-        let set = shard
-            .channels
-            .entry(key.clone())
-            .or_insert_with(|| Members::with_capacity_and_hasher(1, Default::default()));
+        let set = shard.channels.entry(key.clone()).or_insert_with(|| {
+            self.interest(Topic::Channel(app, ch), true);
+            Members::with_capacity_and_hasher(1, Default::default())
+        });
         let old = set.insert(id, r);
         let n = set.len();
         let change = delta - old.map_or(0, |o| i64::from(o.delta.is_some()));
@@ -312,6 +318,7 @@ impl Hub {
         let left = set.len();
         if left == 0 {
             shard.channels.remove(&key);
+            self.interest(Topic::Channel(app, ch), false);
         }
         if removed.delta.is_some() {
             if let Some(d) = shard.deltas.get_mut(&key) {
@@ -366,35 +373,6 @@ impl Hub {
         out
     }
 
-    /// Registers a connection as the user's; returns the user's local connection count.
-    pub fn add_user(&self, app: &AppId, user: &UserId, id: SocketId, r: Recipient) -> usize {
-        let key = (app.clone(), user.clone());
-        let mut shard = self.shard(&key);
-        let set = shard.users.entry(key).or_default();
-        set.insert(id, r);
-        set.len()
-    }
-
-    /// Unregisters a user's connection; returns the remaining count, `None` if absent.
-    pub fn remove_user(&self, app: &AppId, user: &UserId, id: SocketId) -> Option<usize> {
-        remove(&mut self.shard(&(app, user)).users, (app, user), id)
-    }
-
-    /// Makes connection `id` a watcher of `user`.
-    pub fn watch(&self, app: &AppId, user: &UserId, id: SocketId, r: Recipient) {
-        let key = (app.clone(), user.clone());
-        self.shard(&key)
-            .watchers
-            .entry(key)
-            .or_default()
-            .insert(id, r);
-    }
-
-    /// Stops connection `id` watching `user`.
-    pub fn unwatch(&self, app: &AppId, user: &UserId, id: SocketId) {
-        remove(&mut self.shard(&(app, user)).watchers, (app, user), id);
-    }
-
     /// Queues an event for every local recipient. Encodes it at most once per wire format;
     /// never waits (a full queue closes that connection). Returns the frames queued.
     pub fn deliver(&self, event: &Event) -> usize {
@@ -440,21 +418,6 @@ impl Hub {
         }
         delivered
     }
-}
-
-fn remove<K: Hash + Eq + Clone>(
-    map: &mut HashMap<(AppId, K), Members>,
-    key: (&AppId, &K),
-    id: SocketId,
-) -> Option<usize> {
-    let key = (key.0.clone(), key.1.clone());
-    let set = map.get_mut(&key)?;
-    set.swap_remove(&id)?;
-    let left = set.len();
-    if left == 0 {
-        map.remove(&key);
-    }
-    Some(left)
 }
 
 /// Queues `event` to every member but the excluded one, encoding lazily once per wire.

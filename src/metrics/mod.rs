@@ -90,6 +90,8 @@ const SERIES: &[Series] = &[
     s(C, "switchboard_node_envelopes_dropped_total", Always, &[("reason", &["unknown_version", "malformed"])],
         "Envelopes from other nodes dropped unread, by reason."),
     s(G, "switchboard_redis_up", Redis, &[], "1 while this node's Redis link is up, else 0 (cluster mode)."),
+    s(C, "switchboard_cluster_messages_received_total", Redis, &[],
+        "Messages this node received from the cluster's Redis pub/sub (events and control messages): with interest routing, only for topics it has members of."),
     s(C, "switchboard_nodes_reaped_total", Always, &[], "Dead nodes reaped (their presence removed) by this node."),
     s(C, "switchboard_lease_lost_total", Always, &[],
         "Times this node found its lease gone and asked its clients to reconnect."),
@@ -343,6 +345,11 @@ pub fn http_request(endpoint: String, status: u16, took: std::time::Duration) {
 /// Whether this node's Redis link is up (cluster mode).
 pub fn redis_up(up: bool) {
     gauge!("switchboard_redis_up").set(if up { 1.0 } else { 0.0 });
+}
+
+/// A message arrived from the cluster's pub/sub.
+pub fn cluster_message() {
+    counter!("switchboard_cluster_messages_received_total").increment(1);
 }
 
 /// A dead node was reaped (its presence removed).

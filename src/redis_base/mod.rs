@@ -5,24 +5,31 @@
 //! tasks (leases, reaper, count sync) live in `cluster`.
 
 mod lua;
+mod pubsub;
+mod topology;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use tokio::sync::OnceCell;
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::sentinel::{SentinelClient, SentinelServerType};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::metrics;
 
+pub use pubsub::{Messages, Subscriber};
+pub use topology::{is_cluster_node, Conn, Topology};
+
 /// A node's handle to Redis. Commands go through one multiplexed, auto-reconnecting
-/// connection; pub/sub uses its own connections (see `broker::redis`).
+/// connection ([`Conn`]); pub/sub uses links of its own ([`Redis::pubsub`]).
 pub struct Redis {
-    client: redis::Client,
-    conn: OnceCell<ConnectionManager>,
-    /// Key prefix shared by the cluster.
+    target: Target,
+    conn: RwLock<Option<Conn>>,
+    /// Key prefix shared by the cluster; on a Redis Cluster it is the hash tag
+    /// (`{switchboard}`), so that every key a script touches is in one slot.
     pub prefix: String,
     /// This node's id in keys and leases.
     pub node: String,
@@ -31,6 +38,18 @@ pub struct Redis {
     up: AtomicBool,
     /// Set once this node's first lease is in Redis.
     leased: tokio::sync::watch::Sender<bool>,
+    /// Bumped when the Sentinels name a new primary: pub/sub links start over on it.
+    primary: tokio::sync::watch::Sender<u64>,
+}
+
+enum Target {
+    Single(redis::Client),
+    Cluster(ClusterClient, Vec<String>),
+    Sentinel {
+        sentinels: tokio::sync::Mutex<SentinelClient>,
+        /// The primary's client, once found.
+        current: RwLock<Option<(String, redis::Client)>>,
+    },
 }
 
 /// Why Redis could not be used.
@@ -45,22 +64,127 @@ impl From<redis::RedisError> for RedisDown {
 }
 
 impl Redis {
-    /// Parses the URL (`redis://` or `rediss://`); connects later, in the background.
-    pub fn new(
-        url: &str,
+    /// A handle on `topology`; connects later, in the background ([`Redis::spawn_connector`]).
+    /// A URL that may be a Redis Cluster node is asked now (2 s at most; unreachable: one
+    /// server, which `redis.cluster = true` overrides).
+    pub async fn open(
+        topology: Topology,
         prefix: &str,
         node: String,
         lease: Duration,
     ) -> Result<Arc<Self>, RedisDown> {
+        let topology = match topology {
+            Topology::Detect(url) => match is_cluster_node(&url, Duration::from_secs(2)).await {
+                Some(true) => Topology::Cluster(vec![url]),
+                Some(false) => Topology::Single(url),
+                None => {
+                    tracing::warn!(
+                        "redis did not answer at start; assuming one server (set redis.cluster = true for a Redis Cluster)"
+                    );
+                    Topology::Single(url)
+                }
+            },
+            t => t,
+        };
+        let (target, prefix) = match topology {
+            Topology::Single(url) | Topology::Detect(url) => {
+                (Target::Single(redis::Client::open(url)?), prefix.to_owned())
+            }
+            Topology::Cluster(urls) => {
+                let client = cluster_builder(&urls).build()?;
+                (Target::Cluster(client, urls), format!("{{{prefix}}}"))
+            }
+            Topology::Sentinel { sentinels, master } => {
+                let client =
+                    SentinelClient::build(sentinels, master, None, SentinelServerType::Master)?;
+                let target = Target::Sentinel {
+                    sentinels: tokio::sync::Mutex::new(client),
+                    current: RwLock::new(None),
+                };
+                (target, prefix.to_owned())
+            }
+        };
         Ok(Arc::new(Self {
-            client: redis::Client::open(url)?,
-            conn: OnceCell::new(),
-            prefix: prefix.to_owned(),
+            target,
+            conn: RwLock::new(None),
+            prefix,
             node,
             lease,
             up: AtomicBool::new(false),
             leased: tokio::sync::watch::Sender::new(false),
+            primary: tokio::sync::watch::Sender::new(0),
         }))
+    }
+
+    /// Which kind of Redis this is, for the start-up line.
+    pub fn kind(&self) -> &'static str {
+        match self.target {
+            Target::Single(_) => "server",
+            Target::Cluster(..) => "cluster",
+            Target::Sentinel { .. } => "sentinel",
+        }
+    }
+
+    /// `SPUBLISH` on a Redis Cluster (sharded pub/sub: only the slot's nodes carry it),
+    /// `PUBLISH` elsewhere; scripts take it as an argument.
+    pub fn publish_command(&self) -> &'static str {
+        match self.target {
+            Target::Cluster(..) => "SPUBLISH",
+            _ => "PUBLISH",
+        }
+    }
+
+    /// A new pub/sub link.
+    pub async fn pubsub(&self) -> Result<(Subscriber, Messages), RedisDown> {
+        match &self.target {
+            Target::Single(client) => split(client).await,
+            Target::Sentinel { .. } => split(&self.primary_client().await?).await,
+            Target::Cluster(_, urls) => {
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                let client = cluster_builder(urls)
+                    .use_protocol(redis::ProtocolVersion::RESP3)
+                    .push_sender(tx)
+                    .build()?;
+                let conn = client.get_async_connection().await?;
+                Ok((Subscriber::Cluster(conn), Messages::Cluster(rx)))
+            }
+        }
+    }
+
+    /// Resolves when the Sentinels name a new primary (never on other topologies).
+    pub async fn primary_changed(&self, seen: &mut tokio::sync::watch::Receiver<u64>) {
+        if seen.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Watches for a new primary ([`Redis::primary_changed`]).
+    pub fn watch_primary(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.primary.subscribe()
+    }
+
+    /// The Sentinels' current primary (asked again when `fresh`).
+    async fn primary(&self, fresh: bool) -> Result<(String, redis::Client), RedisDown> {
+        let Target::Sentinel { sentinels, current } = &self.target else {
+            return Err(RedisDown("not behind sentinels".into()));
+        };
+        if !fresh {
+            if let Some(c) = current.read().expect("redis lock poisoned").clone() {
+                return Ok(c);
+            }
+        }
+        let ask = async { sentinels.lock().await.async_get_client().await };
+        let client = tokio::time::timeout(Duration::from_secs(2), ask)
+            .await
+            .map_err(|_| RedisDown("sentinels did not answer".into()))??;
+        let addr = client.get_connection_info().addr().to_string();
+        let found = (addr, client);
+        *current.write().expect("redis lock poisoned") = Some(found.clone());
+        Ok(found)
+    }
+
+    async fn primary_client(&self) -> Result<redis::Client, RedisDown> {
+        Ok(self.primary(false).await?.1)
     }
 
     /// Records that this node's lease is in Redis.
@@ -77,17 +201,13 @@ impl Redis {
             .is_ok_and(|r| r.is_ok())
     }
 
-    /// The client, for pub/sub connections.
-    pub fn client(&self) -> &redis::Client {
-        &self.client
-    }
-
     /// The command connection, or an error while it has never been established. After the
-    /// first connection, the manager reconnects by itself and failed commands report errors.
-    pub fn conn(&self) -> Result<ConnectionManager, RedisDown> {
+    /// first connection, it reconnects by itself and failed commands report errors.
+    pub fn conn(&self) -> Result<Conn, RedisDown> {
         self.conn
-            .get()
-            .cloned()
+            .read()
+            .expect("redis lock poisoned")
+            .clone()
             .ok_or_else(|| RedisDown("not connected yet".into()))
     }
 
@@ -103,7 +223,7 @@ impl Redis {
 
     /// Whether the pub/sub link is up (cross-node delivery flowing).
     pub fn is_up(&self) -> bool {
-        self.up.load(Ordering::Acquire) && self.conn.initialized()
+        self.up.load(Ordering::Acquire) && self.conn.read().expect("redis lock poisoned").is_some()
     }
 
     /// Records the link state for `/metrics` and logs transitions.
@@ -119,28 +239,19 @@ impl Redis {
     }
 
     /// Establishes the command connection, retrying with backoff until it succeeds or
-    /// shutdown; a node starts serving its own clients meanwhile.
+    /// shutdown; a node starts serving its own clients meanwhile. Behind Sentinels it then
+    /// asks them every second who the primary is, and moves to a new one.
     pub fn spawn_connector(self: &Arc<Self>, tracker: &TaskTracker, stop: CancellationToken) {
         let this = self.clone();
         tracker.spawn(async move {
-            let config = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(Duration::from_secs(2)))
-                .set_response_timeout(Some(Duration::from_secs(2)))
-                .set_max_delay(Duration::from_secs(2))
-                // One connection attempt per failed command, no retry loop: while Redis is
-                // down a command fails at once (a publish is refused, a connection's reader
-                // is not held for the default ~7 s of backoff); the next command tries again.
-                .set_number_of_retries(0);
             let mut delay = Duration::from_millis(100);
             loop {
-                let attempt =
-                    ConnectionManager::new_with_config(this.client.clone(), config.clone());
                 tokio::select! {
                     _ = stop.cancelled() => return,
-                    r = attempt => match r {
+                    r = this.connect(false) => match r {
                         Ok(c) => {
-                            let _ = this.conn.set(c);
-                            return;
+                            *this.conn.write().expect("redis lock poisoned") = Some(c);
+                            break;
                         }
                         Err(e) => tracing::warn!(error = %e, "redis connection failed; retrying"),
                     },
@@ -151,6 +262,80 @@ impl Redis {
                 }
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
+            if matches!(this.target, Target::Sentinel { .. }) {
+                this.follow_primary(&stop).await;
+            }
         });
     }
+
+    async fn connect(&self, fresh: bool) -> Result<Conn, RedisDown> {
+        match &self.target {
+            Target::Single(client) => Ok(Conn::Single(manager(client.clone()).await?)),
+            Target::Sentinel { .. } => {
+                let (_, client) = self.primary(fresh).await?;
+                Ok(Conn::Single(manager(client).await?))
+            }
+            Target::Cluster(client, _) => {
+                let mut conn = client.get_async_connection().await?;
+                // The server computes the slot of our hash tag; every key of ours is in it.
+                let slot: u16 = redis::cmd("CLUSTER")
+                    .arg("KEYSLOT")
+                    .arg(&self.prefix)
+                    .query_async(&mut conn)
+                    .await?;
+                Ok(Conn::Cluster(conn, slot))
+            }
+        }
+    }
+
+    /// Every second: the primary the Sentinels name; when it is a new one, commands and
+    /// pub/sub links move to it.
+    async fn follow_primary(&self, stop: &CancellationToken) {
+        let mut known = self.primary(false).await.ok().map(|(a, _)| a);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            let Ok((addr, _)) = self.primary(true).await else {
+                continue;
+            };
+            if known.as_deref() == Some(addr.as_str()) {
+                continue;
+            }
+            match self.connect(false).await {
+                Ok(c) => {
+                    tracing::warn!(primary = %addr, "sentinels named a new redis primary; following it");
+                    *self.conn.write().expect("redis lock poisoned") = Some(c);
+                    known = Some(addr);
+                    self.primary.send_modify(|n| *n += 1);
+                }
+                Err(e) => tracing::warn!(error = %e, "the new redis primary is not reachable yet"),
+            }
+        }
+    }
+}
+
+fn cluster_builder(urls: &[String]) -> ClusterClientBuilder {
+    ClusterClientBuilder::new(urls.to_vec())
+        .connection_timeout(Duration::from_secs(2))
+        .response_timeout(Duration::from_secs(2))
+        .retries(3)
+}
+
+async fn split(client: &redis::Client) -> Result<(Subscriber, Messages), RedisDown> {
+    let (sink, stream) = client.get_async_pubsub().await?.split();
+    Ok((Subscriber::Single(sink), Messages::Single(stream)))
+}
+
+async fn manager(client: redis::Client) -> Result<ConnectionManager, RedisDown> {
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(2)))
+        .set_max_delay(Duration::from_secs(2))
+        // One connection attempt per failed command, no retry loop: while Redis is
+        // down a command fails at once (a publish is refused, a connection's reader
+        // is not held for the default ~7 s of backoff); the next command tries again.
+        .set_number_of_retries(0);
+    Ok(ConnectionManager::new_with_config(client, config).await?)
 }

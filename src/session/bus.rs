@@ -100,6 +100,8 @@ async fn open(ctx: &Arc<Deps>, hs: Handshake, outbox: &Outbox) -> Option<Session
         delta: None,
     };
     ctx.hub.add_user(&hs.app.id, &user, id, recipient);
+    // Heard from every node before counted as connected (see broker::routes).
+    ctx.hub.settled().await;
     let admitted = ctx
         .status
         .apply(&hs.app.id, &user, Change::Connected { bus: true, limit })
@@ -415,6 +417,7 @@ impl Session {
             // The rooms' counts are in Redis before the answer (see the Pusher session).
             counts.fence().await;
         }
+        self.ctx.hub.settled().await;
         self.subscribed(&heads);
         if newly_presence {
             self.presence_snapshot().await;

@@ -45,6 +45,37 @@ pub async fn redis_conn(url: &str) -> redis::aio::MultiplexedConnection {
         .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"))
 }
 
+/// The cluster's Redis as the server sees it (a Redis Cluster too): a command connection
+/// routed as the server routes its own, and the server's name for `parts` under `prefix`.
+pub async fn redis_key(
+    url: &str,
+    prefix: &str,
+    parts: &[&str],
+) -> (switchboard::redis_base::Conn, String) {
+    use switchboard::redis_base::{Redis, Topology};
+    let redis = Redis::open(
+        Topology::Detect(url.to_owned()),
+        prefix,
+        "test".into(),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    let tracker = tokio_util::task::TaskTracker::new();
+    redis.spawn_connector(&tracker, tokio_util::sync::CancellationToken::new());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Ok(c) = redis.conn() {
+            return (c, redis.key(parts));
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "cannot connect to {url}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 pub const KEY: &str = "app-key";
 pub const SECRET: &str = "app-secret";
 pub const APP_ID: &str = "app-id";

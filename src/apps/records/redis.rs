@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures_util::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
 use super::{conflict, decode, encode, relink, AppRecords, Notice, WriteError};
@@ -14,17 +13,17 @@ use crate::apps::AppStoreError;
 use crate::config::AppConfig;
 use crate::redis_base::Redis;
 
-/// KEYS: apps, keys. ARGV: id, key, json, channel. 0 = id or key taken.
+/// KEYS: apps, keys. ARGV: id, key, json, channel, publish command. 0 = id or key taken.
 const CREATE: &str = r"
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 or redis.call('HEXISTS', KEYS[2], ARGV[2]) == 1 then
   return 0
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[1])
-redis.call('PUBLISH', ARGV[4], ARGV[1])
+redis.call(ARGV[5], ARGV[4], ARGV[1])
 return 1";
 
-/// KEYS: apps, keys. ARGV: id, key, json, channel. -1 = no such app, 0 = key taken.
+/// KEYS: apps, keys. ARGV: id, key, json, channel, publish command. -1 = no such app, 0 = key taken.
 const REPLACE: &str = r"
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 if not old then return -1 end
@@ -35,16 +34,16 @@ if old_key ~= ARGV[2] then
   redis.call('HSET', KEYS[2], ARGV[2], ARGV[1])
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-redis.call('PUBLISH', ARGV[4], ARGV[1])
+redis.call(ARGV[5], ARGV[4], ARGV[1])
 return 1";
 
-/// KEYS: apps, keys. ARGV: id, channel. -1 = no such app.
+/// KEYS: apps, keys. ARGV: id, channel, publish command. -1 = no such app.
 const DELETE: &str = r"
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 if not old then return -1 end
 redis.call('HDEL', KEYS[2], cjson.decode(old)['key'])
 redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('PUBLISH', ARGV[2], ARGV[1])
+redis.call(ARGV[3], ARGV[2], ARGV[1])
 return 1";
 
 /// Apps in the cluster's Redis.
@@ -72,7 +71,7 @@ impl RedisRecords {
 
     /// The command connection; right after start it may still be being made, so a call then
     /// waits for it (briefly) instead of failing.
-    async fn conn(&self) -> Result<redis::aio::ConnectionManager, AppStoreError> {
+    async fn conn(&self) -> Result<crate::redis_base::Conn, AppStoreError> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
         loop {
             match self.redis.conn() {
@@ -94,6 +93,7 @@ impl RedisRecords {
         for a in args {
             call.arg(*a);
         }
+        call.arg(self.redis.publish_command());
         call.invoke_async(&mut conn)
             .await
             .map_err(AppStoreError::unavailable)
@@ -168,19 +168,19 @@ impl AppRecords for RedisRecords {
 impl RedisRecords {
     /// One subscription's life: forwards notices; returns why it ended.
     async fn listen(&self, tx: &tokio::sync::mpsc::Sender<Notice>) -> String {
-        let mut pubsub = match self.redis.client().get_async_pubsub().await {
+        let (mut sub, mut messages) = match self.redis.pubsub().await {
             Ok(p) => p,
             Err(e) => return e.to_string(),
         };
-        if let Err(e) = pubsub.subscribe(self.channel()).await {
+        if let Err(e) = sub.subscribe(&[self.channel()]).await {
             return e.to_string();
         }
         if tx.send(Notice::All).await.is_err() {
             return "stopped".into();
         }
-        let mut messages = pubsub.on_message();
-        while let Some(msg) = messages.next().await {
-            let Ok(id) = msg.get_payload::<String>() else {
+        while let Some(payload) = messages.next().await {
+            crate::metrics::cluster_message();
+            let Ok(id) = String::from_utf8(payload) else {
                 continue;
             };
             if tx.send(Notice::App(id)).await.is_err() {

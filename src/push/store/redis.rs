@@ -77,7 +77,7 @@ impl RedisPushStore {
         self.redis.key(&["push", kind, app.as_str(), user.as_str()])
     }
 
-    fn conn(&self) -> Result<redis::aio::ConnectionManager, StoreFailure> {
+    fn conn(&self) -> Result<crate::redis_base::Conn, StoreFailure> {
         self.redis.conn().map_err(|e| StoreFailure(e.to_string()))
     }
 }

@@ -119,6 +119,7 @@ impl Session {
                             .hub
                             .subscribe(&self.app.id, &ch, self.id, recipient);
                         counts.fence().await;
+                        self.ctx.hub.settled().await;
                         self.send(succeeded);
                         if hold {
                             self.outbox.release(&|_, _| false).await;
@@ -226,6 +227,7 @@ impl Session {
         if let Some(counts) = &self.ctx.counts {
             counts.fence().await;
         }
+        self.ctx.hub.settled().await;
         self.ctx.webhooks.subscribed(&self.app, &ch, local);
         self.channels
             .insert(ch.clone(), Some(member.user_id.clone()));

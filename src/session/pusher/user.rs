@@ -78,6 +78,8 @@ impl Session {
         for w in &watchlist {
             hub.watch(&app, w, self.id, self.recipient());
         }
+        // Heard from every node before counted as connected (see broker::routes).
+        hub.settled().await;
         let mut online: Vec<&str> = Vec::new();
         for w in &watchlist {
             if self.ctx.status.current(&app, w).await.0 != Status::Offline {

@@ -1,0 +1,223 @@
+//! Interest-based routing over Redis pub/sub: each channel, user and user's watchers has a
+//! pub/sub channel of its own (`{prefix}:c:{app}:{channel}`, `:u:`, `:w:`), every publish
+//! goes to its topic's one, and a node subscribes only while it has local members there. So
+//! a node hears only what it delivers; one Redis server still orders every topic's events.
+//!
+//! Why nothing published after a subscription's answer is missed: the hub tells the routes
+//! of a topic's first member under its shard lock, the session then awaits
+//! [`Interest::settled`], which resolves once the link task's `SUBSCRIBE` for every topic
+//! wanted so far is confirmed by Redis, and only then answers the client (or, for a user,
+//! counts them connected). Redis delivers whatever is published after a confirmed
+//! subscription.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{watch, Notify};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::event::Target;
+use crate::hub::{Hub, Interest, Topic};
+use crate::ids::AppId;
+use crate::metrics;
+use crate::protocol::node;
+use crate::redis_base::{Redis, Subscriber};
+
+/// Names per SUBSCRIBE command.
+const BATCH: usize = 500;
+/// How long a session waits for a subscription to be confirmed before it answers anyway
+/// (Redis is then too slow to deliver in time whatever we do).
+const SETTLE_MAX: Duration = Duration::from_secs(3);
+
+/// The pub/sub channel of `target`'s events.
+pub fn channel_of(redis: &Redis, app: &AppId, target: &Target) -> String {
+    match target {
+        Target::Channel(ch) => redis.key(&["c", app.as_str(), ch.as_str()]),
+        Target::User(u) => redis.key(&["u", app.as_str(), u.as_str()]),
+        Target::Watchers(u) => redis.key(&["w", app.as_str(), u.as_str()]),
+    }
+}
+
+fn topic_channel(redis: &Redis, topic: Topic<'_>) -> String {
+    match topic {
+        Topic::Channel(app, ch) => redis.key(&["c", app.as_str(), ch.as_str()]),
+        Topic::User(app, u) => redis.key(&["u", app.as_str(), u.as_str()]),
+        Topic::Watchers(app, u) => redis.key(&["w", app.as_str(), u.as_str()]),
+    }
+}
+
+/// The topics this node wants, and the link task that subscribes to them.
+pub struct Routes {
+    redis: Arc<Redis>,
+    state: Mutex<State>,
+    wake: Notify,
+    /// Bumped by every topic wanted.
+    wanted_seq: AtomicU64,
+    /// The `wanted_seq` up to which every wanted topic is subscribed; `u64::MAX` after the
+    /// link failed (nothing is heard then, so there is nothing to wait for).
+    heard: watch::Sender<u64>,
+}
+
+#[derive(Default)]
+struct State {
+    wanted: HashSet<String>,
+    /// Changed since the link task last looked.
+    dirty: HashSet<String>,
+}
+
+impl Routes {
+    /// Routes on `redis`; nothing is heard until [`Routes::spawn`].
+    pub fn new(redis: Arc<Redis>) -> Arc<Self> {
+        Arc::new(Self {
+            redis,
+            state: Mutex::default(),
+            wake: Notify::new(),
+            wanted_seq: AtomicU64::new(0),
+            heard: watch::Sender::new(0),
+        })
+    }
+
+    /// Starts the link task: subscribes to what is wanted, delivers what arrives into
+    /// `hub`, and after a lost link (or a new primary) starts over with backoff.
+    pub fn spawn(self: &Arc<Self>, hub: Hub, tracker: &TaskTracker, stop: CancellationToken) {
+        let this = self.clone();
+        tracker.spawn(async move {
+            let mut delay = Duration::from_millis(100);
+            let mut primary = this.redis.watch_primary();
+            loop {
+                let started = std::time::Instant::now();
+                let why = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    why = this.link(&hub, &mut primary) => why,
+                };
+                this.heard.send_replace(u64::MAX);
+                this.redis.set_up(false);
+                tracing::warn!(error = %why, "redis subscription lost; reconnecting");
+                if started.elapsed() > Duration::from_secs(30) {
+                    delay = Duration::from_millis(100);
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        });
+    }
+
+    /// One link's life; returns why it ended.
+    async fn link(&self, hub: &Hub, primary: &mut watch::Receiver<u64>) -> String {
+        let (mut sub, mut messages) = match self.redis.pubsub().await {
+            Ok(l) => l,
+            Err(e) => return e.to_string(),
+        };
+        // Sessions wait again, now for this link's subscriptions.
+        self.heard.send_replace(0);
+        primary.borrow_and_update();
+        let mut active: HashSet<String> = HashSet::new();
+        // Everything wanted so far, then whatever changes.
+        {
+            let mut st = self.state.lock().expect("routes lock poisoned");
+            let all: Vec<String> = st.wanted.iter().cloned().collect();
+            st.dirty.extend(all);
+        }
+        self.wake.notify_one();
+        let mut first = true;
+        loop {
+            tokio::select! {
+                m = messages.next() => match m {
+                    Some(payload) => received(hub, &payload),
+                    None => return "pub/sub connection closed".into(),
+                },
+                _ = self.wake.notified() => {
+                    if let Err(e) = self.reconcile(&mut sub, &mut active).await {
+                        return e.to_string();
+                    }
+                    if first {
+                        first = false;
+                        self.redis.set_up(true);
+                    }
+                }
+                _ = self.redis.primary_changed(primary) => return "a new primary".into(),
+            }
+        }
+    }
+
+    /// Brings the link's subscriptions to what is wanted, then records what is heard.
+    async fn reconcile(
+        &self,
+        sub: &mut Subscriber,
+        active: &mut HashSet<String>,
+    ) -> Result<(), redis::RedisError> {
+        let seq = self.wanted_seq.load(Ordering::Acquire);
+        let (add, remove): (Vec<String>, Vec<String>) = {
+            let mut st = self.state.lock().expect("routes lock poisoned");
+            let dirty = std::mem::take(&mut st.dirty);
+            let mut add = Vec::new();
+            let mut remove = Vec::new();
+            for name in dirty {
+                match (st.wanted.contains(&name), active.contains(&name)) {
+                    (true, false) => add.push(name),
+                    (false, true) => remove.push(name),
+                    _ => {}
+                }
+            }
+            (add, remove)
+        };
+        for chunk in add.chunks(BATCH) {
+            sub.subscribe(chunk).await?;
+        }
+        active.extend(add);
+        for chunk in remove.chunks(BATCH) {
+            sub.unsubscribe(chunk).await?;
+        }
+        for name in &remove {
+            active.remove(name);
+        }
+        self.heard.send_replace(seq);
+        Ok(())
+    }
+}
+
+impl Interest for Routes {
+    fn set(&self, topic: Topic<'_>, wanted: bool) {
+        let name = topic_channel(&self.redis, topic);
+        let mut st = self.state.lock().expect("routes lock poisoned");
+        if wanted {
+            st.wanted.insert(name.clone());
+            self.wanted_seq.fetch_add(1, Ordering::AcqRel);
+        } else {
+            st.wanted.remove(&name);
+        }
+        st.dirty.insert(name);
+        drop(st);
+        self.wake.notify_one();
+    }
+
+    fn settled(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        let want = self.wanted_seq.load(Ordering::Acquire);
+        let mut heard = self.heard.subscribe();
+        Box::pin(async move {
+            let wait = heard.wait_for(|h| *h >= want);
+            if tokio::time::timeout(SETTLE_MAX, wait).await.is_err() {
+                tracing::warn!("a redis subscription was not confirmed within 3 s");
+            }
+        })
+    }
+}
+
+/// Counts and delivers one message from the cluster.
+fn received(hub: &Hub, payload: &[u8]) {
+    metrics::cluster_message();
+    match node::decode(payload) {
+        Ok(event) => {
+            hub.deliver(&event);
+        }
+        Err(e) => super::redis::dropped(&e),
+    }
+}
