@@ -174,6 +174,13 @@ impl Proc {
     }
 }
 
+/// Killed when dropped too: a topology that panics while starting leaves no process behind.
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// One command to the Redis on 127.0.0.1:`port`, on a fresh connection, within [`ASK_WAIT`].
 pub async fn ask<T: redis::FromRedisValue>(port: u16, args: &[&str]) -> Result<T, String> {
     let run = async {
@@ -638,6 +645,7 @@ impl Drop for RedisCluster {
         for n in &mut self.nodes {
             n.kill();
         }
+        // (A start that panicked keeps its dir, with the logs its message names.)
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
