@@ -5,6 +5,7 @@ pub mod bus;
 pub mod hooks;
 pub mod pg;
 pub mod raw;
+pub mod topology;
 
 pub use bus::*;
 pub use pg::*;
