@@ -29,9 +29,9 @@ fi
 echo "== cargo test"
 cargo test --locked
 # The cluster tests again, against the Redis Cluster of scripts/services.sh.
-# enabled by issue 19 once the server speaks Redis Cluster
-# echo "== cargo test (cluster tests against a Redis Cluster)"
-# SWITCHBOARD_TEST_REDIS_URL="$SWITCHBOARD_TEST_REDIS_CLUSTER_URL" cargo test --locked --test cluster --test cluster_extensions
+echo "== cargo test (the cluster tests again, against a Redis Cluster of 3 primaries)"
+SWITCHBOARD_TEST_REDIS_URL="$SWITCHBOARD_TEST_REDIS_CLUSTER_URL" cargo test --locked --test cluster \
+  --test cluster_extensions --test cluster_routing --test routes
 echo "== end-to-end (pusher-js, pusher)"
 cargo build --locked
 export SWITCHBOARD_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/switchboard"

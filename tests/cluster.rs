@@ -4,9 +4,9 @@
 //! Every test uses its own key prefix, so tests run in parallel on one Redis; the tests that
 //! kill Redis start their own `redis-server` on a free port.
 //!
-//! Absence is proved by ordering: every event goes through one Redis channel per cluster,
-//! so a "marker" event published after the action under test reaches each subscriber after
-//! anything the action caused. A session answers `ping` only after it has handled (and
+//! Absence is proved by ordering: all of a channel's events (presence ones too) go through
+//! that channel's one Redis pub/sub topic, so a "marker" event published on the channel after
+//! the action under test reaches each subscriber after anything the action caused there. A session answers `ping` only after it has handled (and
 //! published for) every earlier message of that connection. Eventually-consistent counts
 //! (synced every 250 ms) are polled with a deadline.
 

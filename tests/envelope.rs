@@ -3,18 +3,16 @@
 //! it does not know, without losing what follows.
 //!
 //! Needs a Redis: `SWITCHBOARD_TEST_REDIS_URL`. Other nodes are played by this test, which
-//! publishes raw envelopes on the cluster's channel.
+//! publishes raw envelopes on the channel's pub/sub topic.
 
 mod support;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::json;
 use support::*;
 use switchboard::event::Event;
 use switchboard::ids::{AppId, ChannelName};
-use tokio::time::Instant;
 
 fn event_json(channel: &str, name: &str, data: &str) -> Vec<u8> {
     let ch = ChannelName::parse(channel).unwrap();
@@ -53,27 +51,18 @@ async fn two_envelope_versions_side_by_side_and_an_unknown_one_dropped() {
     )
     .await;
     let mut redis = redis_conn(&url).await;
-    let topic = format!("{prefix}:events");
-    // The node listens once it is subscribed to the cluster channel.
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let (_, n): (String, u64) = redis::cmd("PUBSUB")
-            .arg("NUMSUB")
-            .arg(&topic)
-            .query_async(&mut redis)
-            .await
-            .unwrap();
-        if n >= 1 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "node never subscribed to {topic}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // The node hears the channel's topic once it has a subscriber there, and the subscription
+    // is answered only after Redis confirmed the node's SUBSCRIBE.
     let mut client = server.pusher().await;
     client.subscribe("news").await;
+    let (_, topic) = redis_key(&url, &prefix, &["c", APP_ID, "news"]).await;
+    let (_, n): (String, u64) = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(&topic)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(n, 1, "the node is not subscribed to {topic}");
     let before = dropped_count(&server, "unknown_version").await;
     let before_bad = dropped_count(&server, "malformed").await;
 
@@ -102,7 +91,7 @@ async fn two_envelope_versions_side_by_side_and_an_unknown_one_dropped() {
         .await;
     assert_eq!(status, 200);
 
-    // One Redis channel keeps one order: v1 arriving after v0 proves v2 was not delivered.
+    // One topic keeps one order: v1 arriving after v0 proves v2 was not delivered.
     let v0 = client.recv().await;
     assert_eq!(
         (&v0["event"], &v0["data"]),

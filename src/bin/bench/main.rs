@@ -35,6 +35,10 @@ pub struct Common {
     /// Server port.
     #[arg(long, default_value_t = 6001, global = true)]
     pub port: u16,
+    /// Port of the node that takes the HTTP publishes (another node of a cluster; default:
+    /// `--port`).
+    #[arg(long, global = true)]
+    pub publish_port: Option<u16>,
     /// App id.
     #[arg(long, default_value = "app-id", global = true)]
     pub app_id: String,

@@ -30,7 +30,7 @@ impl Publisher {
                 .tcp_nodelay(true)
                 .build()
                 .expect("http client"),
-            base: format!("http://{}:{}", c.host, c.port),
+            base: format!("http://{}:{}", c.host, c.publish_port.unwrap_or(c.port)),
             app_id: c.app_id.clone(),
             key: c.key.clone(),
             secret: c.secret.clone(),

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Benchmarks Switchboard clusters on this machine: 2 and 3 nodes on one Redis and on a Redis
+# Cluster of 3 primaries. 1000 subscribers of one channel on node 1, publishes through node 2
+# (so every event crosses Redis), node 3 (if any) without subscribers. Each run prints one
+# JSON line (switchboard-bench's fan-out figures, plus each node's inbound Redis messages per
+# event and Redis's CPU per publish) into $OUT/cluster.jsonl.
+#
+#   scripts/bench-cluster.sh
+#   RUNS=3 RATES="100 1000 3000" TOPOLOGIES="redis cluster" NODES="2 3" scripts/bench-cluster.sh
+#
+# Everything on 127.0.0.1; every process is stopped at the end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-2}
+RATES=${RATES:-"1000 3000"}
+TOPOLOGIES=${TOPOLOGIES:-"redis cluster"}
+NODES=${NODES:-"2 3"}
+SUBS=${SUBS:-1000}
+SECS=${SECS:-10}
+OUT=${OUT:-target/bench-cluster}
+mkdir -p "$OUT"
+ulimit -n "$(ulimit -Hn)"
+cargo build --release --locked --bins
+BENCH=target/release/switchboard-bench
+RAW="$OUT/cluster.jsonl"
+: > "$RAW"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+start_redis() { # $1 = redis | cluster; sets REDIS_URL and REDIS_PORTS
+  rm -rf "$OUT/redis" && mkdir -p "$OUT/redis"
+  REDIS_PORTS=()
+  local n=1
+  [[ $1 == cluster ]] && n=3
+  for _ in $(seq 1 $n); do
+    local p; p=$(free_port)
+    local extra=()
+    [[ $1 == cluster ]] && extra=(--cluster-enabled yes --cluster-config-file "$OUT/redis/nodes-$p.conf" --cluster-node-timeout 2000)
+    redis-server --bind 127.0.0.1 --port "$p" --save '' --appendonly no --dir "$OUT/redis" \
+      --logfile "$OUT/redis/$p.log" "${extra[@]}" &
+    PIDS+=($!)
+    REDIS_PORTS+=("$p")
+  done
+  for p in "${REDIS_PORTS[@]}"; do
+    for _ in $(seq 1 50); do redis-cli -p "$p" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  done
+  if [[ $1 == cluster ]]; then
+    redis-cli --cluster create $(printf '127.0.0.1:%s ' "${REDIS_PORTS[@]}") --cluster-yes >/dev/null
+    for _ in $(seq 1 100); do
+      redis-cli -p "${REDIS_PORTS[0]}" cluster info | grep -q cluster_state:ok && break; sleep 0.1
+    done
+  fi
+  REDIS_URL="redis://127.0.0.1:${REDIS_PORTS[0]}"
+}
+
+redis_cpu() { # total used_cpu_user + used_cpu_sys over every Redis process, seconds
+  local t=0
+  for p in "${REDIS_PORTS[@]}"; do
+    t=$(redis-cli -p "$p" info cpu | python3 -c '
+import sys
+d = dict(l.strip().split(":", 1) for l in sys.stdin if ":" in l)
+print(float(d["used_cpu_user"]) + float(d["used_cpu_sys"]) + float(sys.argv[1]))' "$t")
+  done
+  echo "$t"
+}
+
+received() { # $1 = metrics port → switchboard_cluster_messages_received_total
+  curl -sf "http://127.0.0.1:$1/metrics" | awk '/^switchboard_cluster_messages_received_total /{print $2}'
+}
+
+for topology in $TOPOLOGIES; do
+  for nodes in $NODES; do
+    for rate in $RATES; do
+      for run in $(seq 1 "$RUNS"); do
+        start_redis "$topology"
+        prefix="bench-$RANDOM$RANDOM"
+        PORTS=(); MPORTS=(); NPIDS=()
+        for i in $(seq 1 "$nodes"); do
+          p=$(free_port); m=$(free_port)
+          SWITCHBOARD_PORT=$p SWITCHBOARD_METRICS_PORT=$m SWITCHBOARD_REDIS_URL=$REDIS_URL \
+            SWITCHBOARD_REDIS_PREFIX=$prefix SWITCHBOARD_SERVER_MAX_CONNECTIONS=200000 \
+            SWITCHBOARD_SERVER_MAX_CONNECTIONS_PER_IP=0 RUST_LOG=warn \
+            target/release/switchboard serve >"$OUT/node-$i.log" 2>&1 &
+          NPIDS+=($!); PIDS+=($!); PORTS+=("$p"); MPORTS+=("$m")
+        done
+        for p in "${PORTS[@]}"; do
+          for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$p/up" | grep -q '"redis":"up"' && break; sleep 0.1; done
+        done
+        before=(); for m in "${MPORTS[@]}"; do before+=("$(received "$m")"); done
+        cpu0=$(redis_cpu)
+        label="$topology/${nodes}n/fanout-${SUBS}x$rate/r$run"
+        cmd="$BENCH --port ${PORTS[0]} --publish-port ${PORTS[1]} --server-pid ${NPIDS[0]} --timeout 240 --label $label fanout --subs $SUBS --rate $rate --secs $SECS --payload 100"
+        echo "+ $cmd"
+        if line=$($cmd); then
+          cpu1=$(redis_cpu)
+          after=(); for m in "${MPORTS[@]}"; do after+=("$(received "$m")"); done
+          echo "$line" | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+before = [float(x) for x in sys.argv[1].split()]
+after = [float(x) for x in sys.argv[2].split()]
+events = max(d.get("events_accepted", 0), 1)
+d["inbound_per_event"] = [round((a - b) / events, 3) for a, b in zip(after, before)]
+d["redis_cpu_us_per_publish"] = round((float(sys.argv[4]) - float(sys.argv[3])) * 1e6 / events, 2)
+d["command"] = sys.argv[5]
+print(json.dumps(d))' "${before[*]}" "${after[*]}" "$cpu0" "$cpu1" "$cmd" | tee -a "$RAW"
+        else
+          echo "{\"label\":\"$label\",\"failed\":true}" | tee -a "$RAW"
+        fi
+        cleanup; PIDS=()
+        sleep 1
+      done
+    done
+  done
+done
+echo "wrote $RAW"
