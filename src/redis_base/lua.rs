@@ -1,7 +1,8 @@
 //! Lua shared by the cluster scripts. Every script starts with [`PRELUDE`]: `now` (ms, from
 //! the Redis clock, so nodes' clocks do not matter) and `alive(node)` (its lease has not
-//! expired). Keys are built inside the scripts from `ARGV[1]` (the prefix): this targets a
-//! standalone Redis (or Sentinel), not Redis Cluster.
+//! expired). Keys are built inside the scripts from `ARGV[1]` (the prefix). On a Redis Cluster
+//! the prefix is a hash tag (`{switchboard}`), so every key a script builds is in the slot the
+//! script is sent to.
 
 /// Common Lua header.
 #[macro_export]

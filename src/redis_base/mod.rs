@@ -1,6 +1,7 @@
-//! The Redis base of a cluster: one node's connection to the shared Redis (commands on one
-//! auto-reconnecting multiplexed connection; pub/sub on its own), key naming and the Lua
-//! prelude every script starts with. The Redis implementations of the seams (broker,
+//! The Redis base of a cluster: one node's connection to the shared Redis, whatever its
+//! topology (one server, a Redis Cluster, a primary behind Sentinels: [`Topology`]):
+//! commands on one auto-reconnecting multiplexed connection ([`Conn`]), pub/sub links of
+//! their own, key naming and the Lua prelude every script starts with. The Redis implementations of the seams (broker,
 //! presence, status, offline queues, push store, idempotency keys) import it; the cluster
 //! tasks (leases, reaper, count sync) live in `cluster`.
 
