@@ -34,6 +34,9 @@ const BATCH: usize = 500;
 /// (Redis is then too slow to deliver in time whatever we do).
 const SETTLE_MAX: Duration = Duration::from_secs(3);
 
+/// Why a link ended when the Sentinels named a new primary (see [`Routes::spawn`]).
+const NEW_PRIMARY: &str = "a new primary";
+
 /// The pub/sub channel of `target`'s events.
 pub fn channel_of(redis: &Redis, app: &AppId, target: &Target) -> String {
     match target {
@@ -101,9 +104,20 @@ impl Routes {
                 if started.elapsed() > Duration::from_secs(30) {
                     delay = Duration::from_millis(100);
                 }
+                if why == NEW_PRIMARY {
+                    delay = Duration::from_millis(100);
+                    continue;
+                }
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(delay) => {}
+                    // Behind Sentinels the failed attempts went to the dead primary and
+                    // built up the backoff; a new primary is where the next one succeeds,
+                    // and every moment unsubscribed there loses its events: go at once.
+                    _ = this.redis.primary_changed(&mut primary) => {
+                        delay = Duration::from_millis(100);
+                        continue;
+                    }
                 }
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
@@ -143,7 +157,7 @@ impl Routes {
                         self.redis.set_up(true);
                     }
                 }
-                _ = self.redis.primary_changed(primary) => return "a new primary".into(),
+                _ = self.redis.primary_changed(primary) => return NEW_PRIMARY.into(),
             }
         }
     }

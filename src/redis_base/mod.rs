@@ -289,14 +289,23 @@ impl Redis {
         }
     }
 
-    /// Every second: the primary the Sentinels name; when it is a new one, commands and
-    /// pub/sub links move to it.
+    /// Every second (every 100 ms while the pub/sub link is down): the primary the
+    /// Sentinels name; when it is a new one, pub/sub links and commands move to it.
     async fn follow_primary(&self, stop: &CancellationToken) {
         let mut known = self.primary(false).await.ok().map(|(a, _)| a);
         loop {
+            // Each node follows on its own, so from the moment the first node publishes on
+            // a new primary until this one's links are subscribed there, what is published
+            // is lost to this node's clients (tests/redis_failover.rs). A lost link means
+            // the primary is likely gone: look often then, to keep that window short.
+            let every = if self.up.load(Ordering::Acquire) {
+                Duration::from_secs(1)
+            } else {
+                Duration::from_millis(100)
+            };
             tokio::select! {
                 _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = tokio::time::sleep(every) => {}
             }
             let Ok((addr, _)) = self.primary(true).await else {
                 continue;
@@ -307,9 +316,10 @@ impl Redis {
             match self.connect(false).await {
                 Ok(c) => {
                     tracing::warn!(primary = %addr, "sentinels named a new redis primary; following it");
+                    // The links first: they resubscribe while this node's commands move.
+                    self.primary.send_modify(|n| *n += 1);
                     *self.conn.write().expect("redis lock poisoned") = Some(c);
                     known = Some(addr);
-                    self.primary.send_modify(|n| *n += 1);
                 }
                 Err(e) => tracing::warn!(error = %e, "the new redis primary is not reachable yet"),
             }
