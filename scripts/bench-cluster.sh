@@ -67,6 +67,17 @@ print(float(d["used_cpu_user"]) + float(d["used_cpu_sys"]) + float(sys.argv[1]))
   echo "$t"
 }
 
+redis_net() { # total_net_input_bytes + total_net_output_bytes over every Redis process
+  local t=0
+  for p in "${REDIS_PORTS[@]}"; do
+    t=$(redis-cli -p "$p" info stats | python3 -c '
+import sys
+d = dict(l.strip().split(":", 1) for l in sys.stdin if ":" in l)
+print(int(d["total_net_input_bytes"]) + int(d["total_net_output_bytes"]) + int(sys.argv[1]))' "$t")
+  done
+  echo "$t"
+}
+
 received() { # $1 = metrics port → switchboard_cluster_messages_received_total
   curl -sf "http://127.0.0.1:$1/metrics" | awk '/^switchboard_cluster_messages_received_total /{print $2}'
 }
@@ -90,12 +101,12 @@ for topology in $TOPOLOGIES; do
           for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$p/up" | grep -q '"redis":"up"' && break; sleep 0.1; done
         done
         before=(); for m in "${MPORTS[@]}"; do before+=("$(received "$m")"); done
-        cpu0=$(redis_cpu)
+        cpu0=$(redis_cpu); net0=$(redis_net)
         label="$topology/${nodes}n/fanout-${SUBS}x$rate/r$run"
         cmd="$BENCH --port ${PORTS[0]} --publish-port ${PORTS[1]} --server-pid ${NPIDS[0]} --timeout 240 --label $label fanout --subs $SUBS --rate $rate --secs $SECS --payload 100"
         echo "+ $cmd"
         if line=$($cmd); then
-          cpu1=$(redis_cpu)
+          cpu1=$(redis_cpu); net1=$(redis_net)
           after=(); for m in "${MPORTS[@]}"; do after+=("$(received "$m")"); done
           echo "$line" | python3 -c '
 import json, sys
@@ -105,8 +116,9 @@ after = [float(x) for x in sys.argv[2].split()]
 events = max(d.get("events_accepted", 0), 1)
 d["inbound_per_event"] = [round((a - b) / events, 3) for a, b in zip(after, before)]
 d["redis_cpu_us_per_publish"] = round((float(sys.argv[4]) - float(sys.argv[3])) * 1e6 / events, 2)
+d["redis_net_bytes_per_publish"] = round((int(sys.argv[7]) - int(sys.argv[6])) / events)
 d["command"] = sys.argv[5]
-print(json.dumps(d))' "${before[*]}" "${after[*]}" "$cpu0" "$cpu1" "$cmd" | tee -a "$RAW"
+print(json.dumps(d))' "${before[*]}" "${after[*]}" "$cpu0" "$cpu1" "$cmd" "$net0" "$net1" | tee -a "$RAW"
         else
           echo "{\"label\":\"$label\",\"failed\":true}" | tee -a "$RAW"
         fi

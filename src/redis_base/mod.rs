@@ -141,8 +141,12 @@ impl Redis {
             Target::Single(client) => split(client).await,
             Target::Sentinel { .. } => split(&self.primary_client().await?).await,
             Target::Cluster(_, urls) => {
+                // Seeded with the nodes alive now as well as the configured ones: the node
+                // named in the settings may be the one that died.
+                let mut seeds = self.live_nodes().await;
+                seeds.extend(urls.iter().cloned());
                 let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-                let client = cluster_builder(urls)
+                let client = cluster_builder(&seeds)
                     .use_protocol(redis::ProtocolVersion::RESP3)
                     .push_sender(tx)
                     .build()?;
@@ -150,6 +154,44 @@ impl Redis {
                 Ok((Subscriber::Cluster(conn), Messages::Cluster(rx)))
             }
         }
+    }
+
+    /// The Redis Cluster's nodes not marked failed, as `CLUSTER NODES` on the command
+    /// connection lists them (empty when it cannot be asked).
+    async fn live_nodes(&self) -> Vec<String> {
+        let Ok(mut conn) = self.conn() else {
+            return Vec::new();
+        };
+        let nodes: String = match redis::cmd("CLUSTER")
+            .arg("NODES")
+            .query_async(&mut conn)
+            .await
+        {
+            Ok(n) => n,
+            Err(_) => return Vec::new(),
+        };
+        let scheme = match &self.target {
+            Target::Cluster(_, urls) if urls.iter().any(|u| u.starts_with("rediss://")) => "rediss",
+            _ => "redis",
+        };
+        let userinfo = match &self.target {
+            Target::Cluster(_, urls) => urls.first().and_then(|u| {
+                let rest = u.split_once("://")?.1;
+                rest.split_once('@').map(|(auth, _)| format!("{auth}@"))
+            }),
+            _ => None,
+        }
+        .unwrap_or_default();
+        nodes
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.split(' ');
+                let addr = f.nth(1)?.split('@').next()?;
+                let flags = f.next()?;
+                (!flags.contains("fail") && !addr.starts_with(':'))
+                    .then(|| format!("{scheme}://{userinfo}{addr}"))
+            })
+            .collect()
     }
 
     /// Resolves when the Sentinels name a new primary (never on other topologies).
