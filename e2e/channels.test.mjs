@@ -1,5 +1,6 @@
-// Public, private, presence and private-encrypted channels, as pusher-js sees them, with
-// authorizations signed by the official server SDK.
+// Public, private, presence, private-encrypted and cache channels, as pusher-js sees them,
+// with authorizations signed by the official server SDK; the encrypted and cache scenarios
+// over each transport (WebSocket, xhr_streaming, xhr_polling).
 
 import assert from 'node:assert/strict';
 import { after, afterEach, before, describe, it } from 'node:test';
@@ -15,6 +16,7 @@ import {
   recordFrames,
   serverSdk,
   subscribe,
+  TRANSPORTS,
   unique,
   waitFor,
 } from './helpers.mjs';
@@ -207,39 +209,92 @@ describe('channels', () => {
     assert.equal(members.count, 1);
     assert.equal(String(members.me.id), '42');
   });
-
-  it('private-encrypted channel: the server relays ciphertext and pusher-js decrypts it', async () => {
-    const encryptionMasterKeyBase64 = newEncryptionMasterKey();
-    const e2eSdk = serverSdk(server, { encryptionMasterKeyBase64 });
-    const client = clients.create({ sdk: e2eSdk });
-    await connected(client);
-    const frames = recordFrames(client);
-    const name = unique('private-encrypted-');
-    const { channel } = await subscribe(client, name);
-
-    const got = nextEvent(channel, 'sealed');
-    const rawFrame = nextFrame(client, 'the raw sealed frame', (m) => m.event === 'sealed');
-    const payload = { card: '4242-4242', note: 'for your eyes only' };
-    await e2eSdk.trigger(name, 'sealed', payload);
-    assert.deepEqual((await got).data, payload);
-
-    const raw = await rawFrame;
-    frames.stop();
-    assert.equal(raw.channel, name);
-    assert.equal(typeof raw.data, 'object', `frame data: ${JSON.stringify(raw.data)}`);
-    assert.equal(typeof raw.data.nonce, 'string');
-    assert.equal(typeof raw.data.ciphertext, 'string');
-    assert.ok(!JSON.stringify(raw).includes('for your eyes only'), 'plaintext travelled through the server');
-  });
-
-  it('private-encrypted channel: triggerBatch is encrypted too', async () => {
-    const encryptionMasterKeyBase64 = newEncryptionMasterKey();
-    const e2eSdk = serverSdk(server, { encryptionMasterKeyBase64 });
-    const client = clients.create({ sdk: e2eSdk });
-    const name = unique('private-encrypted-');
-    const { channel } = await subscribe(client, name);
-    const got = nextEvent(channel, 'sealed-batch');
-    await e2eSdk.triggerBatch([{ channel: name, name: 'sealed-batch', data: { x: 'y' } }]);
-    assert.deepEqual((await got).data, { x: 'y' });
-  });
 });
+
+// The same scenarios whatever pusher-js runs over: WebSocket or one of its HTTP fallbacks.
+for (const transport of TRANSPORTS) {
+  describe(`channels over ${transport}`, () => {
+    let server;
+    let clients;
+    let sdk;
+
+    before(async () => {
+      server = await startServer();
+      clients = clientPool(server, transport);
+      sdk = serverSdk(server);
+    });
+    afterEach(() => clients.closeAll());
+    after(() => server?.stop());
+
+    it('private-encrypted channel: the server relays ciphertext and pusher-js decrypts it', async () => {
+      const encryptionMasterKeyBase64 = newEncryptionMasterKey();
+      const e2eSdk = serverSdk(server, { encryptionMasterKeyBase64 });
+      const client = clients.create({ sdk: e2eSdk });
+      await connected(client);
+      const frames = recordFrames(client);
+      const name = unique('private-encrypted-');
+      const { channel } = await subscribe(client, name);
+
+      const got = nextEvent(channel, 'sealed');
+      const rawFrame = nextFrame(client, 'the raw sealed frame', (m) => m.event === 'sealed');
+      const payload = { card: '4242-4242', note: 'for your eyes only' };
+      await e2eSdk.trigger(name, 'sealed', payload);
+      assert.deepEqual((await got).data, payload);
+
+      const raw = await rawFrame;
+      frames.stop();
+      assert.equal(raw.channel, name);
+      assert.equal(typeof raw.data, 'object', `frame data: ${JSON.stringify(raw.data)}`);
+      assert.equal(typeof raw.data.nonce, 'string');
+      assert.equal(typeof raw.data.ciphertext, 'string');
+      assert.ok(!JSON.stringify(raw).includes('for your eyes only'), 'plaintext travelled through the server');
+    });
+
+    it('private-encrypted channel: triggerBatch is encrypted too', async () => {
+      const encryptionMasterKeyBase64 = newEncryptionMasterKey();
+      const e2eSdk = serverSdk(server, { encryptionMasterKeyBase64 });
+      const client = clients.create({ sdk: e2eSdk });
+      const name = unique('private-encrypted-');
+      const { channel } = await subscribe(client, name);
+      const got = nextEvent(channel, 'sealed-batch');
+      await e2eSdk.triggerBatch([{ channel: name, name: 'sealed-batch', data: { x: 'y' } }]);
+      assert.deepEqual((await got).data, { x: 'y' });
+    });
+
+    it('cache channel: a subscriber gets the last event at once, and pusher:cache_miss when there is none', async () => {
+      const name = unique('cache-');
+      const client = clients.create();
+      const miss = nextEvent(client.subscribe(name), 'pusher:cache_miss');
+      await subscribe(client, name);
+      await miss;
+
+      await sdk.trigger(name, 'price', { n: 1 });
+      await sdk.trigger(name, 'price', { n: 2 });
+      const late = clients.create();
+      const ch = late.subscribe(name);
+      const cached = nextEvent(ch, 'price');
+      const misses = record(ch, 'pusher:cache_miss');
+      assert.deepEqual((await cached).data, { n: 2 });
+      // And then the live stream, without the cached one again.
+      const seen = record(ch, 'price');
+      const live = nextEvent(ch, 'price');
+      await sdk.trigger(name, 'price', { n: 3 });
+      assert.deepEqual((await live).data, { n: 3 });
+      assert.deepEqual(seen.seen.map((e) => e.data), [{ n: 3 }]);
+      assert.equal(misses.seen.length, 0);
+      seen.stop();
+      misses.stop();
+    });
+
+    it('private cache channel: the last event after authorization', async () => {
+      const name = unique('private-cache-');
+      const client = clients.create();
+      await subscribe(client, name);
+      await sdk.trigger(name, 'state', { open: true });
+      const late = clients.create();
+      const ch = late.subscribe(name);
+      const cached = nextEvent(ch, 'state');
+      assert.deepEqual((await cached).data, { open: true });
+    });
+  });
+}

@@ -118,6 +118,18 @@ export function newClient(server, { sdk = serverSdk(server), presence, user, opt
   });
 }
 
+/**
+ * The transports a scenario runs over, pusher-js unchanged: WebSocket, then restricted to
+ * each of its HTTP fallbacks (a network that breaks WebSocket upgrades).
+ */
+export const TRANSPORTS = Object.freeze(['ws', 'xhr_streaming', 'xhr_polling']);
+export const HTTP_TRANSPORTS = Object.freeze(TRANSPORTS.filter((t) => t !== 'ws'));
+
+/** pusher-js options for `transport` (one of {@link TRANSPORTS}). */
+export function transportOptions(server, transport) {
+  return transport === 'ws' ? wsOptions(server) : httpTransport(server, transport);
+}
+
 /** pusher-js options restricting it to one of its HTTP transports. */
 export function httpTransport(server, transport) {
   return { httpHost: server.host, httpPort: server.port, enabledTransports: [transport] };
@@ -137,12 +149,14 @@ export function wsOptions(server) {
 /**
  * Tracks clients created by a test and disconnects them all at the end:
  *   const clients = clientPool(server); afterEach(() => clients.closeAll());
+ * Its clients use `transport` (default WebSocket; see {@link TRANSPORTS}).
  */
-export function clientPool(server) {
+export function clientPool(server, transport = 'ws') {
   const live = new Set();
   return {
-    create(opts) {
-      const c = newClient(server, opts);
+    create(opts = {}) {
+      const options = { ...transportOptions(server, transport), ...opts.options };
+      const c = newClient(server, { ...opts, options });
       live.add(c);
       return c;
     },

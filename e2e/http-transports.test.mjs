@@ -1,6 +1,8 @@
 // pusher-js's HTTP fallback transports, unchanged client: restricted to xhr_streaming, then
 // to xhr_polling, it gets what a WebSocket client gets (connection, public, private and
-// presence channels, client events, sign-in and send-to-user, terminate).
+// presence channels, client events, sign-in and send-to-user, terminate). The scenarios that
+// run over every transport (encrypted and cache channels, heartbeats, close codes and
+// pusher-js's reconnect rules) are in channels, heartbeat and connection.test.mjs.
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
@@ -9,6 +11,7 @@ import {
   connected,
   connectionState,
   disconnect,
+  HTTP_TRANSPORTS,
   httpTransport,
   newClient,
   nextEvent,
@@ -19,7 +22,7 @@ import {
 } from './helpers.mjs';
 import { startServer } from './server.mjs';
 
-for (const transport of ['xhr_streaming', 'xhr_polling']) {
+for (const transport of HTTP_TRANSPORTS) {
   describe(`pusher-js over ${transport}`, () => {
     let server;
     let sdk;

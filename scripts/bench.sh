@@ -15,7 +15,7 @@ PEERS=${PEERS:-$HOME/.cache/switchboard-peers}
 OUT=${OUT:-target/bench}
 PORT=${PORT:-6001}
 SERVERS=${SERVERS:-"switchboard sockudo"}
-ALL="idle-1k idle-10k idle-19k connect-10k fanout-1000x50 fanout-1000x100 fanout-1000x1000 fanout-1000x3000 channels-5000x2000 channels-5000x20000 presence-80x20 bus-fanout-1000x100 bus-offline-1000x20"
+ALL="idle-1k idle-10k idle-19k connect-10k fanout-1000x50 fanout-1000x100 fanout-1000x1000 fanout-1000x3000 channels-5000x2000 channels-5000x20000 presence-80x20 bus-fanout-1000x100 bus-offline-1000x20 xhr-fanout-1000x100 sse-fanout-1000x100"
 SCENARIOS=${SCENARIOS:-$ALL}
 mkdir -p "$OUT" "$PEERS"
 ulimit -n "$(ulimit -Hn)"
@@ -89,6 +89,10 @@ args_of() { # scenario name → bench arguments
     presence-80x20) echo "presence --observers 80 --churners 20 --secs 10" ;;
     bus-fanout-1000x100) echo "--protocol bus fanout --subs 1000 --rate 100 --secs 10 --payload 100" ;;
     bus-offline-1000x20) echo "offline --users 1000 --per-user 20 --payload 100" ;;
+    # The fan-out over HTTP streaming (no peer serves it): pusher-js's xhr_streaming framing,
+    # and the bus over Server-Sent Events; compare with fanout-1000x100 / bus-fanout-1000x100.
+    xhr-fanout-1000x100) echo "--transport http fanout --subs 1000 --rate 100 --secs 10 --payload 100" ;;
+    sse-fanout-1000x100) echo "--protocol bus --transport http fanout --subs 1000 --rate 100 --secs 10 --payload 100" ;;
   esac
 }
 
@@ -96,7 +100,7 @@ RAW="$OUT/raw.jsonl"
 : > "$RAW"
 for scenario in $SCENARIOS; do
   for server in $SERVERS; do
-    [[ $scenario == bus-* && $server != switchboard ]] && continue
+    [[ $scenario == @(bus|xhr|sse)-* && $server != switchboard ]] && continue
     for run in $(seq 1 "$RUNS"); do
       start_server "$server"
       cmd="$BENCH --port $PORT --server-pid $PID --timeout 240 --label $server/$scenario/r$run $(args_of "$scenario")"

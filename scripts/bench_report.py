@@ -30,7 +30,7 @@ METRICS = {
                ("latency_p99_ms", "p99 ms", False), ("latency_p999_ms", "p999 ms", False),
                ("server_cpu_pct", "server CPU %", False), ("user_us_per_delivery", "server user µs/delivery", False),
                ("sys_us_per_delivery", "server kernel µs/delivery", False), ("cpu_us_per_delivery", "server CPU µs/delivery", False),
-               ("lost", "lost", False), ("duplicates", "dups", False)],
+               ("rss_kib_per_conn", "server KiB/subscriber", False), ("lost", "lost", False), ("duplicates", "dups", False)],
     "channels": [("deliveries_per_s", "deliveries/s", True), ("latency_p50_ms", "p50 ms", False),
                  ("latency_p99_ms", "p99 ms", False), ("server_cpu_pct", "server CPU %", False), ("lost", "lost", False)],
     "offline": [("queued_per_s", "queued/s (HTTP API)", True), ("drained_per_s", "drained/s", True),

@@ -67,6 +67,11 @@ fn name(series: &str) -> &str {
     series.split('{').next().unwrap()
 }
 
+/// A connection series as rendered: `protocol` and `app` first, as before the transport.
+fn conn_series(name: &str, protocol: &str, app: &str, transport: &str) -> String {
+    format!("{name}{{protocol=\"{protocol}\",app=\"{app}\",transport=\"{transport}\"}}")
+}
+
 fn value(text: &str, series: &str) -> Option<f64> {
     samples(text).get(series).copied()
 }
@@ -133,17 +138,19 @@ async fn a_fresh_node_describes_every_series_at_zero_and_counts_per_app() {
     }
     let s = r#"switchboard_push_sends_total{provider="apns",outcome="duplicate"}"#;
     assert_eq!(samples.get(s), Some(&0.0), "{text}");
-    // Connections and messages of each configured app, for each protocol, at zero.
+    // Connections (by transport too) and messages of each configured app, for each
+    // protocol, at zero.
     for app in [APP_ID, "other-id"] {
         for protocol in ["pusher", "bus"] {
-            for n in [
-                "switchboard_connections",
-                "switchboard_connections_total",
-                "switchboard_messages_in_total",
-            ] {
-                let s = format!("{n}{{protocol=\"{protocol}\",app=\"{app}\"}}");
-                assert_eq!(samples.get(&s), Some(&0.0), "{s}:\n{text}");
+            for n in ["switchboard_connections", "switchboard_connections_total"] {
+                for transport in ["ws", "sse", "xhr"] {
+                    let s = conn_series(n, protocol, app, transport);
+                    assert_eq!(samples.get(&s), Some(&0.0), "{s}:\n{text}");
+                }
             }
+            let s =
+                format!("switchboard_messages_in_total{{protocol=\"{protocol}\",app=\"{app}\"}}");
+            assert_eq!(samples.get(&s), Some(&0.0), "{s}:\n{text}");
         }
         let s = format!("switchboard_messages_out_total{{app=\"{app}\"}}");
         assert_eq!(samples.get(&s), Some(&0.0), "{s}:\n{text}");
@@ -190,15 +197,41 @@ async fn a_fresh_node_describes_every_series_at_zero_and_counts_per_app() {
         .await;
     assert_eq!(status, 200);
     c.expect("e").await;
+    // And one over pusher-js's xhr_polling: counted under its own transport.
+    let poll = format!(
+        "http://{}/pusher/app/{KEY}/123/abcdefgh/xhr?protocol=7&client=js&version=8.6.0",
+        server.addr
+    );
+    let http = reqwest::Client::new();
+    for want in [
+        "o\n",
+        "a[\"{\\\"event\\\":\\\"pusher:connection_established\\\"",
+    ] {
+        let body = http.post(&poll).send().await.unwrap().text().await;
+        assert!(body.as_ref().unwrap().starts_with(want), "{body:?}");
+    }
     let text = scrape(&server).await;
-    let at = |n: &str, app: &str| {
-        let s = format!("{n}{{protocol=\"pusher\",app=\"{app}\"}}");
+    let at = |n: &str, app: &str, transport: &str| {
+        let s = conn_series(n, "pusher", app, transport);
         value(&text, &s).unwrap_or_else(|| panic!("no {s}:\n{text}"))
     };
-    assert_eq!(at("switchboard_connections", APP_ID), 1.0, "{text}");
-    assert_eq!(at("switchboard_connections_total", APP_ID), 1.0, "{text}");
-    assert_eq!(at("switchboard_messages_in_total", APP_ID), 1.0, "{text}");
-    assert_eq!(at("switchboard_connections", "other-id"), 0.0, "{text}");
+    for transport in ["ws", "xhr"] {
+        assert_eq!(
+            at("switchboard_connections", APP_ID, transport),
+            1.0,
+            "{text}"
+        );
+        let total = at("switchboard_connections_total", APP_ID, transport);
+        assert_eq!(total, 1.0, "{transport}: {text}");
+    }
+    assert_eq!(at("switchboard_connections", APP_ID, "sse"), 0.0, "{text}");
+    let s = format!("switchboard_messages_in_total{{protocol=\"pusher\",app=\"{APP_ID}\"}}");
+    assert_eq!(value(&text, &s), Some(1.0), "{text}");
+    assert_eq!(
+        at("switchboard_connections", "other-id", "ws"),
+        0.0,
+        "{text}"
+    );
     let out = |app: &str| format!("switchboard_messages_out_total{{app=\"{app}\"}}");
     assert_eq!(value(&text, &out(APP_ID)), Some(1.0), "{text}");
     assert_eq!(value(&text, &out("other-id")), Some(0.0), "{text}");
@@ -206,7 +239,7 @@ async fn a_fresh_node_describes_every_series_at_zero_and_counts_per_app() {
     assert_eq!(subscriptions, Some(1.0), "{text}");
 
     c.close().await;
-    let gauge = format!("switchboard_connections{{protocol=\"pusher\",app=\"{APP_ID}\"}}");
+    let gauge = conn_series("switchboard_connections", "pusher", APP_ID, "ws");
     wait_for(&server, &gauge, 0.0).await;
     server.stop().await;
 }

@@ -111,3 +111,24 @@ async fn an_unknown_app_gets_its_close_code_over_http_too() {
     assert!(body.contains("c[4001,"), "{body}");
     server.stop().await;
 }
+
+/// At shutdown a polling client between two polls still gets its close (4200: pusher-js
+/// reconnects at once, elsewhere) on its next poll: the node counts as drained only once
+/// the close line was taken (or the close's wait passed), as a WebSocket's close frame.
+#[tokio::test]
+async fn a_polling_client_between_polls_gets_the_shutdown_close() {
+    let mut server = TestServer::start().await;
+    let http = reqwest::Client::new();
+    let q = "?protocol=7&client=js&version=8.6.0";
+    let path = format!("123/pollshut/xhr{q}");
+    assert_eq!(post(&http, &server, &path, "").await.1, "o\n");
+    let (_, body) = post(&http, &server, &path, "").await;
+    assert!(body.contains("pusher:connection_established"), "{body}");
+    // No poll attached: the close waits in the session's queue.
+    server.begin_stop();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let (status, body) = post(&http, &server, &path, "").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("c[4200,"), "{body}");
+    server.stop().await;
+}

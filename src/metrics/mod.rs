@@ -6,18 +6,20 @@
 //! [`register_all`] describes them all and registers each at zero, so a fresh node exposes
 //! every series (an alert on `rate(...)` or `absent(...)` works from the first scrape).
 
-use std::collections::HashMap;
-
+use metrics::Label;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge};
-use metrics::{Counter, Gauge, Label, SharedString};
 
-use crate::ids::AppId;
-
+mod apps;
 mod exporter;
+pub use apps::{connection_closed, connection_opened, message_in, AppMetrics, MessagesOut};
 pub use exporter::{install, Exporter};
 
 /// The `protocol` label's values, in [`AppMetrics`]' order.
 const PROTOCOLS: [&str; 2] = ["pusher", "bus"];
+/// The `transport` label's values (`session::transport::Transport::NAME`), in
+/// [`AppMetrics`]' order: WebSocket, Server-Sent Events (the bus), pusher-js's HTTP
+/// transports (`xhr_streaming`, `xhr_polling`).
+const TRANSPORTS: [&str; 3] = ["ws", "sse", "xhr"];
 const PUSH_PROVIDERS: &[&str] = &["webpush", "fcm", "apns", "webhook"];
 const OUTCOMES: &[&str] = &["ok", "failed"];
 
@@ -55,9 +57,10 @@ use Start::{Always, Ingest, Later, PerApp, Redis};
 const SERIES: &[Series] = &[
     s(G, "switchboard_build_info", Later, &[("version", &[env!("CARGO_PKG_VERSION")])],
         "Always 1; the version label is the running build's version."),
-    s(C, "switchboard_connections_total", PerApp, &[("protocol", &PROTOCOLS)],
-        "Connections accepted (handshake answered), by protocol and app id."),
-    s(G, "switchboard_connections", PerApp, &[("protocol", &PROTOCOLS)], "Open connections, by protocol and app id."),
+    s(C, "switchboard_connections_total", PerApp, &[("protocol", &PROTOCOLS), ("transport", &TRANSPORTS)],
+        "Connections accepted (handshake answered), by protocol, app id and transport."),
+    s(G, "switchboard_connections", PerApp, &[("protocol", &PROTOCOLS), ("transport", &TRANSPORTS)],
+        "Open connections, by protocol, app id and transport."),
     s(C, "switchboard_messages_in_total", PerApp, &[("protocol", &PROTOCOLS)],
         "Text messages received from clients, by protocol and app id."),
     s(C, "switchboard_messages_out_total", PerApp, &[],
@@ -202,78 +205,6 @@ fn check(name: &str, value: &str) {
             .any(|s| s.name == name && s.labels.iter().any(|(_, vs)| vs.contains(&value))),
         "{name}: label value {value:?} is not in metrics::SERIES"
     );
-}
-
-/// One app's connection and message series, made once when the app is loaded (after
-/// [`install`]), so a connection or a message counts on a handle instead of building a
-/// labelled key (and an app id string) each time. Also registers them at zero.
-#[derive(Clone, Debug)]
-pub struct AppMetrics([PerProtocol; 2]);
-
-#[derive(Clone, Debug)]
-struct PerProtocol {
-    open: Gauge,
-    opened: Counter,
-    messages_in: Counter,
-}
-
-impl AppMetrics {
-    /// The series of app `app`.
-    pub fn new(app: &AppId) -> Self {
-        let app = SharedString::from(app.shared());
-        Self(PROTOCOLS.map(|p| PerProtocol {
-            open: gauge!("switchboard_connections", "protocol" => p, "app" => app.clone()),
-            opened: counter!("switchboard_connections_total", "protocol" => p, "app" => app.clone()),
-            messages_in: counter!("switchboard_messages_in_total", "protocol" => p, "app" => app.clone()),
-        }))
-    }
-
-    fn of(&self, protocol: &'static str) -> &PerProtocol {
-        check("switchboard_connections", protocol);
-        &self.0[usize::from(protocol == PROTOCOLS[1])]
-    }
-}
-
-/// `switchboard_messages_out_total` of each app, for the hub's deliveries.
-#[derive(Default)]
-pub struct MessagesOut(HashMap<AppId, Counter>);
-
-impl MessagesOut {
-    /// The series of each of `apps` (registered at zero).
-    pub fn new<'a>(apps: impl IntoIterator<Item = &'a AppId>) -> Self {
-        let counter = |a: &AppId| counter!("switchboard_messages_out_total", "app" => a.shared());
-        Self(apps.into_iter().map(|a| (a.clone(), counter(a))).collect())
-    }
-
-    /// `n` frames of an event of `app` were queued to connections.
-    pub fn add(&self, app: &AppId, n: usize) {
-        if n == 0 {
-            return;
-        }
-        match self.0.get(app) {
-            Some(c) => c.increment(n as u64),
-            // Not an app of this node's configuration: an event from another node.
-            None => counter!("switchboard_messages_out_total", "app" => app.shared())
-                .increment(n as u64),
-        }
-    }
-}
-
-/// A connection of `app` was accepted (`protocol`: `pusher` | `bus`).
-pub fn connection_opened(app: &AppMetrics, protocol: &'static str) {
-    let m = app.of(protocol);
-    m.opened.increment(1);
-    m.open.increment(1.0);
-}
-
-/// A connection of `app` ended.
-pub fn connection_closed(app: &AppMetrics, protocol: &'static str) {
-    app.of(protocol).open.decrement(1.0);
-}
-
-/// A message was received from a client of `app`.
-pub fn message_in(app: &AppMetrics, protocol: &'static str) {
-    app.of(protocol).messages_in.increment(1);
 }
 
 /// A connection was closed because its queued bytes crossed a budget (`scope`); it is also

@@ -164,7 +164,7 @@ pub(crate) fn run<P: Protocol + 'static, T: Transport>(
                 connected_at_ms: crate::clock::now_ms(),
             };
             let _listed = deps.hub.list(&proto.app().id, info, &outbox);
-            serve(&mut proto, &mut source, &outbox, &deps).await;
+            serve(&mut proto, &mut source, T::NAME, &outbox, &deps).await;
         }
         // The writer cancels the token when it ends; past the wait the token ends it (the
         // close still goes out after what the socket took, within its own wait).
@@ -177,22 +177,23 @@ pub(crate) fn run<P: Protocol + 'static, T: Transport>(
     futures_util::future::join(writer, session).map(|_| ())
 }
 
-/// Runs `proto` on the messages of `source` until the connection ends; then undoes its
-/// state and queues the close (with the code a violation earned, else 1000). The caller
-/// drops `proto` right after, before the writer runs again.
+/// Runs `proto` on the messages of `source` (of the transport named `transport`) until the
+/// connection ends; then undoes its state and queues the close (with the code a violation
+/// earned, else 1000). The caller drops `proto` right after, before the writer runs again.
 async fn serve<P: Protocol>(
     proto: &mut P,
     source: &mut impl FrameSource,
+    transport: &'static str,
     outbox: &Outbox,
     deps: &Deps,
 ) {
-    metrics::connection_opened(&proto.app().metrics, P::NAME);
+    metrics::connection_opened(&proto.app().metrics, P::NAME, transport);
     let timing = (deps.server.activity_timeout(), deps.server.pong_timeout());
     let violation = drive(proto, source, outbox, timing).await;
     // Boxed here and below: what runs only now and then must not size the future that
     // every idle connection keeps (a future is as large as its largest state).
     Box::pin(proto.close()).await;
-    metrics::connection_closed(&proto.app().metrics, P::NAME);
+    metrics::connection_closed(&proto.app().metrics, P::NAME, transport);
     let (code, reason) = violation.unwrap_or((1000, ""));
     // Ends the writer after what is queued; a no-op when a close is already queued.
     outbox.push_close(code, reason);

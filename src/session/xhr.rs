@@ -214,7 +214,17 @@ impl FrameSink for XhrSink {
         chunk.put_u8(b'c');
         chunk.put_slice(close.as_bytes());
         chunk.put_u8(b'\n');
-        let _ = tokio::time::timeout(wait, out.send(chunk.freeze())).await;
+        // As a WebSocket's close waits for the socket to take its frame: the close has gone
+        // out once a response took every line (a polling client between two polls fetches
+        // it on its next one), so the session (and a node draining for it) waits so long.
+        let sent = async {
+            out.send(chunk.freeze()).await.ok()?;
+            while out.capacity() < out.max_capacity() && !out.is_closed() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Some(())
+        };
+        let _ = tokio::time::timeout(wait, sent).await;
     }
 }
 

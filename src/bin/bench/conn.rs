@@ -26,7 +26,7 @@ pub fn now_ns() -> u64 {
     BASE.get_or_init(Instant::now).elapsed().as_nanos() as u64
 }
 
-fn hmac_hex(secret: &str, msg: &str) -> String {
+pub fn hmac_hex(secret: &str, msg: &str) -> String {
     let mut m = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
     m.update(msg.as_bytes());
     hex::encode(m.finalize().into_bytes())

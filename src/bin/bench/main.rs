@@ -4,8 +4,10 @@
 //! Scenarios: `connect` (connect+subscribe rate), `idle` (RSS per idle connection), `fanout`
 //! (N subscribers of one channel, R events/s through the signed HTTP API), `channels` (one
 //! subscriber per channel, batched triggers), `presence` (presence subscribe/unsubscribe churn).
+//! `--transport http` runs `fanout`'s subscribers over HTTP streaming instead of WebSocket.
 
 mod conn;
+mod http;
 mod offline;
 mod procfs;
 mod publish;
@@ -24,6 +26,16 @@ pub enum Proto {
     Pusher,
     /// Switchboard's bus (`/ws/bus`, rooms).
     Bus,
+}
+
+/// How the subscribers are connected.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum Transport {
+    /// WebSocket.
+    Ws,
+    /// HTTP streaming, for networks that break WebSocket: pusher-js's `xhr_streaming`
+    /// (Pusher) or Server-Sent Events (bus). `fanout` only.
+    Http,
 }
 
 /// Options every scenario shares.
@@ -67,6 +79,9 @@ pub struct Common {
     /// Subscriber protocol.
     #[arg(long, value_enum, default_value_t = Proto::Pusher, global = true)]
     pub protocol: Proto,
+    /// Subscriber transport.
+    #[arg(long, value_enum, default_value_t = Transport::Ws, global = true)]
+    pub transport: Transport,
     /// HTTP publish requests in flight at once.
     #[arg(long, default_value_t = 32, global = true)]
     pub http_concurrency: usize,
@@ -152,6 +167,10 @@ struct Cli {
 
 fn main() {
     let cli = Cli::parse();
+    if cli.common.transport == Transport::Http && !matches!(cli.scenario, Scenario::Fanout { .. }) {
+        eprintln!("switchboard-bench: --transport http is for the fanout scenario");
+        std::process::exit(1);
+    }
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

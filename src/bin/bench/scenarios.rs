@@ -1,5 +1,6 @@
 //! The scenarios. Each returns the fields of its output line.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,7 +14,7 @@ use crate::conn::{self, Received, Ws};
 use crate::procfs::{rss_kib, CpuMark};
 use crate::publish::{self, Publisher};
 use crate::stats::{round, Latencies};
-use crate::Common;
+use crate::{http, Common, Transport};
 
 type Line = Result<Map<String, Value>, String>;
 
@@ -24,14 +25,27 @@ async fn connect_all(
     n: usize,
     channel: impl Fn(usize) -> String,
 ) -> Result<(Vec<Ws>, Latencies, f64), String> {
+    connect_with(c, n, |i| {
+        let ch = channel(i);
+        async move { conn::open(c, i, &ch).await.map(|(ws, _)| ws) }
+    })
+    .await
+}
+
+/// Opens `n` clients with `open(i)`, `connect_concurrency` at a time.
+async fn connect_with<T, F: Future<Output = Result<T, String>>>(
+    c: &Common,
+    n: usize,
+    open: impl Fn(usize) -> F,
+) -> Result<(Vec<T>, Latencies, f64), String> {
     let start = Instant::now();
-    let results: Vec<Result<(Ws, u32), String>> = futures_util::stream::iter(0..n)
+    let results: Vec<Result<(T, u32), String>> = futures_util::stream::iter(0..n)
         .map(|i| {
-            let ch = channel(i);
+            let opening = open(i);
             async move {
                 let t = Instant::now();
-                let (ws, _) = conn::open(c, i, &ch).await?;
-                Ok((ws, t.elapsed().as_micros() as u32))
+                let client = opening.await?;
+                Ok((client, t.elapsed().as_micros() as u32))
             }
         })
         .buffer_unordered(c.connect_concurrency.max(1))
@@ -44,8 +58,8 @@ async fn connect_all(
     let mut first_err = None;
     for r in results {
         match r {
-            Ok((ws, l)) => {
-                clients.push(ws);
+            Ok((client, l)) => {
+                clients.push(client);
                 lats.0.push(l);
             }
             Err(e) => {
@@ -70,6 +84,12 @@ fn base(c: &Common, scenario: &str) -> Map<String, Value> {
         "protocol".into(),
         format!("{:?}", c.protocol).to_lowercase().into(),
     );
+    let transport = match (c.transport, c.protocol) {
+        (Transport::Ws, _) => "ws",
+        (Transport::Http, crate::Proto::Pusher) => "xhr_streaming",
+        (Transport::Http, crate::Proto::Bus) => "sse",
+    };
+    m.insert("transport".into(), transport.into());
     if let Some(pid) = c.server_pid {
         m.insert("server_rss_kib_start".into(), json!(rss_kib(pid)));
     }
@@ -209,9 +229,39 @@ fn tally_fields(out: &mut Map<String, Value>, t: &mut Tally, secs: f64) {
 pub async fn fanout(c: &Common, subs: usize, rate: u64, secs: u64, payload: usize) -> Line {
     let mut out = base(c, "fanout");
     let channel = "bench-fanout".to_owned();
-    let (clients, mut hs, _) = connect_all(c, subs, |_| channel.clone()).await?;
-    hs.report("handshake", &mut out);
-    let (stop, total, tasks) = spawn_receivers(clients, 1);
+    let (stop, total) = (CancellationToken::new(), Arc::new(AtomicU64::new(0)));
+    let tasks = match c.transport {
+        Transport::Ws => {
+            let (clients, mut hs, _) = connect_all(c, subs, |_| channel.clone()).await?;
+            hs.report("handshake", &mut out);
+            let receive = |ws| conn::receive(ws, 1, stop.clone(), total.clone());
+            clients
+                .into_iter()
+                .map(|ws| tokio::spawn(receive(ws)))
+                .collect()
+        }
+        Transport::Http => {
+            // One connection per stream (HTTP/1.1), its sends on pooled ones.
+            let client = reqwest::Client::builder()
+                .http1_only()
+                .build()
+                .map_err(|e| e.to_string())?;
+            let open = |i| http::open(&client, c, i, &channel);
+            let (streams, mut hs, _) = connect_with(c, subs, open).await?;
+            hs.report("handshake", &mut out);
+            let receive = |s| http::receive(s, c.protocol, stop.clone(), total.clone());
+            streams
+                .into_iter()
+                .map(|s| tokio::spawn(receive(s)))
+                .collect()
+        }
+    };
+    if let (Some(pid), Some(start)) = (c.server_pid, out.get("server_rss_kib_start")) {
+        // What the server holds for each subscriber (connected, subscribed, idle so far).
+        let (start, now) = (start.as_u64().unwrap_or(0), rss_kib(pid).unwrap_or(0));
+        let per_conn = (now as f64 - start as f64) / subs.max(1) as f64;
+        out.insert("rss_kib_per_conn".into(), json!(round(per_conn)));
+    }
     let publisher = Publisher::new(c);
     let mark = CpuMark::now(c.server_pid);
     let started = Instant::now();
