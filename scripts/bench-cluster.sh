@@ -78,6 +78,14 @@ print(int(d["total_net_input_bytes"]) + int(d["total_net_output_bytes"]) + int(s
   echo "$t"
 }
 
+node_cpu() { # $@ = pids → "user+system seconds" of each, from /proc
+  local out=()
+  for p in "$@"; do
+    out+=("$(awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$p/stat")")
+  done
+  echo "${out[*]}"
+}
+
 received() { # $1 = metrics port → switchboard_cluster_messages_received_total
   curl -sf "http://127.0.0.1:$1/metrics" | awk '/^switchboard_cluster_messages_received_total /{print $2}'
 }
@@ -101,12 +109,12 @@ for topology in $TOPOLOGIES; do
           for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$p/up" | grep -q '"redis":"up"' && break; sleep 0.1; done
         done
         before=(); for m in "${MPORTS[@]}"; do before+=("$(received "$m")"); done
-        cpu0=$(redis_cpu); net0=$(redis_net)
+        cpu0=$(redis_cpu); net0=$(redis_net); ncpu0=$(node_cpu "${NPIDS[@]}")
         label="$topology/${nodes}n/fanout-${SUBS}x$rate/r$run"
         cmd="$BENCH --port ${PORTS[0]} --publish-port ${PORTS[1]} --server-pid ${NPIDS[0]} --timeout 240 --label $label fanout --subs $SUBS --rate $rate --secs $SECS --payload 100"
         echo "+ $cmd"
         if line=$($cmd); then
-          cpu1=$(redis_cpu); net1=$(redis_net)
+          cpu1=$(redis_cpu); net1=$(redis_net); ncpu1=$(node_cpu "${NPIDS[@]}")
           after=(); for m in "${MPORTS[@]}"; do after+=("$(received "$m")"); done
           echo "$line" | python3 -c '
 import json, sys
@@ -117,8 +125,11 @@ events = max(d.get("events_accepted", 0), 1)
 d["inbound_per_event"] = [round((a - b) / events, 3) for a, b in zip(after, before)]
 d["redis_cpu_us_per_publish"] = round((float(sys.argv[4]) - float(sys.argv[3])) * 1e6 / events, 2)
 d["redis_net_bytes_per_publish"] = round((int(sys.argv[7]) - int(sys.argv[6])) / events)
+c0 = [float(x) for x in sys.argv[8].split()]
+c1 = [float(x) for x in sys.argv[9].split()]
+d["node_cpu_us_per_event"] = [round((b - a) * 1e6 / events, 2) for a, b in zip(c0, c1)]
 d["command"] = sys.argv[5]
-print(json.dumps(d))' "${before[*]}" "${after[*]}" "$cpu0" "$cpu1" "$cmd" "$net0" "$net1" | tee -a "$RAW"
+print(json.dumps(d))' "${before[*]}" "${after[*]}" "$cpu0" "$cpu1" "$cmd" "$net0" "$net1" "$ncpu0" "$ncpu1" | tee -a "$RAW"
         else
           echo "{\"label\":\"$label\",\"failed\":true}" | tee -a "$RAW"
         fi
