@@ -19,9 +19,11 @@ SUBS=${SUBS:-1000}
 SECS=${SECS:-10}
 OUT=${OUT:-target/bench-cluster}
 mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
 ulimit -n "$(ulimit -Hn)"
 cargo build --release --locked --bins
-BENCH=target/release/switchboard-bench
+REL=${CARGO_TARGET_DIR:-target}/release
+BENCH=$REL/switchboard-bench
 RAW="$OUT/cluster.jsonl"
 : > "$RAW"
 
@@ -38,7 +40,8 @@ start_redis() { # $1 = redis | cluster; sets REDIS_URL and REDIS_PORTS
   for _ in $(seq 1 $n); do
     local p; p=$(free_port)
     local extra=()
-    [[ $1 == cluster ]] && extra=(--cluster-enabled yes --cluster-config-file "$OUT/redis/nodes-$p.conf" --cluster-node-timeout 2000)
+    # The bus port defaults to port + 10000, past 65535 for high ports.
+    [[ $1 == cluster ]] && extra=(--cluster-port "$(free_port)" --cluster-enabled yes --cluster-config-file "$OUT/redis/nodes-$p.conf" --cluster-node-timeout 2000)
     redis-server --bind 127.0.0.1 --port "$p" --save '' --appendonly no --dir "$OUT/redis" \
       --logfile "$OUT/redis/$p.log" "${extra[@]}" &
     PIDS+=($!)
@@ -102,7 +105,7 @@ for topology in $TOPOLOGIES; do
           SWITCHBOARD_PORT=$p SWITCHBOARD_METRICS_PORT=$m SWITCHBOARD_REDIS_URL=$REDIS_URL \
             SWITCHBOARD_REDIS_PREFIX=$prefix SWITCHBOARD_SERVER_MAX_CONNECTIONS=200000 \
             SWITCHBOARD_SERVER_MAX_CONNECTIONS_PER_IP=0 RUST_LOG=warn \
-            target/release/switchboard serve >"$OUT/node-$i.log" 2>&1 &
+            "$REL/switchboard" serve >"$OUT/node-$i.log" 2>&1 &
           NPIDS+=($!); PIDS+=($!); PORTS+=("$p"); MPORTS+=("$m")
         done
         for p in "${PORTS[@]}"; do
