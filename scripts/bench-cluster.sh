@@ -16,6 +16,11 @@ RATES=${RATES:-"1000 3000"}
 TOPOLOGIES=${TOPOLOGIES:-"redis cluster"}
 NODES=${NODES:-"2 3"}
 SUBS=${SUBS:-1000}
+# switchboard, or sockudo (5.2.0 with its Redis adapter, one Redis only; built by
+# scripts/bench.sh into $PEERS).
+SERVER=${SERVER:-switchboard}
+PEERS=${PEERS:-$HOME/.cache/switchboard-peers}
+SOCKUDO=$PEERS/sockudo/bin/sockudo
 SECS=${SECS:-10}
 OUT=${OUT:-target/bench-cluster}
 mkdir -p "$OUT"
@@ -89,8 +94,28 @@ node_cpu() { # $@ = pids → "user+system seconds" of each, from /proc
   echo "${out[*]}"
 }
 
-received() { # $1 = metrics port → switchboard_cluster_messages_received_total
+received() { # $1 = metrics port → switchboard_cluster_messages_received_total (0 for Sockudo)
+  if [[ $SERVER == sockudo ]]; then echo 0; return; fi
   curl -sf "http://127.0.0.1:$1/metrics" | awk '/^switchboard_cluster_messages_received_total /{print $2}'
+}
+
+sockudo_config() { # $1 = port, $2 = prefix: Sockudo 5.2.0 with its Redis adapter on $REDIS_URL
+  cat <<JSON
+{
+  "debug": false, "host": "127.0.0.1", "port": $1, "mode": "production",
+  "adapter": { "driver": "redis", "redis": { "prefix": "$2" } },
+  "database": { "redis": { "host": "127.0.0.1", "port": ${REDIS_PORTS[0]}, "key_prefix": "$2" } },
+  "app_manager": { "driver": "memory", "array": { "apps": [ {
+      "id": "app-id", "key": "app-key", "secret": "app-secret", "enabled": true,
+      "policy": { "limits": { "max_connections": 0, "max_client_events_per_second": 10000 },
+                  "features": { "enable_client_messages": false } } } ] } },
+  "cache": { "driver": "memory" }, "queue": { "driver": "none" },
+  "metrics": { "enabled": false }, "rate_limiter": { "enabled": false },
+  "opentelemetry": { "enabled": false },
+  "http_api": { "accept_traffic": { "enabled": false } },
+  "shutdown_grace_period": 1
+}
+JSON
 }
 
 for topology in $TOPOLOGIES; do
@@ -102,18 +127,29 @@ for topology in $TOPOLOGIES; do
         PORTS=(); MPORTS=(); NPIDS=()
         for i in $(seq 1 "$nodes"); do
           p=$(free_port); m=$(free_port)
-          SWITCHBOARD_PORT=$p SWITCHBOARD_METRICS_PORT=$m SWITCHBOARD_REDIS_URL=$REDIS_URL \
-            SWITCHBOARD_REDIS_PREFIX=$prefix SWITCHBOARD_SERVER_MAX_CONNECTIONS=200000 \
-            SWITCHBOARD_SERVER_MAX_CONNECTIONS_PER_IP=0 RUST_LOG=warn \
-            "$REL/switchboard" serve >"$OUT/node-$i.log" 2>&1 &
+          if [[ $SERVER == sockudo ]]; then
+            sockudo_config "$p" "$prefix" > "$OUT/sockudo-$i.json"
+            (cd "$(dirname "$SOCKUDO")/.." && exec ./bin/sockudo --config "$OUT/sockudo-$i.json") \
+              >"$OUT/node-$i.log" 2>&1 &
+          else
+            SWITCHBOARD_PORT=$p SWITCHBOARD_METRICS_PORT=$m SWITCHBOARD_REDIS_URL=$REDIS_URL \
+              SWITCHBOARD_REDIS_PREFIX=$prefix SWITCHBOARD_SERVER_MAX_CONNECTIONS=200000 \
+              SWITCHBOARD_SERVER_MAX_CONNECTIONS_PER_IP=0 RUST_LOG=warn \
+              "$REL/switchboard" serve >"$OUT/node-$i.log" 2>&1 &
+          fi
           NPIDS+=($!); PIDS+=($!); PORTS+=("$p"); MPORTS+=("$m")
         done
         for p in "${PORTS[@]}"; do
-          for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$p/up" | grep -q '"redis":"up"' && break; sleep 0.1; done
+          for _ in $(seq 1 100); do
+            if [[ $SERVER == sockudo ]]; then (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && break
+            else curl -sf "http://127.0.0.1:$p/up" | grep -q '"redis":"up"' && break; fi
+            sleep 0.1
+          done
         done
+        [[ $SERVER == sockudo ]] && sleep 2  # its Redis adapter subscribes after the listener opens
         before=(); for m in "${MPORTS[@]}"; do before+=("$(received "$m")"); done
         cpu0=$(redis_cpu); net0=$(redis_net); ncpu0=$(node_cpu "${NPIDS[@]}")
-        label="$topology/${nodes}n/fanout-${SUBS}x$rate/r$run"
+        label="$SERVER/$topology/${nodes}n/fanout-${SUBS}x$rate/r$run"
         cmd="$BENCH --port ${PORTS[0]} --publish-port ${PORTS[1]} --server-pid ${NPIDS[0]} --timeout 240 --label $label fanout --subs $SUBS --rate $rate --secs $SECS --payload 100"
         echo "+ $cmd"
         if line=$($cmd); then

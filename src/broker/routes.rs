@@ -39,11 +39,14 @@ const NEW_PRIMARY: &str = "a new primary";
 
 /// The pub/sub channel of `target`'s events.
 pub fn channel_of(redis: &Redis, app: &AppId, target: &Target) -> String {
-    match target {
-        Target::Channel(ch) => redis.key(&["c", app.as_str(), ch.as_str()]),
-        Target::User(u) => redis.key(&["u", app.as_str(), u.as_str()]),
-        Target::Watchers(u) => redis.key(&["w", app.as_str(), u.as_str()]),
-    }
+    topic_channel(
+        redis,
+        match target {
+            Target::Channel(ch) => Topic::Channel(app, ch),
+            Target::User(u) => Topic::User(app, u),
+            Target::Watchers(u) => Topic::Watchers(app, u),
+        },
+    )
 }
 
 fn topic_channel(redis: &Redis, topic: Topic<'_>) -> String {

@@ -41,6 +41,8 @@ pub struct Redis {
     leased: tokio::sync::watch::Sender<bool>,
     /// Bumped when the Sentinels name a new primary: pub/sub links start over on it.
     primary: tokio::sync::watch::Sender<u64>,
+    /// The URL whose topology could not be asked at start (it was taken for one server).
+    undetected: Option<String>,
 }
 
 enum Target {
@@ -74,6 +76,7 @@ impl Redis {
         node: String,
         lease: Duration,
     ) -> Result<Arc<Self>, RedisDown> {
+        let mut undetected = None;
         let topology = match topology {
             Topology::Detect(url) => match is_cluster_node(&url, Duration::from_secs(2)).await {
                 Some(true) => Topology::Cluster(vec![url]),
@@ -82,6 +85,7 @@ impl Redis {
                     tracing::warn!(
                         "redis did not answer at start; assuming one server (set redis.cluster = true for a Redis Cluster)"
                     );
+                    undetected = Some(url.clone());
                     Topology::Single(url)
                 }
             },
@@ -114,6 +118,7 @@ impl Redis {
             up: AtomicBool::new(false),
             leased: tokio::sync::watch::Sender::new(false),
             primary: tokio::sync::watch::Sender::new(0),
+            undetected,
         }))
     }
 
@@ -294,6 +299,7 @@ impl Redis {
                     r = this.connect(false) => match r {
                         Ok(c) => {
                             *this.conn.write().expect("redis lock poisoned") = Some(c);
+                            this.check_guess().await;
                             break;
                         }
                         Err(e) => tracing::warn!(error = %e, "redis connection failed; retrying"),
@@ -309,6 +315,18 @@ impl Redis {
                 this.follow_primary(&stop).await;
             }
         });
+    }
+
+    /// Says so, loudly, when the server taken for one Redis at start turns out to be a Redis
+    /// Cluster node: its commands would fail with MOVED until the node is restarted.
+    async fn check_guess(&self) {
+        let Some(url) = &self.undetected else { return };
+        if is_cluster_node(url, Duration::from_secs(2)).await == Some(true) {
+            tracing::error!(
+                url = %url,
+                "this redis is a Redis Cluster node, but it did not answer at start, so this node speaks to it as one server and its commands fail; restart the node (or set redis.cluster = true)"
+            );
+        }
     }
 
     async fn connect(&self, fresh: bool) -> Result<Conn, RedisDown> {
