@@ -258,6 +258,11 @@ pub async fn run(
         );
         http::admin::router(Arc::new(admin))
     });
+    // This node's own count of what the cluster sent it, whatever else shares the process.
+    let exporter = match &b.redis {
+        Some(r) => exporter.map(|e| e.own(metrics::CLUSTER_MESSAGES, r.received.clone())),
+        None => exporter,
+    };
     match (metrics_listener, exporter) {
         (Some(ml), Some(exporter)) => serve_metrics(ml, exporter, admin, &tracker, stop.clone()),
         _ if admin.is_some() => {

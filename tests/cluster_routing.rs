@@ -313,3 +313,48 @@ async fn user_events_reach_only_the_nodes_holding_the_user() {
     assert_eq!(status, 200, "{v}");
     assert_eq!(alice.expect_close().await, 4009);
 }
+
+/// `switchboard_cluster_messages_received_total` of an in-process node.
+async fn received_in_process(server: &TestServer) -> u64 {
+    let url = format!("http://{}/metrics", server.metrics_addr.unwrap());
+    let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("switchboard_cluster_messages_received_total "))
+        .unwrap_or_else(|| panic!("no received counter in:\n{text}"))
+        .trim()
+        .parse::<f64>()
+        .unwrap() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_in_one_process_each_report_their_own_inbound_count() {
+    let (url, prefix) = (redis_url(), unique_prefix("in-process"));
+    let start = || {
+        let (url, prefix) = (url.clone(), prefix.clone());
+        TestServer::start_full(
+            move |c| {
+                c.redis.url = Some(url);
+                c.redis.prefix = prefix;
+            },
+            true,
+        )
+    };
+    let (a, b) = (start().await, start().await);
+    let mut client = a.pusher().await;
+    client.subscribe("room-a").await;
+    let before = (received_in_process(&a).await, received_in_process(&b).await);
+    for n in 0..10 {
+        trigger(&b.api(), "room-a", n).await;
+    }
+    for n in 0..10 {
+        assert_eq!(next_n(&mut client, "room-a").await, n);
+    }
+    let after = (received_in_process(&a).await, received_in_process(&b).await);
+    assert!(after.0 >= before.0 + 10, "{before:?} → {after:?}");
+    assert_eq!(
+        after.1, before.1,
+        "node b heard room-a: {before:?} → {after:?}"
+    );
+    a.stop().await;
+    b.stop().await;
+}

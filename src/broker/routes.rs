@@ -148,7 +148,7 @@ impl Routes {
         loop {
             tokio::select! {
                 m = messages.next() => match m {
-                    Some(payload) => received(hub, &payload),
+                    Some(payload) => received(&self.redis, hub, &payload),
                     None => return "pub/sub connection closed".into(),
                 },
                 _ = self.wake.notified() => {
@@ -229,8 +229,8 @@ impl Interest for Routes {
 }
 
 /// Counts and delivers one message from the cluster.
-fn received(hub: &Hub, payload: &[u8]) {
-    metrics::cluster_message();
+fn received(redis: &Redis, hub: &Hub, payload: &[u8]) {
+    metrics::cluster_message(&redis.received);
     match node::decode(payload) {
         Ok(event) => {
             hub.deliver(&event);

@@ -278,9 +278,13 @@ pub fn redis_up(up: bool) {
     gauge!("switchboard_redis_up").set(if up { 1.0 } else { 0.0 });
 }
 
-/// A message arrived from the cluster's pub/sub.
-pub fn cluster_message() {
-    counter!("switchboard_cluster_messages_received_total").increment(1);
+/// The series name of [`cluster_message`], rendered per node ([`Exporter::own`]).
+pub const CLUSTER_MESSAGES: &str = "switchboard_cluster_messages_received_total";
+
+/// A message arrived from the cluster's pub/sub; `node` is this node's own count.
+pub fn cluster_message(node: &std::sync::atomic::AtomicU64) {
+    node.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    counter!(CLUSTER_MESSAGES).increment(1);
 }
 
 /// A dead node was reaped (its presence removed).

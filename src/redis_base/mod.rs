@@ -43,6 +43,8 @@ pub struct Redis {
     primary: tokio::sync::watch::Sender<u64>,
     /// The URL whose topology could not be asked at start (it was taken for one server).
     undetected: Option<String>,
+    /// Messages this node received from pub/sub (`switchboard_cluster_messages_received_total`).
+    pub received: Arc<std::sync::atomic::AtomicU64>,
 }
 
 enum Target {
@@ -119,6 +121,7 @@ impl Redis {
             leased: tokio::sync::watch::Sender::new(false),
             primary: tokio::sync::watch::Sender::new(0),
             undetected,
+            received: Arc::default(),
         }))
     }
 

@@ -179,7 +179,7 @@ impl RedisRecords {
             return "stopped".into();
         }
         while let Some(payload) = messages.next().await {
-            crate::metrics::cluster_message();
+            crate::metrics::cluster_message(&self.redis.received);
             let Ok(id) = String::from_utf8(payload) else {
                 continue;
             };
