@@ -64,27 +64,20 @@ start_redis() { # $1 = redis | cluster; sets REDIS_URL and REDIS_PORTS
   REDIS_URL="redis://127.0.0.1:${REDIS_PORTS[0]}"
 }
 
-redis_cpu() { # total used_cpu_user + used_cpu_sys over every Redis process, seconds
-  local t=0
+redis_sum() { # $1 = INFO section, $2... = its fields: their total over every Redis process
+  local section=$1 t=0 p
+  shift
   for p in "${REDIS_PORTS[@]}"; do
-    t=$(redis-cli -p "$p" info cpu | python3 -c '
+    t=$(redis-cli -p "$p" info "$section" | python3 -c '
 import sys
 d = dict(l.strip().split(":", 1) for l in sys.stdin if ":" in l)
-print(float(d["used_cpu_user"]) + float(d["used_cpu_sys"]) + float(sys.argv[1]))' "$t")
+t = float(sys.argv[1]) + sum(float(d[f]) for f in sys.argv[2:])
+print(int(t) if t.is_integer() else t)' "$t" "$@")
   done
   echo "$t"
 }
-
-redis_net() { # total_net_input_bytes + total_net_output_bytes over every Redis process
-  local t=0
-  for p in "${REDIS_PORTS[@]}"; do
-    t=$(redis-cli -p "$p" info stats | python3 -c '
-import sys
-d = dict(l.strip().split(":", 1) for l in sys.stdin if ":" in l)
-print(int(d["total_net_input_bytes"]) + int(d["total_net_output_bytes"]) + int(sys.argv[1]))' "$t")
-  done
-  echo "$t"
-}
+redis_cpu() { redis_sum cpu used_cpu_user used_cpu_sys; }  # seconds
+redis_net() { redis_sum stats total_net_input_bytes total_net_output_bytes; }  # bytes
 
 node_cpu() { # $@ = pids → "user+system seconds" of each, from /proc
   local out=()

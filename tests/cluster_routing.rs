@@ -124,18 +124,7 @@ impl Node {
 
     /// `switchboard_cluster_messages_received_total` on this node.
     async fn received(&self) -> u64 {
-        let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", self.metrics))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix("switchboard_cluster_messages_received_total "))
-            .unwrap_or_else(|| panic!("no received counter in:\n{text}"))
-            .trim()
-            .parse::<f64>()
-            .unwrap() as u64
+        received_at(&format!("127.0.0.1:{}", self.metrics)).await
     }
 }
 
@@ -316,7 +305,12 @@ async fn user_events_reach_only_the_nodes_holding_the_user() {
 
 /// `switchboard_cluster_messages_received_total` of an in-process node.
 async fn received_in_process(server: &TestServer) -> u64 {
-    let url = format!("http://{}/metrics", server.metrics_addr.unwrap());
+    received_at(&server.metrics_addr.unwrap().to_string()).await
+}
+
+/// `switchboard_cluster_messages_received_total` on the metrics listener at `addr`.
+async fn received_at(addr: &str) -> u64 {
+    let url = format!("http://{addr}/metrics");
     let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
     text.lines()
         .find_map(|l| l.strip_prefix("switchboard_cluster_messages_received_total "))
