@@ -16,8 +16,10 @@ RATES=${RATES:-"1000 3000"}
 TOPOLOGIES=${TOPOLOGIES:-"redis cluster"}
 NODES=${NODES:-"2 3"}
 SUBS=${SUBS:-1000}
-# switchboard, or sockudo (5.2.0 with its Redis adapter, one Redis only; built by
-# scripts/bench.sh into $PEERS).
+# switchboard, or sockudo (5.2.0 with its Redis adapter, one Redis only). Its clustered mode needs
+# its `redis` cargo feature, which the build of scripts/bench.sh lacks ("Redis cache manager
+# requested but the redis feature is not enabled"): build it into $PEERS with
+# `cargo install sockudo --version 5.2.0 --locked --features redis --root $PEERS/sockudo`.
 SERVER=${SERVER:-switchboard}
 PEERS=${PEERS:-$HOME/.cache/switchboard-peers}
 SOCKUDO=$PEERS/sockudo/bin/sockudo
@@ -93,6 +95,7 @@ received() { # $1 = metrics port → switchboard_cluster_messages_received_total
 }
 
 sockudo_config() { # $1 = port, $2 = prefix: Sockudo 5.2.0 with its Redis adapter on $REDIS_URL
+  # (its cache on Redis too: 5.2.0 refuses a clustered node with a node-local cache)
   cat <<JSON
 {
   "debug": false, "host": "127.0.0.1", "port": $1, "mode": "production",
@@ -102,7 +105,7 @@ sockudo_config() { # $1 = port, $2 = prefix: Sockudo 5.2.0 with its Redis adapte
       "id": "app-id", "key": "app-key", "secret": "app-secret", "enabled": true,
       "policy": { "limits": { "max_connections": 0, "max_client_events_per_second": 10000 },
                   "features": { "enable_client_messages": false } } } ] } },
-  "cache": { "driver": "memory" }, "queue": { "driver": "none" },
+  "cache": { "driver": "redis" }, "queue": { "driver": "none" },
   "metrics": { "enabled": false }, "rate_limiter": { "enabled": false },
   "opentelemetry": { "enabled": false },
   "http_api": { "accept_traffic": { "enabled": false } },
