@@ -16,10 +16,9 @@ RATES=${RATES:-"1000 3000"}
 TOPOLOGIES=${TOPOLOGIES:-"redis cluster"}
 NODES=${NODES:-"2 3"}
 SUBS=${SUBS:-1000}
-# switchboard, or sockudo (5.2.0 with its Redis adapter, one Redis only). Its clustered mode needs
-# its `redis` cargo feature, which the build of scripts/bench.sh lacks ("Redis cache manager
-# requested but the redis feature is not enabled"): build it into $PEERS with
-# `cargo install sockudo --version 5.2.0 --locked --features redis --root $PEERS/sockudo`.
+# switchboard, or sockudo (5.2.0 with its Redis adapter, one Redis only; built by scripts/bench.sh
+# into $PEERS with its `redis` cargo feature: an older build without it refuses to start here,
+# "Redis cache manager requested but the redis feature is not enabled", and must be removed).
 SERVER=${SERVER:-switchboard}
 PEERS=${PEERS:-$HOME/.cache/switchboard-peers}
 SOCKUDO=$PEERS/sockudo/bin/sockudo

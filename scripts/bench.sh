@@ -5,7 +5,7 @@
 #   scripts/bench.sh                 # every scenario, 2 runs each
 #   RUNS=3 SCENARIOS="fanout-1000x100 idle-10k" scripts/bench.sh
 #
-# Sockudo is built once with `cargo install sockudo --version 5.2.0 --locked` (needs
+# Sockudo is built once with `cargo install sockudo --version 5.2.0 --locked --features redis` (needs
 # protobuf-compiler and cmake; ~12 minutes on 2 cores) into $PEERS (outside the repository).
 # Every run starts a fresh server process and stops it afterwards; traffic stays on 127.0.0.1.
 set -euo pipefail
@@ -27,7 +27,8 @@ if [[ " $SERVERS " == *" sockudo "* && ! -x "$SOCKUDO" ]]; then
   if ! command -v protoc >/dev/null || ! command -v cmake >/dev/null; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq protobuf-compiler cmake
   fi
-  cargo install sockudo --version 5.2.0 --locked --root "$PEERS/sockudo"
+  # Its `redis` feature too, so that scripts/bench-cluster.sh can run it with its Redis adapter.
+  cargo install sockudo --version 5.2.0 --locked --features redis --root "$PEERS/sockudo"
 fi
 cat > "$OUT/sockudo.json" <<JSON
 {
