@@ -20,6 +20,17 @@ pub enum Target {
     Watchers(UserId),
 }
 
+impl Target {
+    /// The channel (`"c"`) or user (`"u"`) an event to this target is stored with (a user's
+    /// watchers are the user's): a store keeps the event's keys beside its owner's.
+    pub fn owner(&self) -> (&'static str, &str) {
+        match self {
+            Target::Channel(ch) => ("c", ch.as_str()),
+            Target::User(u) | Target::Watchers(u) => ("u", u.as_str()),
+        }
+    }
+}
+
 /// What happened. Each kind carries only its own fields.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EventKind {

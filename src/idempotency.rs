@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use crate::ids::AppId;
-use crate::redis_base::Redis;
+use crate::redis_base::{Redis, Shard};
 
 /// Longest key accepted.
 pub const MAX_KEY_LEN: usize = 128;
@@ -47,18 +47,29 @@ pub enum Claimed {
 #[error("idempotency store unavailable: {0}")]
 pub struct StoreDown(pub String);
 
+/// A key as a store keeps it.
+pub struct StoreKey {
+    /// Unique per app and key.
+    pub name: String,
+    /// The app of the event it guards.
+    pub app: AppId,
+    /// Whose keys the event is stored with (`Target::owner`): a store that lives where the
+    /// broker does keeps the key beside them, where the publish script can mark it.
+    pub owner: (&'static str, String),
+}
+
 /// Where keys are kept.
 #[async_trait]
 pub trait KeyStore: Send + Sync + 'static {
     /// Claims `key` for `ttl` unless it is held.
-    async fn claim(&self, key: &str, ttl: Duration) -> Result<Claimed, StoreDown>;
+    async fn claim(&self, key: &StoreKey, ttl: Duration) -> Result<Claimed, StoreDown>;
     /// Marks a claimed key as published, for `ttl`.
-    async fn done(&self, key: &str, ttl: Duration) -> Result<(), StoreDown>;
+    async fn done(&self, key: &StoreKey, ttl: Duration) -> Result<(), StoreDown>;
     /// Gives a claimed key back (unless it was marked done meanwhile).
-    async fn release(&self, key: &str) -> Result<(), StoreDown>;
+    async fn release(&self, key: &StoreKey) -> Result<(), StoreDown>;
     /// The key as the broker can set it done in the step that publishes (see
     /// [`Idempotency::mark`]): `Some` for a store that lives where the broker does (Redis).
-    fn broker_key(&self, key: &str) -> Option<String> {
+    fn broker_key(&self, key: &StoreKey) -> Option<String> {
         let _ = key;
         None
     }
@@ -74,7 +85,7 @@ pub struct Idempotency {
 /// A key claimed for one publish, until [`Idempotency::done`] or [`Idempotency::release`]
 /// (or, if neither comes, [`CLAIM_TTL`]).
 pub struct Claim {
-    key: String,
+    key: StoreKey,
 }
 
 impl Idempotency {
@@ -93,11 +104,21 @@ impl Idempotency {
         Ok(())
     }
 
-    /// Claims `key` of `app` before publishing. `Ok(Ok(claim))`: publish, then
-    /// [`Self::done`] or [`Self::release`]; `Ok(Err(state))` when it is a repeat.
-    pub async fn claim(&self, app: &AppId, key: &str) -> Result<Result<Claim, Claimed>, StoreDown> {
+    /// Claims `key` of `app` before publishing an event to `owner`'s channel or user
+    /// (`Target::owner`). `Ok(Ok(claim))`: publish, then [`Self::done`] or
+    /// [`Self::release`]; `Ok(Err(state))` when it is a repeat.
+    pub async fn claim(
+        &self,
+        app: &AppId,
+        key: &str,
+        owner: (&'static str, &str),
+    ) -> Result<Result<Claim, Claimed>, StoreDown> {
         // The app's length first: app "a:b" with key "c" is not app "a" with key "b:c".
-        let key = format!("{}:{}:{key}", app.as_str().len(), app.as_str());
+        let key = StoreKey {
+            name: format!("{}:{}:{key}", app.as_str().len(), app.as_str()),
+            app: app.clone(),
+            owner: (owner.0, owner.1.to_owned()),
+        };
         // A claim nobody settles lapses after CLAIM_TTL (never later than the window).
         match self.store.claim(&key, CLAIM_TTL.min(self.window)).await? {
             Claimed::New => Ok(Ok(Claim { key })),
@@ -176,41 +197,42 @@ impl Keys {
 
 #[async_trait]
 impl KeyStore for MemoryKeys {
-    async fn claim(&self, key: &str, ttl: Duration) -> Result<Claimed, StoreDown> {
+    async fn claim(&self, key: &StoreKey, ttl: Duration) -> Result<Claimed, StoreDown> {
         let now = Instant::now();
         let mut keys = self.inner.lock().expect("idempotency lock poisoned");
         keys.prune(now, self.max);
-        match keys.map.get(key) {
+        match keys.map.get(&key.name) {
             Some((until, done)) if *until > now => Ok(if *done {
                 Claimed::Done
             } else {
                 Claimed::InFlight
             }),
             _ => {
-                keys.set(key, now + ttl, false);
+                keys.set(&key.name, now + ttl, false);
                 Ok(Claimed::New)
             }
         }
     }
 
-    async fn done(&self, key: &str, ttl: Duration) -> Result<(), StoreDown> {
+    async fn done(&self, key: &StoreKey, ttl: Duration) -> Result<(), StoreDown> {
         let mut keys = self.inner.lock().expect("idempotency lock poisoned");
-        keys.set(key, Instant::now() + ttl, true);
+        keys.set(&key.name, Instant::now() + ttl, true);
         Ok(())
     }
 
-    async fn release(&self, key: &str) -> Result<(), StoreDown> {
+    async fn release(&self, key: &StoreKey) -> Result<(), StoreDown> {
         self.inner
             .lock()
             .expect("idempotency lock poisoned")
             .map
-            .remove(key);
+            .remove(&key.name);
         Ok(())
     }
 }
 
-/// Keys of a cluster, in its Redis: `{prefix}:idem:{len}{app}:{key}` = `p` (in flight) or
-/// `d` (done), with a TTL.
+/// Keys of a cluster, in its Redis: `{shard}:idem:{len}{app}:{key}` = `p` (in flight) or
+/// `d` (done), with a TTL; in the shard of the event's channel or user, where the publish
+/// script marks it done.
 pub struct RedisKeys {
     redis: Arc<Redis>,
 }
@@ -221,8 +243,17 @@ impl RedisKeys {
         Self { redis }
     }
 
-    fn conn(&self) -> Result<crate::redis_base::Conn, StoreDown> {
-        self.redis.conn().map_err(|e| StoreDown(e.to_string()))
+    /// The key's shard (its event's owner's: see [`StoreKey::owner`]) and name there.
+    fn name(&self, key: &StoreKey) -> (Shard, String) {
+        let owner = (key.owner.0, key.owner.1.as_str());
+        let shard = self.redis.shard(key.app.as_str(), owner);
+        (shard, self.redis.key_at(shard, &["idem", &key.name]))
+    }
+
+    fn conn(&self, shard: Shard) -> Result<crate::redis_base::Conn, StoreDown> {
+        self.redis
+            .conn_at(shard)
+            .map_err(|e| StoreDown(e.to_string()))
     }
 }
 
@@ -232,9 +263,9 @@ fn down(e: redis::RedisError) -> StoreDown {
 
 #[async_trait]
 impl KeyStore for RedisKeys {
-    async fn claim(&self, key: &str, ttl: Duration) -> Result<Claimed, StoreDown> {
-        let key = self.redis.key(&["idem", key]);
-        let mut conn = self.conn()?;
+    async fn claim(&self, key: &StoreKey, ttl: Duration) -> Result<Claimed, StoreDown> {
+        let (shard, key) = self.name(key);
+        let mut conn = self.conn(shard)?;
         let (set, held): (Option<String>, Option<String>) = redis::pipe()
             .cmd("SET")
             .arg(&key)
@@ -254,9 +285,9 @@ impl KeyStore for RedisKeys {
         })
     }
 
-    async fn done(&self, key: &str, ttl: Duration) -> Result<(), StoreDown> {
-        let key = self.redis.key(&["idem", key]);
-        let mut conn = self.conn()?;
+    async fn done(&self, key: &StoreKey, ttl: Duration) -> Result<(), StoreDown> {
+        let (shard, key) = self.name(key);
+        let mut conn = self.conn(shard)?;
         let _: Option<String> = redis::cmd("SET")
             .arg(&key)
             .arg("d")
@@ -268,7 +299,7 @@ impl KeyStore for RedisKeys {
         Ok(())
     }
 
-    async fn release(&self, key: &str) -> Result<(), StoreDown> {
+    async fn release(&self, key: &StoreKey) -> Result<(), StoreDown> {
         // Only a claim still in flight: a publish whose answer was lost may have marked it
         // done (see `Idempotency::mark`), and then the event is out.
         static RELEASE: LazyLock<redis::Script> = LazyLock::new(|| {
@@ -276,8 +307,8 @@ impl KeyStore for RedisKeys {
                 "if redis.call('GET', KEYS[1]) == 'p' then return redis.call('DEL', KEYS[1]) end return 0",
             )
         });
-        let key = self.redis.key(&["idem", key]);
-        let mut conn = self.conn()?;
+        let (shard, key) = self.name(key);
+        let mut conn = self.conn(shard)?;
         let _: i64 = RELEASE
             .key(&key)
             .invoke_async(&mut conn)
@@ -286,8 +317,8 @@ impl KeyStore for RedisKeys {
         Ok(())
     }
 
-    fn broker_key(&self, key: &str) -> Option<String> {
-        Some(self.redis.key(&["idem", key]))
+    fn broker_key(&self, key: &StoreKey) -> Option<String> {
+        Some(self.name(key).1)
     }
 }
 
@@ -303,18 +334,23 @@ mod tests {
     async fn a_key_is_new_then_in_flight_then_done_and_per_app() {
         let idem = ids(100);
         let (a, b) = (AppId::new("a"), AppId::new("b"));
-        let claim = idem.claim(&a, "k").await.unwrap().ok().unwrap();
+        let claim = idem
+            .claim(&a, "k", ("c", "ch"))
+            .await
+            .unwrap()
+            .ok()
+            .unwrap();
         assert_eq!(
-            idem.claim(&a, "k").await.unwrap().err(),
+            idem.claim(&a, "k", ("c", "ch")).await.unwrap().err(),
             Some(Claimed::InFlight)
         );
         assert!(
-            idem.claim(&b, "k").await.unwrap().is_ok(),
+            idem.claim(&b, "k", ("c", "ch")).await.unwrap().is_ok(),
             "keys are per app"
         );
         idem.done(claim).await;
         assert_eq!(
-            idem.claim(&a, "k").await.unwrap().err(),
+            idem.claim(&a, "k", ("c", "ch")).await.unwrap().err(),
             Some(Claimed::Done)
         );
     }
@@ -323,9 +359,14 @@ mod tests {
     async fn a_released_key_can_be_claimed_again() {
         let idem = ids(100);
         let a = AppId::new("a");
-        let claim = idem.claim(&a, "k").await.unwrap().ok().unwrap();
+        let claim = idem
+            .claim(&a, "k", ("c", "ch"))
+            .await
+            .unwrap()
+            .ok()
+            .unwrap();
         idem.release(claim).await;
-        assert!(idem.claim(&a, "k").await.unwrap().is_ok());
+        assert!(idem.claim(&a, "k", ("c", "ch")).await.unwrap().is_ok());
     }
 
     #[tokio::test]
@@ -333,15 +374,15 @@ mod tests {
         let idem = ids(3);
         let a = AppId::new("a");
         for k in ["1", "2", "3", "4"] {
-            let c = idem.claim(&a, k).await.unwrap().ok().unwrap();
+            let c = idem.claim(&a, k, ("c", "ch")).await.unwrap().ok().unwrap();
             idem.done(c).await;
         }
         assert!(
-            idem.claim(&a, "1").await.unwrap().is_ok(),
+            idem.claim(&a, "1", ("c", "ch")).await.unwrap().is_ok(),
             "the oldest was evicted"
         );
         assert_eq!(
-            idem.claim(&a, "4").await.unwrap().err(),
+            idem.claim(&a, "4", ("c", "ch")).await.unwrap().err(),
             Some(Claimed::Done)
         );
     }

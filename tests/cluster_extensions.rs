@@ -268,14 +268,17 @@ async fn a_node_serves_only_once_its_users_count_in_the_cluster() {
 
 /// Two nodes whose offline queues share `max_total_events = total` (and `ttl_secs`), and
 /// the cluster's key prefix.
+/// Two nodes whose offline queues hold `total` events in each shard (on a Redis Cluster
+/// each shard keeps its own share of `max_total_events`: see `offline::redis`).
 async fn two_nodes_bounded(
     test: &str,
     total: u64,
     ttl_secs: u64,
 ) -> (TestServer, TestServer, String) {
+    let shards = redis_as_server(&redis_url(), "probe").await.shard_count();
     let prefix = std::sync::Mutex::new(String::new());
     let (a, b) = two_nodes(test, |c| {
-        c.offline.max_total_events = total;
+        c.offline.max_total_events = total * shards;
         c.offline.ttl_secs = ttl_secs;
         *prefix.lock().unwrap() = c.redis.prefix.clone();
     })
@@ -283,27 +286,43 @@ async fn two_nodes_bounded(
     (a, b, prefix.into_inner().unwrap())
 }
 
-/// The cluster's count of queued events (`{prefix}:qtotal`), read from Redis.
-async fn queued_total(prefix: &str) -> i64 {
-    let (mut conn, qtotal) = redis_key(&redis_url(), prefix, &["qtotal"]).await;
-    let n: Option<i64> = redis::cmd("GET")
-        .arg(&qtotal)
-        .query_async(&mut conn)
-        .await
+/// `first`, and a user named after `second` whose keys are in the same shard (one shard's
+/// total is what bounds them both).
+async fn alike(first: &str, second: &str) -> (String, String) {
+    let redis = redis_as_server(&redis_url(), "probe").await;
+    let shard = redis.user_shard(APP_ID, first);
+    let other = (0..)
+        .map(|i| format!("{second}{i}"))
+        .find(|u| redis.user_shard(APP_ID, u) == shard)
         .unwrap();
-    n.unwrap_or(0)
+    (first.to_owned(), other)
+}
+
+/// The cluster's count of queued events (`{shard}:qtotal`, summed over the shards), read
+/// from Redis.
+async fn queued_total(prefix: &str) -> i64 {
+    let mut total = 0;
+    for (mut conn, qtotal) in redis_key_in_every_shard(&redis_url(), prefix, &["qtotal"]).await {
+        let n: Option<i64> = redis::cmd("GET")
+            .arg(&qtotal)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        total += n.unwrap_or(0);
+    }
+    total
 }
 
 #[tokio::test]
 async fn one_total_bounds_the_offline_queues_of_the_whole_cluster() {
     let (a, b, prefix) = two_nodes_bounded("offline-total", 3, 3600).await;
-    a.api().notify("tia", "t1", json!({})).await;
-    b.api().notify("tia", "t2", json!({})).await;
-    a.api()
-        .notify("uma", "u1", json!({"priority":"high"}))
-        .await;
+    let (tia, uma) = alike("tia", "uma").await;
+    let (tia, uma) = (tia.as_str(), uma.as_str());
+    a.api().notify(tia, "t1", json!({})).await;
+    b.api().notify(tia, "t2", json!({})).await;
+    a.api().notify(uma, "u1", json!({"priority":"high"})).await;
     // A fourth, through either node, is refused loudly, not accepted and lost.
-    let body = json!({"to":["uma"],"notification_type":"t","message":"u2"});
+    let body = json!({"to":[uma],"notification_type":"t","message":"u2"});
     let (status, v) = b.api().bus_call("POST", "/bus/notifications", &body).await;
     assert_eq!(status, 503, "{v}");
     assert!(
@@ -312,7 +331,7 @@ async fn one_total_bounds_the_offline_queues_of_the_whole_cluster() {
     );
 
     // Draining tia's queue gives its share back.
-    let mut c = b.bus("tia").await;
+    let mut c = b.bus(tia).await;
     c.subscribe(&["notification"], &[]).await;
     assert_eq!(c.recv_type("replay").await["count"], 2);
     for m in ["t1", "t2"] {
@@ -320,10 +339,10 @@ async fn one_total_bounds_the_offline_queues_of_the_whole_cluster() {
     }
     c.ping().await; // the drain (and its settle) is done
     c.close().await;
-    a.api().notify("uma", "u3", json!({})).await;
+    a.api().notify(uma, "u3", json!({})).await;
 
     // uma gets what was kept, and hears of the refused one.
-    let mut c = a.bus("uma").await;
+    let mut c = a.bus(uma).await;
     c.subscribe(&["notification"], &[]).await;
     let replay = c.recv_type("replay").await;
     assert_eq!(
@@ -353,11 +372,13 @@ async fn one_total_bounds_the_offline_queues_of_the_whole_cluster() {
 #[tokio::test]
 async fn the_share_of_a_queue_that_expired_unread_is_given_back() {
     let (a, b, prefix) = two_nodes_bounded("offline-reclaim", 2, 1).await;
-    a.api().notify("vic", "v1", json!({})).await;
-    b.api().notify("vic", "v2", json!({})).await;
+    let (vic, wes) = alike("vic", "wes").await;
+    let (vic, wes) = (vic.as_str(), wes.as_str());
+    a.api().notify(vic, "v1", json!({})).await;
+    b.api().notify(vic, "v2", json!({})).await;
     // Nobody ever reads vic's queue. Its keys expire after `ttl_secs` (what is under test);
     // from then on the cluster has room again.
-    let body = json!({"to":["wes"],"notification_type":"t","message":"w1"});
+    let body = json!({"to":[wes],"notification_type":"t","message":"w1"});
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let (status, v) = a.api().bus_call("POST", "/bus/notifications", &body).await;

@@ -144,7 +144,7 @@ async fn next_n(c: &mut PusherClient, channel: &str) -> u64 {
 
 /// Waits until `channel`'s pub/sub channel has `want` subscribers (nodes) in Redis.
 async fn wait_subscribers(url: &str, prefix: &str, channel: &str, want: i64) {
-    let (mut conn, name) = redis_key(url, prefix, &["c", APP_ID, channel]).await;
+    let (mut conn, name) = redis_channel_topic(url, prefix, APP_ID, channel).await;
     let deadline = Instant::now() + WAIT;
     loop {
         // Sharded on a Redis Cluster, classic elsewhere: one of the two counts it.

@@ -55,7 +55,7 @@ async fn two_envelope_versions_side_by_side_and_an_unknown_one_dropped() {
     // is answered only after Redis confirmed the node's SUBSCRIBE.
     let mut client = server.pusher().await;
     client.subscribe("news").await;
-    let (_, topic) = redis_key(&url, &prefix, &["c", APP_ID, "news"]).await;
+    let (_, topic) = redis_channel_topic(&url, &prefix, APP_ID, "news").await;
     let (_, n): (String, u64) = redis::cmd("PUBSUB")
         .arg("NUMSUB")
         .arg(&topic)

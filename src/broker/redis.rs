@@ -147,23 +147,32 @@ pub(super) fn dropped(e: &node::EnvelopeError) {
 impl Broker for RedisBroker {
     async fn publish(&self, mut event: Event, mark: Option<Mark>) -> Result<Receipt, BrokerError> {
         let unavailable = |e: String| BrokerError::Unavailable(e);
-        let mut conn = self.redis.conn().map_err(|e| unavailable(e.to_string()))?;
+        // Everything the script touches is in the shard of the event's channel or user.
+        let shard = self.redis.shard(event.app.as_str(), event.target.owner());
+        let mut conn = self
+            .redis
+            .conn_at(shard)
+            .map_err(|e| unavailable(e.to_string()))?;
         event.meta.ts_ms = crate::clock::now_ms();
         let payload = serde_json::to_vec(&event).map_err(|e| unavailable(e.to_string()))?;
         let cache = cache_key(&event)
-            .map(|ch| self.redis.key(&["cache", event.app.as_str(), ch.as_str()]))
+            .map(|ch| {
+                self.redis
+                    .key_at(shard, &["cache", event.app.as_str(), ch.as_str()])
+            })
             .unwrap_or_default();
         let stream_name = stream_of(&event);
         let (size, ttl_secs) = stream_name
             .as_deref()
             .map_or((1, 1), |s| self.history.limits(event.app.as_str(), s));
         let stream = stream_name
-            .map(|s| self.redis.key(&["h", event.app.as_str(), &s]))
+            .map(|s| self.redis.key_at(shard, &["h", event.app.as_str(), &s]))
             .unwrap_or_default();
         let user = queue_user(&event).map_or("", |u| u.as_str());
         let (id, offline, queued): (String, u8, i8) = self
             .publish_script
-            .arg(&self.redis.prefix)
+            .key(self.redis.prefix_at(shard))
+            .arg(self.redis.prefix_at(shard))
             .arg(channel_of(&self.redis, &event.app, &event.target))
             .arg(payload)
             .arg(cache)
@@ -179,7 +188,11 @@ impl Broker for RedisBroker {
             .arg(self.offline.max_bytes)
             .arg(self.offline.ttl_secs * 1000)
             .arg(if self.offline.enabled { "1" } else { "0" })
-            .arg(self.offline.max_total_events)
+            .arg(
+                self.offline
+                    .max_total_events
+                    .div_ceil(self.redis.shard_count()),
+            )
             .arg(node::HEADER)
             .arg(mark.as_ref().map_or("", |m| m.key.as_str()))
             .arg(mark.as_ref().map_or(0, |m| m.ttl.as_millis() as u64))
@@ -209,11 +222,12 @@ impl Broker for RedisBroker {
 #[async_trait]
 impl Streams for RedisBroker {
     async fn head(&self, app: &AppId, stream: &str) -> Result<Option<Arc<str>>, BrokerError> {
+        let shard = self.redis.stream_shard(app.as_str(), stream);
         let mut conn = self
             .redis
-            .conn()
+            .conn_at(shard)
             .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
-        let key = self.redis.key(&["h", app.as_str(), stream]);
+        let key = self.redis.key_at(shard, &["h", app.as_str(), stream]);
         let last: Vec<(String, Vec<String>)> = redis::cmd("XREVRANGE")
             .arg(key)
             .arg("+")
@@ -235,14 +249,16 @@ impl Streams for RedisBroker {
         if parse_id(since).is_none() {
             return Ok(History::default());
         }
+        let shard = self.redis.stream_shard(app.as_str(), stream);
         let mut conn = self
             .redis
-            .conn()
+            .conn_at(shard)
             .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
-        let key = self.redis.key(&["h", app.as_str(), stream]);
+        let key = self.redis.key_at(shard, &["h", app.as_str(), stream]);
         let raw: Vec<redis::Value> = self
             .history_script
-            .arg(key)
+            .key(&key)
+            .arg(&key)
             .arg(since)
             .invoke_async(&mut conn)
             .await
@@ -280,11 +296,14 @@ impl Streams for RedisBroker {
         app: &AppId,
         ch: &ChannelName,
     ) -> Result<Option<Event>, BrokerError> {
+        let shard = self.redis.channel_shard(app.as_str(), ch.as_str());
         let mut conn = self
             .redis
-            .conn()
+            .conn_at(shard)
             .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
-        let key = self.redis.key(&["cache", app.as_str(), ch.as_str()]);
+        let key = self
+            .redis
+            .key_at(shard, &["cache", app.as_str(), ch.as_str()]);
         let raw: Option<Vec<u8>> = redis::cmd("GET")
             .arg(key)
             .query_async(&mut conn)

@@ -1,5 +1,5 @@
 //! Interest-based routing over Redis pub/sub: each channel, user and user's watchers has a
-//! pub/sub channel of its own (`{prefix}:c:{app}:{channel}`, `:u:`, `:w:`), every publish
+//! pub/sub channel of its own (`{shard}:c:{app}:{channel}`, `:u:`, `:w:`), every publish
 //! goes to its topic's one, and a node subscribes only while it has local members there. So
 //! a node hears only what it delivers; one Redis server still orders every topic's events.
 //!
@@ -13,7 +13,7 @@
 use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,7 +26,7 @@ use crate::hub::{Hub, Interest, Topic};
 use crate::ids::AppId;
 use crate::metrics;
 use crate::protocol::node;
-use crate::redis_base::{Redis, Subscriber};
+use crate::redis_base::{Redis, Shard, Subscriber};
 
 /// Names per SUBSCRIBE command.
 const BATCH: usize = 500;
@@ -39,27 +39,37 @@ const NEW_PRIMARY: &str = "a new primary";
 
 /// The pub/sub channel of `target`'s events.
 pub fn channel_of(redis: &Redis, app: &AppId, target: &Target) -> String {
-    topic_channel(
-        redis,
-        match target {
-            Target::Channel(ch) => Topic::Channel(app, ch),
-            Target::User(u) => Topic::User(app, u),
-            Target::Watchers(u) => Topic::Watchers(app, u),
-        },
-    )
+    let topic = match target {
+        Target::Channel(ch) => Topic::Channel(app, ch),
+        Target::User(u) => Topic::User(app, u),
+        Target::Watchers(u) => Topic::Watchers(app, u),
+    };
+    topic_channel(redis, topic).1
 }
 
-fn topic_channel(redis: &Redis, topic: Topic<'_>) -> String {
-    match topic {
-        Topic::Channel(app, ch) => redis.key(&["c", app.as_str(), ch.as_str()]),
-        Topic::User(app, u) => redis.key(&["u", app.as_str(), u.as_str()]),
-        Topic::Watchers(app, u) => redis.key(&["w", app.as_str(), u.as_str()]),
-    }
+/// A topic's pub/sub channel, in the shard of its channel's or user's keys (a user's
+/// watchers too), so the publish script that stores an event also publishes it.
+fn topic_channel(redis: &Redis, topic: Topic<'_>) -> (Shard, String) {
+    let (kind, app, owner) = match topic {
+        Topic::Channel(app, ch) => ("c", app, ("c", ch.as_str())),
+        Topic::User(app, u) => ("u", app, ("u", u.as_str())),
+        Topic::Watchers(app, u) => ("w", app, ("u", u.as_str())),
+    };
+    let shard = redis.shard(app.as_str(), owner);
+    (shard, redis.key_at(shard, &[kind, app.as_str(), owner.1]))
 }
 
-/// The topics this node wants, and the link task that subscribes to them.
+/// The topics this node wants, and one link per shard that subscribes to them: on a Redis
+/// Cluster a primary's failure restarts only the links of its shards, so the channels of the
+/// others go on being heard.
 pub struct Routes {
     redis: Arc<Redis>,
+    links: Vec<Link>,
+}
+
+/// One shard's topics and the state of its link.
+struct Link {
+    shard: Shard,
     state: Mutex<State>,
     wake: Notify,
     /// Bumped by every topic wanted.
@@ -67,6 +77,7 @@ pub struct Routes {
     /// The `wanted_seq` up to which every wanted topic is subscribed; `u64::MAX` after the
     /// link failed (nothing is heard then, so there is nothing to wait for).
     heard: watch::Sender<u64>,
+    up: AtomicBool,
 }
 
 #[derive(Default)]
@@ -79,71 +90,88 @@ struct State {
 impl Routes {
     /// Routes on `redis`; nothing is heard until [`Routes::spawn`].
     pub fn new(redis: Arc<Redis>) -> Arc<Self> {
-        Arc::new(Self {
-            redis,
-            state: Mutex::default(),
-            wake: Notify::new(),
-            wanted_seq: AtomicU64::new(0),
-            heard: watch::Sender::new(0),
-        })
+        let links = redis
+            .shards()
+            .map(|shard| Link {
+                shard,
+                state: Mutex::default(),
+                wake: Notify::new(),
+                wanted_seq: AtomicU64::new(0),
+                heard: watch::Sender::new(0),
+                up: AtomicBool::new(false),
+            })
+            .collect();
+        Arc::new(Self { redis, links })
     }
 
-    /// Starts the link task: subscribes to what is wanted, delivers what arrives into
-    /// `hub`, and after a lost link (or a new primary) starts over with backoff.
+    /// Starts the link tasks: each subscribes to what is wanted in its shard, delivers what
+    /// arrives into `hub`, and after a lost link (or a new primary) starts over with backoff.
     pub fn spawn(self: &Arc<Self>, hub: Hub, tracker: &TaskTracker, stop: CancellationToken) {
-        let this = self.clone();
-        tracker.spawn(async move {
-            let mut delay = Duration::from_millis(100);
-            let mut primary = this.redis.watch_primary();
-            loop {
-                let started = std::time::Instant::now();
-                let why = tokio::select! {
-                    _ = stop.cancelled() => return,
-                    why = this.link(&hub, &mut primary) => why,
-                };
-                this.heard.send_replace(u64::MAX);
-                this.redis.set_up(false);
-                tracing::warn!(error = %why, "redis subscription lost; reconnecting");
-                if started.elapsed() > Duration::from_secs(30) {
-                    delay = Duration::from_millis(100);
-                }
-                if why == NEW_PRIMARY {
+        for i in 0..self.links.len() {
+            let (this, hub, stop) = (self.clone(), hub.clone(), stop.clone());
+            tracker.spawn(async move { this.run_link(i, hub, stop).await });
+        }
+    }
+
+    async fn run_link(&self, i: usize, hub: Hub, stop: CancellationToken) {
+        let link = &self.links[i];
+        let mut delay = Duration::from_millis(100);
+        let mut primary = self.redis.watch_primary();
+        loop {
+            let started = std::time::Instant::now();
+            let why = tokio::select! {
+                _ = stop.cancelled() => return,
+                why = self.link(link, &hub, &mut primary) => why,
+            };
+            link.heard.send_replace(u64::MAX);
+            self.set_up(link, false);
+            tracing::warn!(error = %why, "redis subscription lost; reconnecting");
+            if started.elapsed() > Duration::from_secs(30) {
+                delay = Duration::from_millis(100);
+            }
+            if why == NEW_PRIMARY {
+                delay = Duration::from_millis(100);
+                continue;
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+                // Behind Sentinels the failed attempts went to the dead primary and
+                // built up the backoff; a new primary is where the next one succeeds,
+                // and every moment unsubscribed there loses its events: go at once.
+                _ = self.redis.primary_changed(&mut primary) => {
                     delay = Duration::from_millis(100);
                     continue;
                 }
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(delay) => {}
-                    // Behind Sentinels the failed attempts went to the dead primary and
-                    // built up the backoff; a new primary is where the next one succeeds,
-                    // and every moment unsubscribed there loses its events: go at once.
-                    _ = this.redis.primary_changed(&mut primary) => {
-                        delay = Duration::from_millis(100);
-                        continue;
-                    }
-                }
-                delay = (delay * 2).min(Duration::from_secs(5));
             }
-        });
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Records a link's state; Redis counts as up (`/up`, the metric) while every link is.
+    fn set_up(&self, link: &Link, up: bool) {
+        link.up.store(up, Ordering::Release);
+        let all = self.links.iter().all(|l| l.up.load(Ordering::Acquire));
+        self.redis.set_up(all);
     }
 
     /// One link's life; returns why it ended.
-    async fn link(&self, hub: &Hub, primary: &mut watch::Receiver<u64>) -> String {
-        let (mut sub, mut messages) = match self.redis.pubsub().await {
+    async fn link(&self, link: &Link, hub: &Hub, primary: &mut watch::Receiver<u64>) -> String {
+        let (mut sub, mut messages) = match self.redis.pubsub_at(link.shard).await {
             Ok(l) => l,
             Err(e) => return e.to_string(),
         };
         // Sessions wait again, now for this link's subscriptions.
-        self.heard.send_replace(0);
+        link.heard.send_replace(0);
         primary.borrow_and_update();
         let mut active: HashSet<String> = HashSet::new();
         // Everything wanted so far, then whatever changes.
         {
-            let mut st = self.state.lock().expect("routes lock poisoned");
+            let mut st = link.state.lock().expect("routes lock poisoned");
             let all: Vec<String> = st.wanted.iter().cloned().collect();
             st.dirty.extend(all);
         }
-        self.wake.notify_one();
+        link.wake.notify_one();
         let mut first = true;
         loop {
             tokio::select! {
@@ -151,77 +179,86 @@ impl Routes {
                     Some(payload) => received(&self.redis, hub, &payload),
                     None => return "pub/sub connection closed".into(),
                 },
-                _ = self.wake.notified() => {
-                    if let Err(e) = self.reconcile(&mut sub, &mut active).await {
+                _ = link.wake.notified() => {
+                    if let Err(e) = reconcile(link, &mut sub, &mut active).await {
                         return e.to_string();
                     }
                     if first {
                         first = false;
-                        self.redis.set_up(true);
+                        self.set_up(link, true);
                     }
                 }
                 _ = self.redis.primary_changed(primary) => return NEW_PRIMARY.into(),
             }
         }
     }
+}
 
-    /// Brings the link's subscriptions to what is wanted, then records what is heard.
-    async fn reconcile(
-        &self,
-        sub: &mut Subscriber,
-        active: &mut HashSet<String>,
-    ) -> Result<(), redis::RedisError> {
-        let seq = self.wanted_seq.load(Ordering::Acquire);
-        let (add, remove): (Vec<String>, Vec<String>) = {
-            let mut st = self.state.lock().expect("routes lock poisoned");
-            let dirty = std::mem::take(&mut st.dirty);
-            let mut add = Vec::new();
-            let mut remove = Vec::new();
-            for name in dirty {
-                match (st.wanted.contains(&name), active.contains(&name)) {
-                    (true, false) => add.push(name),
-                    (false, true) => remove.push(name),
-                    _ => {}
-                }
+/// Brings a link's subscriptions to what is wanted, then records what is heard.
+async fn reconcile(
+    link: &Link,
+    sub: &mut Subscriber,
+    active: &mut HashSet<String>,
+) -> Result<(), redis::RedisError> {
+    let seq = link.wanted_seq.load(Ordering::Acquire);
+    let (add, remove): (Vec<String>, Vec<String>) = {
+        let mut st = link.state.lock().expect("routes lock poisoned");
+        let dirty = std::mem::take(&mut st.dirty);
+        let mut add = Vec::new();
+        let mut remove = Vec::new();
+        for name in dirty {
+            match (st.wanted.contains(&name), active.contains(&name)) {
+                (true, false) => add.push(name),
+                (false, true) => remove.push(name),
+                _ => {}
             }
-            (add, remove)
-        };
-        for chunk in add.chunks(BATCH) {
-            sub.subscribe(chunk).await?;
         }
-        active.extend(add);
-        for chunk in remove.chunks(BATCH) {
-            sub.unsubscribe(chunk).await?;
-        }
-        for name in &remove {
-            active.remove(name);
-        }
-        self.heard.send_replace(seq);
-        Ok(())
+        (add, remove)
+    };
+    for chunk in add.chunks(BATCH) {
+        sub.subscribe(chunk).await?;
     }
+    active.extend(add);
+    for chunk in remove.chunks(BATCH) {
+        sub.unsubscribe(chunk).await?;
+    }
+    for name in &remove {
+        active.remove(name);
+    }
+    link.heard.send_replace(seq);
+    Ok(())
 }
 
 impl Interest for Routes {
     fn set(&self, topic: Topic<'_>, wanted: bool) {
-        let name = topic_channel(&self.redis, topic);
-        let mut st = self.state.lock().expect("routes lock poisoned");
+        let (shard, name) = topic_channel(&self.redis, topic);
+        let link = &self.links[shard.index()];
+        let mut st = link.state.lock().expect("routes lock poisoned");
         if wanted {
             st.wanted.insert(name.clone());
-            self.wanted_seq.fetch_add(1, Ordering::AcqRel);
+            link.wanted_seq.fetch_add(1, Ordering::AcqRel);
         } else {
             st.wanted.remove(&name);
         }
         st.dirty.insert(name);
         drop(st);
-        self.wake.notify_one();
+        link.wake.notify_one();
     }
 
     fn settled(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-        let want = self.wanted_seq.load(Ordering::Acquire);
-        let mut heard = self.heard.subscribe();
+        let waits: Vec<_> = self
+            .links
+            .iter()
+            .map(|l| (l.wanted_seq.load(Ordering::Acquire), l.heard.subscribe()))
+            .filter(|(want, heard)| *heard.borrow() < *want)
+            .collect();
         Box::pin(async move {
-            let wait = heard.wait_for(|h| *h >= want);
-            if tokio::time::timeout(SETTLE_MAX, wait).await.is_err() {
+            let all = futures_util::future::join_all(waits.into_iter().map(
+                |(want, mut heard)| async move {
+                    let _ = heard.wait_for(|h| *h >= want).await;
+                },
+            ));
+            if tokio::time::timeout(SETTLE_MAX, all).await.is_err() {
                 tracing::warn!("a redis subscription was not confirmed within 3 s");
             }
         })

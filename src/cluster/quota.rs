@@ -116,6 +116,7 @@ impl Quota {
         };
         let r: Result<i64, _> = self
             .admit
+            .key(&self.redis.prefix)
             .arg(&self.redis.prefix)
             .arg(&self.redis.node)
             .arg(app.as_str())
@@ -144,7 +145,9 @@ impl Quota {
         let done = match self.redis.conn() {
             Ok(mut conn) => {
                 let mut inv = release.prepare_invoke();
-                inv.arg(&self.redis.prefix).arg(&self.redis.node);
+                inv.key(&self.redis.prefix)
+                    .arg(&self.redis.prefix)
+                    .arg(&self.redis.node);
                 for (app, n) in &taken {
                     inv.arg(app.as_str()).arg(*n);
                 }

@@ -14,7 +14,7 @@ use crate::ids::{AppId, ChannelName, UserId};
 use crate::lua;
 use crate::metrics;
 use crate::publish::Publisher;
-use crate::redis_base::Redis;
+use crate::redis_base::{Redis, RedisDown, Shard};
 use crate::status::Change;
 use crate::status::UserStatus;
 use crate::webhooks::{Occupancy, Webhooks};
@@ -126,30 +126,46 @@ pub fn spawn_reaper(
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
-                _ = renew_tick.tick() => {
-                    let Ok(mut conn) = redis.conn() else { continue };
-                    let r: Result<i64, _> = renew
-                        .arg(&redis.prefix)
-                        .arg(&redis.node)
-                        .arg(redis.lease.as_millis() as u64)
-                        .invoke_async(&mut conn)
-                        .await;
-                    match r {
-                        Ok(_) if !renewed => {
-                            renewed = true;
-                            redis.set_leased();
-                            renew_tick = tokio::time::interval(redis.lease / 3);
-                            renew_tick.tick().await;
-                        }
-                        Ok(1) => lease_lost(&ctx),
-                        Ok(_) => {}
-                        Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
+                _ = renew_tick.tick() => match renew_all(&redis, &renew).await {
+                    Ok(_) if !renewed => {
+                        renewed = true;
+                        redis.set_leased();
+                        renew_tick = tokio::time::interval(redis.lease / 3);
+                        renew_tick.tick().await;
                     }
-                }
+                    Ok(true) => lease_lost(&ctx),
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
+                },
                 _ = reap_tick.tick() => reap_all(&redis, &reap, &ctx).await,
             }
         }
     });
+}
+
+/// Renews the lease in every shard (each shard's scripts read the leases beside its own
+/// keys); `true` when some shard had lost it. Every shard is tried even when one fails.
+async fn renew_all(redis: &Redis, renew: &redis::Script) -> Result<bool, RedisDown> {
+    let shards = redis.shards().map(|shard| async move {
+        let mut conn = redis.conn_at(shard)?;
+        let created: i64 = renew
+            .key(redis.prefix_at(shard))
+            .arg(redis.prefix_at(shard))
+            .arg(&redis.node)
+            .arg(redis.lease.as_millis() as u64)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok::<_, RedisDown>(created == 1)
+    });
+    let mut lost = false;
+    let mut failed = None;
+    for r in futures_util::future::join_all(shards).await {
+        match r {
+            Ok(created) => lost |= created,
+            Err(e) => failed = Some(e),
+        }
+    }
+    failed.map_or(Ok(lost), Err)
 }
 
 /// The node's lease had expired (cut off from Redis longer than the lease, so it was
@@ -167,9 +183,14 @@ fn lease_lost(ctx: &Reaper) {
 
 /// Gives up the lease at shutdown, after this node's connections are gone.
 pub async fn resign(redis: &Redis) {
-    if let Ok(mut conn) = redis.conn() {
-        let r: Result<i64, _> = redis::Script::new(RESIGN)
-            .arg(&redis.prefix)
+    let script = redis::Script::new(RESIGN);
+    for shard in redis.shards() {
+        let Ok(mut conn) = redis.conn_at(shard) else {
+            return;
+        };
+        let r: Result<i64, _> = script
+            .key(redis.prefix_at(shard))
+            .arg(redis.prefix_at(shard))
             .arg(&redis.node)
             .invoke_async(&mut conn)
             .await;
@@ -179,11 +200,25 @@ pub async fn resign(redis: &Redis) {
     }
 }
 
+/// Reaps in every shard: each holds its part of a dead node's entries (and its copy of the
+/// lease), and the home shard the node's counts.
 async fn reap_all(redis: &Redis, reap: &redis::Script, ctx: &Reaper) {
+    for shard in redis.shards() {
+        reap_shard(redis, shard, reap, ctx).await;
+    }
+}
+
+async fn reap_shard(redis: &Redis, shard: Shard, reap: &redis::Script, ctx: &Reaper) {
     // Bounded: a burst of dead nodes is handled over several ticks.
     for _ in 0..16 {
-        let Ok(mut conn) = redis.conn() else { return };
-        let r: Result<Vec<Vec<String>>, _> = reap.arg(&redis.prefix).invoke_async(&mut conn).await;
+        let Ok(mut conn) = redis.conn_at(shard) else {
+            return;
+        };
+        let r: Result<Vec<Vec<String>>, _> = reap
+            .key(redis.prefix_at(shard))
+            .arg(redis.prefix_at(shard))
+            .invoke_async(&mut conn)
+            .await;
         let lists = match r {
             Ok(l) if l.len() == 3 => l,
             Ok(_) => return,
@@ -192,12 +227,17 @@ async fn reap_all(redis: &Redis, reap: &redis::Script, ctx: &Reaper) {
                 return;
             }
         };
-        metrics::node_reaped();
-        tracing::info!(
-            members = lists[0].len() / 3,
-            users = lists[1].len() / 2,
-            "reaped a dead node"
-        );
+        // Every shard reaps a dead node; the home shard counts it, once.
+        if shard == Shard::HOME {
+            metrics::node_reaped();
+        }
+        if shard == Shard::HOME || lists.iter().any(|l| !l.is_empty()) {
+            tracing::info!(
+                members = lists[0].len() / 3,
+                users = lists[1].len() / 2,
+                "reaped a dead node (its entries in one shard)"
+            );
+        }
         for t in lists[0].chunks(3) {
             if let [app, ch, user] = t {
                 if let Ok(Some(a)) = ctx.apps.by_id(app).await {

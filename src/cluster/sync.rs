@@ -157,7 +157,7 @@ pub fn spawn_sync(
             let write = generation != last_generation || rounds.is_multiple_of(8);
             let Ok(mut conn) = redis.conn() else { continue };
             let mut inv = full.prepare_invoke();
-            inv.arg(&redis.prefix).arg(&redis.node);
+            inv.key(&redis.prefix).arg(&redis.prefix).arg(&redis.node);
             if write {
                 let apps = hub.snapshot();
                 inv.arg(apps.len());
@@ -203,7 +203,7 @@ async fn write_changes(redis: &Redis, hub: &Hub, delta: &redis::Script) -> bool 
         return false;
     };
     let mut inv = delta.prepare_invoke();
-    inv.arg(&redis.prefix).arg(&redis.node);
+    inv.key(&redis.prefix).arg(&redis.prefix).arg(&redis.node);
     inv.arg(changed.channels.len());
     for (app, ch) in &changed.channels {
         inv.arg(app.as_str())

@@ -14,9 +14,9 @@ pub struct OfflineConfig {
     pub max_bytes: usize,
     /// Seconds an event without its own `ttl` stays queued.
     pub ttl_secs: u64,
-    /// Events queued in all: on this node (embedded store), or in the whole cluster (Redis);
-    /// beyond it new ones are refused (503, counted), so a flood to many absent users cannot
-    /// fill the disk or Redis.
+    /// Events queued in all: on this node (embedded store), or in the whole cluster (Redis;
+    /// on a Redis Cluster each shard holds its share); beyond it new ones are refused (503,
+    /// counted), so a flood to many absent users cannot fill the disk or Redis.
     pub max_total_events: u64,
 }
 

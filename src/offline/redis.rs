@@ -9,6 +9,9 @@
 //! `max_total_events` bounds the queues of the whole cluster: `{p}:qtotal` counts queued
 //! events, `{p}:qcount` holds each queue's share and `{p}:qusers` when its keys expire, so
 //! the share of a queue that expired unread is given back instead of leaking ([`TOTAL_LUA`]).
+//! `{p}` is the user's shard (`redis_base::Shard`): on a Redis Cluster each of the shards
+//! keeps its own total, bounded by its share of `max_total_events` (users hash evenly
+//! over them), since one script cannot count across hash slots.
 
 use std::sync::{Arc, LazyLock};
 
@@ -192,9 +195,14 @@ impl RedisInbox {
         mode: &str,
         args: Vec<String>,
     ) -> Result<usize, InboxError> {
-        let mut conn = self.redis.conn().map_err(|e| InboxError(e.to_string()))?;
+        let shard = self.redis.user_shard(app.as_str(), user.as_str());
+        let mut conn = self
+            .redis
+            .conn_at(shard)
+            .map_err(|e| InboxError(e.to_string()))?;
         let mut inv = self.update.prepare_invoke();
-        inv.arg(&self.redis.prefix)
+        inv.key(self.redis.prefix_at(shard))
+            .arg(self.redis.prefix_at(shard))
             .arg(app.as_str())
             .arg(user.as_str())
             .arg(mode);
@@ -223,10 +231,15 @@ fn decode(raw: &str, now: u64) -> Option<Queued> {
 #[async_trait]
 impl Inbox for RedisInbox {
     async fn pending(&self, app: &AppId, user: &UserId) -> Result<Pending, InboxError> {
-        let mut conn = self.redis.conn().map_err(|e| InboxError(e.to_string()))?;
+        let shard = self.redis.user_shard(app.as_str(), user.as_str());
+        let mut conn = self
+            .redis
+            .conn_at(shard)
+            .map_err(|e| InboxError(e.to_string()))?;
         let raw: Vec<String> = self
             .pending
-            .arg(&self.redis.prefix)
+            .key(self.redis.prefix_at(shard))
+            .arg(self.redis.prefix_at(shard))
             .arg(app.as_str())
             .arg(user.as_str())
             .invoke_async(&mut conn)

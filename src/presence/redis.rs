@@ -1,4 +1,6 @@
-//! Cluster presence in Redis. Each node keeps its own entries per channel:
+//! Cluster presence in Redis, in each channel's shard (`redis_base::Shard`; the `{p}:nc:`
+//! and `{p}:wn:` lists are per shard too, the counts of `OCCUPANCY` in the home shard).
+//! Each node keeps its own entries per channel:
 //! `{p}:pm:{app}:{ch}:{node}` (socket → member JSON) and `{p}:pu:{app}:{ch}:{node}`
 //! (user → that node's sockets), listed in `{p}:pn:{app}:{ch}` (nodes with members) and
 //! `{p}:nc:{node}` (the node's channels, for the reaper). Scripts count only nodes whose
@@ -203,9 +205,11 @@ impl RedisPresence {
         app: &AppId,
         ch: &ChannelName,
     ) -> Result<bool, PresenceError> {
-        let mut conn = self.redis.conn().map_err(down)?;
+        let shard = self.redis.channel_shard(app.as_str(), ch.as_str());
+        let mut conn = self.redis.conn_at(shard).map_err(down)?;
         let r: i64 = script
-            .arg(&self.redis.prefix)
+            .key(self.redis.prefix_at(shard))
+            .arg(self.redis.prefix_at(shard))
             .arg(app.as_str())
             .arg(ch.as_str())
             .arg(&self.redis.node)
@@ -226,11 +230,13 @@ impl PresenceStore for RedisPresence {
         member: Member,
         max_members: usize,
     ) -> Result<Joined, PresenceError> {
-        let mut conn = self.redis.conn().map_err(down)?;
+        let shard = self.redis.channel_shard(app.as_str(), ch.as_str());
+        let mut conn = self.redis.conn_at(shard).map_err(down)?;
         let json = serde_json::json!({ "u": member.user_id.as_str(), "i": serde_json::value::RawValue::from_string(member.user_info.to_string()).map_err(down)? });
         let r: i64 = self
             .join
-            .arg(&self.redis.prefix)
+            .key(self.redis.prefix_at(shard))
+            .arg(self.redis.prefix_at(shard))
             .arg(app.as_str())
             .arg(ch.as_str())
             .arg(&self.redis.node)
@@ -254,10 +260,12 @@ impl PresenceStore for RedisPresence {
         ch: &ChannelName,
         socket: SocketId,
     ) -> Result<Option<Left>, PresenceError> {
-        let mut conn = self.redis.conn().map_err(down)?;
+        let shard = self.redis.channel_shard(app.as_str(), ch.as_str());
+        let mut conn = self.redis.conn_at(shard).map_err(down)?;
         let r: Option<(i64, String)> = self
             .leave
-            .arg(&self.redis.prefix)
+            .key(self.redis.prefix_at(shard))
+            .arg(self.redis.prefix_at(shard))
             .arg(app.as_str())
             .arg(ch.as_str())
             .arg(&self.redis.node)
@@ -275,10 +283,12 @@ impl PresenceStore for RedisPresence {
     }
 
     async fn members(&self, app: &AppId, ch: &ChannelName) -> Result<Vec<Member>, PresenceError> {
-        let mut conn = self.redis.conn().map_err(down)?;
+        let shard = self.redis.channel_shard(app.as_str(), ch.as_str());
+        let mut conn = self.redis.conn_at(shard).map_err(down)?;
         let raw: Vec<String> = self
             .members
-            .arg(&self.redis.prefix)
+            .key(self.redis.prefix_at(shard))
+            .arg(self.redis.prefix_at(shard))
             .arg(app.as_str())
             .arg(ch.as_str())
             .arg(&self.redis.node)
@@ -329,10 +339,12 @@ impl PresenceStore for RedisPresence {
         field: &'static str,
         value: &str,
     ) -> Result<bool, PresenceError> {
-        let mut conn = self.redis.conn().map_err(down)?;
+        let shard = self.redis.channel_shard(app.as_str(), ch.as_str());
+        let mut conn = self.redis.conn_at(shard).map_err(down)?;
         let changed: i64 = self
             .announce
-            .arg(&self.redis.prefix)
+            .key(self.redis.prefix_at(shard))
+            .arg(self.redis.prefix_at(shard))
             .arg(app.as_str())
             .arg(ch.as_str())
             .arg(field)
@@ -351,6 +363,7 @@ impl PresenceStore for RedisPresence {
         let mut conn = self.redis.conn().map_err(down)?;
         let raw: Vec<String> = self
             .occupancy
+            .key(&self.redis.prefix)
             .arg(&self.redis.prefix)
             .arg(app.as_str())
             .arg(&self.redis.node)

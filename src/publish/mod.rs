@@ -94,7 +94,8 @@ impl Publisher {
                 .map(Some)
                 .map_err(PublishError::Broker);
         };
-        let claim = match self.idempotency.claim(&event.app, key).await {
+        let owner = event.target.owner();
+        let claim = match self.idempotency.claim(&event.app, key, owner).await {
             Ok(Ok(claim)) => claim,
             Ok(Err(Claimed::Done)) => {
                 metrics::idempotent_repeat();

@@ -7,6 +7,7 @@
 
 mod lua;
 mod pubsub;
+mod shard;
 mod topology;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +23,7 @@ use tokio_util::task::TaskTracker;
 use crate::metrics;
 
 pub use pubsub::{Messages, Subscriber};
+pub use shard::{Shard, CLUSTER_SHARDS};
 pub use topology::{is_cluster_node, Conn, Topology};
 
 /// A node's handle to Redis. Commands go through one multiplexed, auto-reconnecting
@@ -29,9 +31,11 @@ pub use topology::{is_cluster_node, Conn, Topology};
 pub struct Redis {
     target: Target,
     conn: RwLock<Option<Conn>>,
-    /// Key prefix shared by the cluster; on a Redis Cluster it is the hash tag
-    /// (`{switchboard}`), so that every key a script touches is in one slot.
+    /// Key prefix of [`Shard::HOME`]: the configured prefix, or on a Redis Cluster that
+    /// shard's hash tag (`{switchboard.3}`).
     pub prefix: String,
+    /// Each shard's prefix and hash slot ([`Shard`]); one on a server or behind Sentinels.
+    shards: Vec<(String, u16)>,
     /// This node's id in keys and leases.
     pub node: String,
     /// Lease period.
@@ -93,13 +97,15 @@ impl Redis {
             },
             t => t,
         };
-        let (target, prefix) = match topology {
-            Topology::Single(url) | Topology::Detect(url) => {
-                (Target::Single(redis::Client::open(url)?), prefix.to_owned())
-            }
+        let (target, shards) = match topology {
+            Topology::Single(url) | Topology::Detect(url) => (
+                Target::Single(redis::Client::open(url)?),
+                vec![(prefix.to_owned(), 0)],
+            ),
             Topology::Cluster(urls) => {
                 let client = cluster_builder(&urls).build()?;
-                (Target::Cluster(client, urls), format!("{{{prefix}}}"))
+                let shards = shard::prefixes(prefix, CLUSTER_SHARDS);
+                (Target::Cluster(client, urls), shards)
             }
             Topology::Sentinel { sentinels, master } => {
                 let client =
@@ -108,13 +114,14 @@ impl Redis {
                     sentinels: tokio::sync::Mutex::new(client),
                     current: RwLock::new(None),
                 };
-                (target, prefix.to_owned())
+                (target, vec![(prefix.to_owned(), 0)])
             }
         };
         Ok(Arc::new(Self {
             target,
             conn: RwLock::new(None),
-            prefix,
+            prefix: shards[0].0.clone(),
+            shards,
             node,
             lease,
             up: AtomicBool::new(false),
@@ -143,15 +150,22 @@ impl Redis {
         }
     }
 
-    /// A new pub/sub link.
+    /// A new pub/sub link for the home shard's channels.
     pub async fn pubsub(&self) -> Result<(Subscriber, Messages), RedisDown> {
+        self.pubsub_at(Shard::HOME).await
+    }
+
+    /// A new pub/sub link for `shard`'s channels. On a Redis Cluster it ends only when that
+    /// shard's primary is lost, not when another node's connection drops.
+    pub async fn pubsub_at(&self, shard: Shard) -> Result<(Subscriber, Messages), RedisDown> {
         match &self.target {
             Target::Single(client) => split(client).await,
             Target::Sentinel { .. } => split(&self.primary_client().await?).await,
             Target::Cluster(_, urls) => {
                 // Seeded with the nodes alive now as well as the configured ones: the node
                 // named in the settings may be the one that died.
-                let mut seeds = self.live_nodes().await;
+                let slot = self.shards[usize::from(shard.0)].1;
+                let (mut seeds, owner) = self.live_nodes(slot).await;
                 seeds.extend(urls.iter().cloned());
                 let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
                 let client = cluster_builder(&seeds)
@@ -159,16 +173,19 @@ impl Redis {
                     .push_sender(tx)
                     .build()?;
                 let conn = client.get_async_connection().await?;
-                Ok((Subscriber::Cluster(conn), Messages::Cluster(rx)))
+                let messages =
+                    Messages::cluster(rx, conn.clone(), slot, owner, self.cluster_base());
+                Ok((Subscriber::Cluster(conn), messages))
             }
         }
     }
 
     /// The Redis Cluster's nodes not marked failed, as `CLUSTER NODES` on the command
-    /// connection lists them (empty when it cannot be asked).
-    async fn live_nodes(&self) -> Vec<String> {
+    /// connection lists them (empty when it cannot be asked), and the one among them that
+    /// is the primary of `slot`.
+    async fn live_nodes(&self, slot: u16) -> (Vec<String>, Option<String>) {
         let Ok(mut conn) = self.conn() else {
-            return Vec::new();
+            return (Vec::new(), None);
         };
         let nodes: String = match redis::cmd("CLUSTER")
             .arg("NODES")
@@ -176,30 +193,29 @@ impl Redis {
             .await
         {
             Ok(n) => n,
-            Err(_) => return Vec::new(),
+            Err(_) => return (Vec::new(), None),
         };
-        let scheme = match &self.target {
-            Target::Cluster(_, urls) if urls.iter().any(|u| u.starts_with("rediss://")) => "rediss",
-            _ => "redis",
+        topology::parse_nodes(&nodes, slot, &self.cluster_base())
+    }
+
+    /// `scheme://[userinfo@]` of the configured Redis Cluster URLs, for URLs of its nodes.
+    fn cluster_base(&self) -> String {
+        let Target::Cluster(_, urls) = &self.target else {
+            return "redis://".into();
         };
-        let userinfo = match &self.target {
-            Target::Cluster(_, urls) => urls.first().and_then(|u| {
+        let scheme = if urls.iter().any(|u| u.starts_with("rediss://")) {
+            "rediss"
+        } else {
+            "redis"
+        };
+        let userinfo = urls
+            .first()
+            .and_then(|u| {
                 let rest = u.split_once("://")?.1;
                 rest.split_once('@').map(|(auth, _)| format!("{auth}@"))
-            }),
-            _ => None,
-        }
-        .unwrap_or_default();
-        nodes
-            .lines()
-            .filter_map(|l| {
-                let mut f = l.split(' ');
-                let addr = f.nth(1)?.split('@').next()?;
-                let flags = f.next()?;
-                (!flags.contains("fail") && !addr.starts_with(':'))
-                    .then(|| format!("{scheme}://{userinfo}{addr}"))
             })
-            .collect()
+            .unwrap_or_default();
+        format!("{scheme}://{userinfo}")
     }
 
     /// Resolves when the Sentinels name a new primary (never on other topologies).
@@ -255,21 +271,18 @@ impl Redis {
     /// The command connection, or an error while it has never been established. After the
     /// first connection, it reconnects by itself and failed commands report errors.
     pub fn conn(&self) -> Result<Conn, RedisDown> {
-        self.conn
+        self.conn_at(Shard::HOME)
+    }
+
+    /// The command connection, its commands going to `shard`'s primary.
+    pub fn conn_at(&self, shard: Shard) -> Result<Conn, RedisDown> {
+        let conn = self
+            .conn
             .read()
             .expect("redis lock poisoned")
             .clone()
-            .ok_or_else(|| RedisDown("not connected yet".into()))
-    }
-
-    /// `{prefix}:{part}:{part}...`
-    pub fn key(&self, parts: &[&str]) -> String {
-        let mut k = self.prefix.clone();
-        for p in parts {
-            k.push(':');
-            k.push_str(p);
-        }
-        k
+            .ok_or_else(|| RedisDown("not connected yet".into()))?;
+        Ok(conn.at(self.shards[usize::from(shard.0)].1))
     }
 
     /// Whether the pub/sub link is up (cross-node delivery flowing).
@@ -340,14 +353,8 @@ impl Redis {
                 Ok(Conn::Single(manager(client).await?))
             }
             Target::Cluster(client, _) => {
-                let mut conn = client.get_async_connection().await?;
-                // The server computes the slot of our hash tag; every key of ours is in it.
-                let slot: u16 = redis::cmd("CLUSTER")
-                    .arg("KEYSLOT")
-                    .arg(&self.prefix)
-                    .query_async(&mut conn)
-                    .await?;
-                Ok(Conn::Cluster(conn, slot))
+                let conn = client.get_async_connection().await?;
+                Ok(Conn::Cluster(conn, self.shards[0].1))
             }
         }
     }

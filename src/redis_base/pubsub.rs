@@ -3,6 +3,8 @@
 //! connection; a subscription is confirmed when its call returns, so anything published
 //! after that reaches the link.
 
+use std::time::Duration;
+
 use futures_util::StreamExt as _;
 use redis::aio::{PubSubSink, PubSubStream};
 use redis::cluster_async::ClusterConnection;
@@ -23,7 +25,68 @@ pub enum Messages {
     /// Classic pub/sub.
     Single(PubSubStream),
     /// Pushes from the cluster's nodes.
-    Cluster(UnboundedReceiver<redis::PushInfo>),
+    Cluster(ClusterMessages),
+}
+
+/// A Redis Cluster link's pushes, and what tells whether it still hears its shard.
+pub struct ClusterMessages {
+    rx: UnboundedReceiver<redis::PushInfo>,
+    conn: ClusterConnection,
+    /// The slot of the link's shard: every channel it subscribes is there.
+    slot: u16,
+    /// The primary of that slot when the link was made (its subscriptions are there), once
+    /// known.
+    owner: Option<String>,
+    /// `scheme://[userinfo@]` for a node's URL.
+    base: String,
+    /// Some node's connection dropped, and whether it was the shard's is not known yet.
+    suspect: bool,
+}
+
+/// How long the shard's primary has to answer after some node's connection dropped.
+const CHECK_WAIT: Duration = Duration::from_millis(500);
+
+impl Messages {
+    pub(super) fn cluster(
+        rx: UnboundedReceiver<redis::PushInfo>,
+        conn: ClusterConnection,
+        slot: u16,
+        owner: Option<String>,
+        base: String,
+    ) -> Self {
+        Self::Cluster(ClusterMessages {
+            rx,
+            conn,
+            slot,
+            owner,
+            base,
+            suspect: false,
+        })
+    }
+}
+
+impl ClusterMessages {
+    /// Whether the shard's primary, where this link's subscriptions are, still answers. The
+    /// push that reports a dropped connection does not say whose it was, and the cluster
+    /// client is connected to every primary: it is often another shard's, whose loss this
+    /// link's channels never feel. Asked on a connection of its own (the cluster client
+    /// would answer from another node); a primary that cannot be named counts as lost.
+    async fn shard_alive(&mut self) -> bool {
+        let check = async {
+            if self.owner.is_none() {
+                let nodes: String = redis::cmd("CLUSTER")
+                    .arg("NODES")
+                    .query_async(&mut self.conn)
+                    .await
+                    .ok()?;
+                self.owner = super::topology::parse_nodes(&nodes, self.slot, &self.base).1;
+            }
+            let client = redis::Client::open(self.owner.as_deref()?).ok()?;
+            let mut c = client.get_multiplexed_async_connection().await.ok()?;
+            redis::cmd("PING").query_async::<String>(&mut c).await.ok()
+        };
+        matches!(tokio::time::timeout(CHECK_WAIT, check).await, Ok(Some(_)))
+    }
 }
 
 impl Subscriber {
@@ -34,7 +97,12 @@ impl Subscriber {
         }
         match self {
             Self::Single(s) => s.subscribe(names).await,
-            Self::Cluster(c) => c.ssubscribe(names).await,
+            Self::Cluster(c) => {
+                for group in by_slot(names) {
+                    c.ssubscribe(group).await?;
+                }
+                Ok(())
+            }
         }
     }
 
@@ -45,9 +113,25 @@ impl Subscriber {
         }
         match self {
             Self::Single(s) => s.unsubscribe(names).await,
-            Self::Cluster(c) => c.sunsubscribe(names).await,
+            Self::Cluster(c) => {
+                for group in by_slot(names) {
+                    c.sunsubscribe(group).await?;
+                }
+                Ok(())
+            }
         }
     }
+}
+
+/// `names` in groups of one hash tag (one shard: see `Shard`): one `SSUBSCRIBE` may name
+/// only channels of one slot.
+fn by_slot(names: &[String]) -> Vec<Vec<&String>> {
+    let tag = |n: &str| n.split_once('}').map_or("", |(t, _)| t).to_owned();
+    let mut groups: std::collections::BTreeMap<String, Vec<&String>> = Default::default();
+    for n in names {
+        groups.entry(tag(n)).or_default().push(n);
+    }
+    groups.into_values().collect()
 }
 
 impl Messages {
@@ -55,17 +139,25 @@ impl Messages {
     pub async fn next(&mut self) -> Option<Vec<u8>> {
         match self {
             Self::Single(s) => s.next().await.map(|m| m.get_payload_bytes().to_vec()),
-            Self::Cluster(rx) => loop {
-                let push = rx.recv().await?;
+            Self::Cluster(m) => loop {
+                // Cancel-safe: a check cut short by the caller is done again on the next call.
+                if m.suspect {
+                    if !m.shard_alive().await {
+                        return None;
+                    }
+                    m.suspect = false;
+                }
+                let push = m.rx.recv().await?;
                 match push.kind {
                     PushKind::SMessage | PushKind::Message => {
                         if let Some(Value::BulkString(b)) = push.data.into_iter().nth(1) {
                             return Some(b);
                         }
                     }
-                    // A node's connection dropped: what was published meanwhile is lost to
-                    // this link, so the caller treats it as lost and starts over.
-                    PushKind::Disconnection => return None,
+                    // A node's connection dropped. If it was the shard's primary, what was
+                    // published meanwhile is lost to this link, so the caller treats the
+                    // link as lost and starts over; another node's loss changes nothing here.
+                    PushKind::Disconnection => m.suspect = true,
                     _ => {}
                 }
             },

@@ -106,9 +106,40 @@ pub async fn is_cluster_node(url: &str, max: Duration) -> Option<bool> {
     tokio::time::timeout(max, ask).await.ok().flatten()
 }
 
-/// The command connection. On a Redis Cluster every key of a cluster of ours is in one hash
-/// slot (the prefix is the hash tag), so every command, script and pipeline goes to that
-/// slot's primary, and the client follows MOVED/ASK and failovers.
+/// The nodes `CLUSTER NODES` lists as not failed, as URLs (`base` + address), and the one
+/// among them that is the primary of `slot`.
+pub(super) fn parse_nodes(nodes: &str, slot: u16, base: &str) -> (Vec<String>, Option<String>) {
+    let serves = |ranges: &[&str]| {
+        ranges.iter().any(|r| {
+            let (a, b) = r.split_once('-').unwrap_or((r, r));
+            matches!((a.parse::<u16>(), b.parse::<u16>()), (Ok(a), Ok(b)) if (a..=b).contains(&slot))
+        })
+    };
+    let mut live = Vec::new();
+    let mut owner = None;
+    for l in nodes.lines() {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let (Some(addr), Some(flags)) = (f.get(1), f.get(2)) else {
+            continue;
+        };
+        let Some(addr) = addr.split('@').next() else {
+            continue;
+        };
+        if flags.contains("fail") || addr.starts_with(':') {
+            continue;
+        }
+        let url = format!("{base}{addr}");
+        if flags.contains("master") && serves(f.get(8..).unwrap_or_default()) {
+            owner = Some(url.clone());
+        }
+        live.push(url);
+    }
+    (live, owner)
+}
+
+/// The command connection. On a Redis Cluster every command, script and pipeline goes to
+/// the primary of one shard's hash slot ([`Conn::at`]; a script's keys all carry that
+/// shard's tag), and the client follows MOVED/ASK and failovers.
 #[derive(Clone)]
 pub enum Conn {
     /// One server, or the Sentinels' current primary; reconnects by itself.
@@ -118,6 +149,15 @@ pub enum Conn {
 }
 
 impl Conn {
+    /// This connection, its commands going to the primary of `slot` (a Redis Cluster's; one
+    /// server ignores it).
+    pub(super) fn at(self, slot: u16) -> Self {
+        match self {
+            Self::Cluster(c, _) => Self::Cluster(c, slot),
+            single => single,
+        }
+    }
+
     fn route(slot: u16) -> SingleNodeRoutingInfo {
         SingleNodeRoutingInfo::SpecificNode(Route::new(slot, SlotAddr::Master))
     }
@@ -201,6 +241,35 @@ mod tests {
         );
         let nameless = config(|c| c.sentinels = vec!["h:1".into()]);
         assert!(Topology::from_config(&nameless).is_err());
+    }
+
+    #[test]
+    fn cluster_nodes_name_the_live_nodes_and_a_slots_primary() {
+        let nodes = "\
+a1 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460
+b2 127.0.0.1:7001@17001 master - 0 0 2 connected 5461-10922 [10923->-c3]
+c3 127.0.0.1:7002@17002 master,fail - 0 0 3 connected 10923-16383
+d4 127.0.0.1:7003@17003 slave a1 0 0 1 connected
+";
+        let (live, owner) = parse_nodes(nodes, 6000, "redis://:pw@");
+        assert_eq!(
+            live,
+            [
+                "redis://:pw@127.0.0.1:7000",
+                "redis://:pw@127.0.0.1:7001",
+                "redis://:pw@127.0.0.1:7003"
+            ]
+        );
+        assert_eq!(owner.as_deref(), Some("redis://:pw@127.0.0.1:7001"));
+        assert_eq!(
+            parse_nodes(nodes, 0, "redis://").1.as_deref(),
+            Some("redis://127.0.0.1:7000")
+        );
+        assert_eq!(
+            parse_nodes(nodes, 12000, "redis://").1,
+            None,
+            "its primary failed"
+        );
     }
 
     #[test]

@@ -46,13 +46,12 @@ pub async fn redis_conn(url: &str) -> redis::aio::MultiplexedConnection {
         .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"))
 }
 
-/// The cluster's Redis as the server sees it (a Redis Cluster too): a command connection
-/// routed as the server routes its own, and the server's name for `parts` under `prefix`.
-pub async fn redis_key(
+/// The cluster's Redis as the server sees it (a Redis Cluster too), connected: its
+/// connections are routed as the server routes its own, its names are the server's.
+pub async fn redis_as_server(
     url: &str,
     prefix: &str,
-    parts: &[&str],
-) -> (switchboard::redis_base::Conn, String) {
+) -> std::sync::Arc<switchboard::redis_base::Redis> {
     use switchboard::redis_base::{Redis, Topology};
     let redis = Redis::open(
         Topology::Detect(url.to_owned()),
@@ -65,16 +64,55 @@ pub async fn redis_key(
     let tracker = tokio_util::task::TaskTracker::new();
     redis.spawn_connector(&tracker, tokio_util::sync::CancellationToken::new());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        if let Ok(c) = redis.conn() {
-            return (c, redis.key(parts));
-        }
+    while redis.conn().is_err() {
         assert!(
             tokio::time::Instant::now() < deadline,
             "cannot connect to {url}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    redis
+}
+
+/// A command connection and the server's name for `parts` under `prefix`, in the home shard
+/// (the cluster-wide keys, and the node leases).
+pub async fn redis_key(
+    url: &str,
+    prefix: &str,
+    parts: &[&str],
+) -> (switchboard::redis_base::Conn, String) {
+    let redis = redis_as_server(url, prefix).await;
+    (redis.conn().unwrap(), redis.key(parts))
+}
+
+/// The pub/sub channel of `app`'s `channel`, as the server names it, and a connection
+/// routed to its shard.
+pub async fn redis_channel_topic(
+    url: &str,
+    prefix: &str,
+    app: &str,
+    channel: &str,
+) -> (switchboard::redis_base::Conn, String) {
+    let redis = redis_as_server(url, prefix).await;
+    let shard = redis.channel_shard(app, channel);
+    (
+        redis.conn_at(shard).unwrap(),
+        redis.key_at(shard, &["c", app, channel]),
+    )
+}
+
+/// `parts` in every shard (a count kept per shard: the offline total), with a connection
+/// routed to each.
+pub async fn redis_key_in_every_shard(
+    url: &str,
+    prefix: &str,
+    parts: &[&str],
+) -> Vec<(switchboard::redis_base::Conn, String)> {
+    let redis = redis_as_server(url, prefix).await;
+    redis
+        .shards()
+        .map(|s| (redis.conn_at(s).unwrap(), redis.key_at(s, parts)))
+        .collect()
 }
 
 pub const KEY: &str = "app-key";

@@ -164,10 +164,12 @@ impl StatusStore for RedisStatus {
             ),
             Change::Retry => ("retry", String::new(), String::new()),
         };
-        let mut conn = self.redis.conn().map_err(down)?;
+        let shard = self.redis.user_shard(app.as_str(), user.as_str());
+        let mut conn = self.redis.conn_at(shard).map_err(down)?;
         let (refused, status, previous, act, retry_ms): (i64, String, String, String, i64) = self
             .apply
-            .arg(&self.redis.prefix)
+            .key(self.redis.prefix_at(shard))
+            .arg(self.redis.prefix_at(shard))
             .arg(app.as_str())
             .arg(user.as_str())
             .arg(&self.redis.node)
@@ -194,10 +196,12 @@ impl StatusStore for RedisStatus {
         app: &AppId,
         user: &UserId,
     ) -> Result<(Status, Option<Arc<str>>), PresenceError> {
-        let mut conn = self.redis.conn().map_err(down)?;
+        let shard = self.redis.user_shard(app.as_str(), user.as_str());
+        let mut conn = self.redis.conn_at(shard).map_err(down)?;
         let (status, act): (String, String) = self
             .current
-            .arg(&self.redis.prefix)
+            .key(self.redis.prefix_at(shard))
+            .arg(self.redis.prefix_at(shard))
             .arg(app.as_str())
             .arg(user.as_str())
             .invoke_async(&mut conn)
