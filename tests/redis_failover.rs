@@ -215,6 +215,29 @@ fn ms(d: Duration) -> u128 {
     d.as_millis()
 }
 
+/// The stream through `a` and a client of [`CHANNEL`] on `b`, once the client hears it:
+/// what it saw, the stream's stop flag, and the stream (its publishes when stopped).
+async fn steady_stream(
+    a: &TestServer,
+    b: &TestServer,
+) -> (
+    Arc<std::sync::Mutex<Seen>>,
+    Arc<AtomicBool>,
+    tokio::task::JoinHandle<Arc<std::sync::Mutex<Vec<Sent>>>>,
+) {
+    let mut client = b.pusher().await;
+    client.subscribe(CHANNEL).await;
+    let seen = Arc::new(std::sync::Mutex::new(Seen::default()));
+    spawn_reader(client, seen.clone());
+    let stop = Arc::new(AtomicBool::new(false));
+    let stream = spawn_stream(a.api(), stop.clone());
+    wait_for("20 events before the kill", Duration::from_secs(10), || {
+        seen.lock().unwrap().events.len() >= 20
+    })
+    .await;
+    (seen, stop, stream)
+}
+
 /// The stream through `a`, the client on `b`, `kill` SIGKILLs the primary (returning when
 /// it did) and `failover` waits for the new one; then the assertions and figures.
 async fn run(
@@ -224,19 +247,8 @@ async fn run(
     kill: impl std::future::Future<Output = Instant>,
     failover: impl std::future::Future<Output = ()>,
 ) {
-    let mut client = b.pusher().await;
-    client.subscribe(CHANNEL).await;
-    let seen = Arc::new(std::sync::Mutex::new(Seen::default()));
-    spawn_reader(client, seen.clone());
-    let stop = Arc::new(AtomicBool::new(false));
-    let stream = spawn_stream(a.api(), stop.clone());
+    let (seen, stop, stream) = steady_stream(a, b).await;
     let b_link = spawn_up_watch(b, stop.clone());
-
-    // Steady state first: the client hears the stream.
-    wait_for("20 events before the kill", Duration::from_secs(10), || {
-        seen.lock().unwrap().events.len() >= 20
-    })
-    .await;
     let killed = kill.await;
     failover.await;
     let failed_over = Instant::now();
@@ -519,16 +531,7 @@ async fn another_shards_primary_failing_leaves_a_channel_alone() {
     wait_up(&a).await;
     wait_up(&b).await;
 
-    let mut client = b.pusher().await;
-    client.subscribe(CHANNEL).await;
-    let seen = Arc::new(std::sync::Mutex::new(Seen::default()));
-    spawn_reader(client, seen.clone());
-    let stop = Arc::new(AtomicBool::new(false));
-    let stream = spawn_stream(a.api(), stop.clone());
-    wait_for("20 events before the kill", Duration::from_secs(10), || {
-        seen.lock().unwrap().events.len() >= 20
-    })
-    .await;
+    let (seen, stop, stream) = steady_stream(&a, &b).await;
     cluster.kill(victim);
     let new = cluster.wait_failover(victim).await;
     assert_ne!(new, victim);

@@ -170,9 +170,8 @@ impl Broker for RedisBroker {
             .unwrap_or_default();
         let user = queue_user(&event).map_or("", |u| u.as_str());
         let (id, offline, queued): (String, u8, i8) = self
-            .publish_script
-            .key(self.redis.prefix_at(shard))
-            .arg(self.redis.prefix_at(shard))
+            .redis
+            .script(&self.publish_script, shard)
             .arg(channel_of(&self.redis, &event.app, &event.target))
             .arg(payload)
             .arg(cache)

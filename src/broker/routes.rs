@@ -249,8 +249,10 @@ impl Interest for Routes {
         let waits: Vec<_> = self
             .links
             .iter()
-            .map(|l| (l.wanted_seq.load(Ordering::Acquire), l.heard.subscribe()))
-            .filter(|(want, heard)| *heard.borrow() < *want)
+            .filter_map(|l| {
+                let want = l.wanted_seq.load(Ordering::Acquire);
+                (*l.heard.borrow() < want).then(|| (want, l.heard.subscribe()))
+            })
             .collect();
         Box::pin(async move {
             let all = futures_util::future::join_all(waits.into_iter().map(

@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::ids::AppId;
 use crate::lua;
-use crate::redis_base::Redis;
+use crate::redis_base::{Redis, Shard};
 
 /// ARGV = prefix, node, app, limit: 1 (and this connection counted) when every live
 /// node's admitted connections of the app stay within the limit, else 0.
@@ -115,9 +115,8 @@ impl Quota {
             return Admit::Uncounted;
         };
         let r: Result<i64, _> = self
-            .admit
-            .key(&self.redis.prefix)
-            .arg(&self.redis.prefix)
+            .redis
+            .script(&self.admit, Shard::HOME)
             .arg(&self.redis.node)
             .arg(app.as_str())
             .arg(limit)
@@ -144,10 +143,8 @@ impl Quota {
         }
         let done = match self.redis.conn() {
             Ok(mut conn) => {
-                let mut inv = release.prepare_invoke();
-                inv.key(&self.redis.prefix)
-                    .arg(&self.redis.prefix)
-                    .arg(&self.redis.node);
+                let mut inv = self.redis.script(release, Shard::HOME);
+                inv.arg(&self.redis.node);
                 for (app, n) in &taken {
                     inv.arg(app.as_str()).arg(*n);
                 }

@@ -148,9 +148,8 @@ pub fn spawn_reaper(
 async fn renew_all(redis: &Redis, renew: &redis::Script) -> Result<bool, RedisDown> {
     let shards = redis.shards().map(|shard| async move {
         let mut conn = redis.conn_at(shard)?;
-        let created: i64 = renew
-            .key(redis.prefix_at(shard))
-            .arg(redis.prefix_at(shard))
+        let created: i64 = redis
+            .script(renew, shard)
             .arg(&redis.node)
             .arg(redis.lease.as_millis() as u64)
             .invoke_async(&mut conn)
@@ -188,9 +187,8 @@ pub async fn resign(redis: &Redis) {
         let Ok(mut conn) = redis.conn_at(shard) else {
             return;
         };
-        let r: Result<i64, _> = script
-            .key(redis.prefix_at(shard))
-            .arg(redis.prefix_at(shard))
+        let r: Result<i64, _> = redis
+            .script(&script, shard)
             .arg(&redis.node)
             .invoke_async(&mut conn)
             .await;
@@ -214,11 +212,8 @@ async fn reap_shard(redis: &Redis, shard: Shard, reap: &redis::Script, ctx: &Rea
         let Ok(mut conn) = redis.conn_at(shard) else {
             return;
         };
-        let r: Result<Vec<Vec<String>>, _> = reap
-            .key(redis.prefix_at(shard))
-            .arg(redis.prefix_at(shard))
-            .invoke_async(&mut conn)
-            .await;
+        let r: Result<Vec<Vec<String>>, _> =
+            redis.script(reap, shard).invoke_async(&mut conn).await;
         let lists = match r {
             Ok(l) if l.len() == 3 => l,
             Ok(_) => return,

@@ -21,7 +21,7 @@ use super::quota::Quota;
 use crate::hub::Hub;
 use crate::ids::AppId;
 use crate::lua;
-use crate::redis_base::Redis;
+use crate::redis_base::{Redis, Shard};
 
 const SYNC_INTERVAL: Duration = Duration::from_millis(250);
 /// Longest a subscription waits for its count to be written (Redis slow or just lost).
@@ -156,8 +156,8 @@ pub fn spawn_sync(
             // within a round of their sync.
             let write = generation != last_generation || rounds.is_multiple_of(8);
             let Ok(mut conn) = redis.conn() else { continue };
-            let mut inv = full.prepare_invoke();
-            inv.key(&redis.prefix).arg(&redis.prefix).arg(&redis.node);
+            let mut inv = redis.script(&full, Shard::HOME);
+            inv.arg(&redis.node);
             if write {
                 let apps = hub.snapshot();
                 inv.arg(apps.len());
@@ -202,8 +202,8 @@ async fn write_changes(redis: &Redis, hub: &Hub, delta: &redis::Script) -> bool 
     let Ok(mut conn) = redis.conn() else {
         return false;
     };
-    let mut inv = delta.prepare_invoke();
-    inv.key(&redis.prefix).arg(&redis.prefix).arg(&redis.node);
+    let mut inv = redis.script(delta, Shard::HOME);
+    inv.arg(&redis.node);
     inv.arg(changed.channels.len());
     for (app, ch) in &changed.channels {
         inv.arg(app.as_str())

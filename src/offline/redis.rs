@@ -200,12 +200,8 @@ impl RedisInbox {
             .redis
             .conn_at(shard)
             .map_err(|e| InboxError(e.to_string()))?;
-        let mut inv = self.update.prepare_invoke();
-        inv.key(self.redis.prefix_at(shard))
-            .arg(self.redis.prefix_at(shard))
-            .arg(app.as_str())
-            .arg(user.as_str())
-            .arg(mode);
+        let mut inv = self.redis.script(&self.update, shard);
+        inv.arg(app.as_str()).arg(user.as_str()).arg(mode);
         for a in args {
             inv.arg(a);
         }
@@ -237,9 +233,8 @@ impl Inbox for RedisInbox {
             .conn_at(shard)
             .map_err(|e| InboxError(e.to_string()))?;
         let raw: Vec<String> = self
-            .pending
-            .key(self.redis.prefix_at(shard))
-            .arg(self.redis.prefix_at(shard))
+            .redis
+            .script(&self.pending, shard)
             .arg(app.as_str())
             .arg(user.as_str())
             .invoke_async(&mut conn)

@@ -15,7 +15,7 @@ use super::{Joined, Left, Member, PresenceError, PresenceStore};
 use crate::hub::Hub;
 use crate::ids::{AppId, ChannelName, SocketId, UserId};
 use crate::lua;
-use crate::redis_base::Redis;
+use crate::redis_base::{Redis, Shard};
 
 const JOIN: &str = lua!(
     r#"
@@ -207,9 +207,9 @@ impl RedisPresence {
     ) -> Result<bool, PresenceError> {
         let shard = self.redis.channel_shard(app.as_str(), ch.as_str());
         let mut conn = self.redis.conn_at(shard).map_err(down)?;
-        let r: i64 = script
-            .key(self.redis.prefix_at(shard))
-            .arg(self.redis.prefix_at(shard))
+        let r: i64 = self
+            .redis
+            .script(script, shard)
             .arg(app.as_str())
             .arg(ch.as_str())
             .arg(&self.redis.node)
@@ -234,9 +234,8 @@ impl PresenceStore for RedisPresence {
         let mut conn = self.redis.conn_at(shard).map_err(down)?;
         let json = serde_json::json!({ "u": member.user_id.as_str(), "i": serde_json::value::RawValue::from_string(member.user_info.to_string()).map_err(down)? });
         let r: i64 = self
-            .join
-            .key(self.redis.prefix_at(shard))
-            .arg(self.redis.prefix_at(shard))
+            .redis
+            .script(&self.join, shard)
             .arg(app.as_str())
             .arg(ch.as_str())
             .arg(&self.redis.node)
@@ -263,9 +262,8 @@ impl PresenceStore for RedisPresence {
         let shard = self.redis.channel_shard(app.as_str(), ch.as_str());
         let mut conn = self.redis.conn_at(shard).map_err(down)?;
         let r: Option<(i64, String)> = self
-            .leave
-            .key(self.redis.prefix_at(shard))
-            .arg(self.redis.prefix_at(shard))
+            .redis
+            .script(&self.leave, shard)
             .arg(app.as_str())
             .arg(ch.as_str())
             .arg(&self.redis.node)
@@ -286,9 +284,8 @@ impl PresenceStore for RedisPresence {
         let shard = self.redis.channel_shard(app.as_str(), ch.as_str());
         let mut conn = self.redis.conn_at(shard).map_err(down)?;
         let raw: Vec<String> = self
-            .members
-            .key(self.redis.prefix_at(shard))
-            .arg(self.redis.prefix_at(shard))
+            .redis
+            .script(&self.members, shard)
             .arg(app.as_str())
             .arg(ch.as_str())
             .arg(&self.redis.node)
@@ -342,9 +339,8 @@ impl PresenceStore for RedisPresence {
         let shard = self.redis.channel_shard(app.as_str(), ch.as_str());
         let mut conn = self.redis.conn_at(shard).map_err(down)?;
         let changed: i64 = self
-            .announce
-            .key(self.redis.prefix_at(shard))
-            .arg(self.redis.prefix_at(shard))
+            .redis
+            .script(&self.announce, shard)
             .arg(app.as_str())
             .arg(ch.as_str())
             .arg(field)
@@ -362,9 +358,8 @@ impl PresenceStore for RedisPresence {
     ) -> Result<Vec<(ChannelName, usize)>, PresenceError> {
         let mut conn = self.redis.conn().map_err(down)?;
         let raw: Vec<String> = self
-            .occupancy
-            .key(&self.redis.prefix)
-            .arg(&self.redis.prefix)
+            .redis
+            .script(&self.occupancy, Shard::HOME)
             .arg(app.as_str())
             .arg(&self.redis.node)
             .arg(only.map_or("", |c| c.as_str()))

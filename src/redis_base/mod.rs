@@ -31,9 +31,6 @@ pub use topology::{is_cluster_node, Conn, Topology};
 pub struct Redis {
     target: Target,
     conn: RwLock<Option<Conn>>,
-    /// Key prefix of [`Shard::HOME`]: the configured prefix, or on a Redis Cluster that
-    /// shard's hash tag (`{switchboard.3}`).
-    pub prefix: String,
     /// Each shard's prefix and hash slot ([`Shard`]); one on a server or behind Sentinels.
     shards: Vec<(String, u16)>,
     /// This node's id in keys and leases.
@@ -120,7 +117,6 @@ impl Redis {
         Ok(Arc::new(Self {
             target,
             conn: RwLock::new(None),
-            prefix: shards[0].0.clone(),
             shards,
             node,
             lease,

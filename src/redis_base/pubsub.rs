@@ -1,7 +1,8 @@
 //! A pub/sub link to the cluster's Redis: classic pub/sub on one server (or the Sentinels'
 //! primary), sharded pub/sub (`SSUBSCRIBE`, Redis 7) on a Redis Cluster. A link is one
-//! connection; a subscription is confirmed when its call returns, so anything published
-//! after that reaches the link.
+//! connection for one shard's channels (`Redis::pubsub_at`: on a Redis Cluster they share
+//! a slot, as one `SSUBSCRIBE` needs); a subscription is confirmed when its call returns,
+//! so anything published after that reaches the link.
 
 use std::time::Duration;
 
@@ -97,12 +98,7 @@ impl Subscriber {
         }
         match self {
             Self::Single(s) => s.subscribe(names).await,
-            Self::Cluster(c) => {
-                for group in by_slot(names) {
-                    c.ssubscribe(group).await?;
-                }
-                Ok(())
-            }
+            Self::Cluster(c) => c.ssubscribe(names).await,
         }
     }
 
@@ -113,25 +109,9 @@ impl Subscriber {
         }
         match self {
             Self::Single(s) => s.unsubscribe(names).await,
-            Self::Cluster(c) => {
-                for group in by_slot(names) {
-                    c.sunsubscribe(group).await?;
-                }
-                Ok(())
-            }
+            Self::Cluster(c) => c.sunsubscribe(names).await,
         }
     }
-}
-
-/// `names` in groups of one hash tag (one shard: see `Shard`): one `SSUBSCRIBE` may name
-/// only channels of one slot.
-fn by_slot(names: &[String]) -> Vec<Vec<&String>> {
-    let tag = |n: &str| n.split_once('}').map_or("", |(t, _)| t).to_owned();
-    let mut groups: std::collections::BTreeMap<String, Vec<&String>> = Default::default();
-    for n in names {
-        groups.entry(tag(n)).or_default().push(n);
-    }
-    groups.into_values().collect()
 }
 
 impl Messages {

@@ -69,8 +69,23 @@ impl Redis {
     }
 
     /// The key prefix of `shard`: a script's `P`.
-    pub fn prefix_at(&self, shard: Shard) -> &str {
+    fn prefix_at(&self, shard: Shard) -> &str {
         &self.shards[usize::from(shard.0)].0
+    }
+
+    /// `script` to run in `shard`: the shard's prefix is its `KEYS[1]`, so a node that no
+    /// longer owns the slot answers MOVED (the client follows it; without a declared key it
+    /// would run the script against keys it does not hold), and its `ARGV[1]`, the `lua!`
+    /// prelude's `P`.
+    pub fn script<'a>(
+        &self,
+        script: &'a redis::Script,
+        shard: Shard,
+    ) -> redis::ScriptInvocation<'a> {
+        let prefix = self.prefix_at(shard);
+        let mut inv = script.prepare_invoke();
+        inv.key(prefix).arg(prefix);
+        inv
     }
 
     /// Every shard, [`Shard::HOME`] first.

@@ -167,9 +167,8 @@ impl StatusStore for RedisStatus {
         let shard = self.redis.user_shard(app.as_str(), user.as_str());
         let mut conn = self.redis.conn_at(shard).map_err(down)?;
         let (refused, status, previous, act, retry_ms): (i64, String, String, String, i64) = self
-            .apply
-            .key(self.redis.prefix_at(shard))
-            .arg(self.redis.prefix_at(shard))
+            .redis
+            .script(&self.apply, shard)
             .arg(app.as_str())
             .arg(user.as_str())
             .arg(&self.redis.node)
@@ -199,9 +198,8 @@ impl StatusStore for RedisStatus {
         let shard = self.redis.user_shard(app.as_str(), user.as_str());
         let mut conn = self.redis.conn_at(shard).map_err(down)?;
         let (status, act): (String, String) = self
-            .current
-            .key(self.redis.prefix_at(shard))
-            .arg(self.redis.prefix_at(shard))
+            .redis
+            .script(&self.current, shard)
             .arg(app.as_str())
             .arg(user.as_str())
             .invoke_async(&mut conn)
