@@ -7,6 +7,13 @@
 #
 #   scripts/bench-cluster.sh
 #   RUNS=3 RATES="100 1000 3000" TOPOLOGIES="redis cluster" NODES="2 3" scripts/bench-cluster.sh
+#   SCENARIO=channels SUBS=1000 RATES=5000 TOPOLOGIES="redis cluster" NODES=2 scripts/bench-cluster.sh
+#
+# SCENARIO=channels puts one subscriber on each of $SUBS channels (all on node 1) and publishes
+# batches of 10 over them, so the publish scripts spread over the channels' shards: each line
+# then also gives every Redis process's share of the CPU and of the scripts run
+# ("redis_cpu_share", "redis_scripts_share"), which is how the spread over a Redis Cluster's
+# primaries is measured.
 #
 # Everything on 127.0.0.1; every process is stopped at the end.
 set -euo pipefail
@@ -16,6 +23,7 @@ RATES=${RATES:-"1000 3000"}
 TOPOLOGIES=${TOPOLOGIES:-"redis cluster"}
 NODES=${NODES:-"2 3"}
 SUBS=${SUBS:-1000}
+SCENARIO=${SCENARIO:-fanout}
 # switchboard, or sockudo (5.2.0 with its Redis adapter, one Redis only; built by scripts/bench.sh
 # into $PEERS with its `redis` cargo feature: an older build without it refuses to start here,
 # "Redis cache manager requested but the redis feature is not enabled", and must be removed).
@@ -78,6 +86,23 @@ print(int(t) if t.is_integer() else t)' "$t" "$@")
   echo "$t"
 }
 redis_cpu() { redis_sum cpu used_cpu_user used_cpu_sys; }  # seconds
+redis_each() { # → "cpu_seconds:scripts_run" of each Redis process, space-separated
+  local out=() p
+  for p in "${REDIS_PORTS[@]}"; do
+    out+=("$( { redis-cli -p "$p" info cpu; redis-cli -p "$p" info commandstats; } | python3 -c '
+import re, sys
+cpu, scripts = 0.0, 0
+for l in sys.stdin:
+    l = l.strip()
+    if l.startswith(("used_cpu_user:", "used_cpu_sys:")):
+        cpu += float(l.split(":", 1)[1])
+    m = re.match(r"cmdstat_(evalsha|eval|fcall)(_ro)?:calls=(\d+)", l)
+    if m:
+        scripts += int(m.group(3))
+print(f"{cpu}:{scripts}")')")
+  done
+  echo "${out[*]}"
+}
 redis_net() { redis_sum stats total_net_input_bytes total_net_output_bytes; }  # bytes
 
 node_cpu() { # $@ = pids → "user+system seconds" of each, from /proc
@@ -143,12 +168,17 @@ for topology in $TOPOLOGIES; do
         done
         [[ $SERVER == sockudo ]] && sleep 2  # its Redis adapter subscribes after the listener opens
         before=(); for m in "${MPORTS[@]}"; do before+=("$(received "$m")"); done
-        cpu0=$(redis_cpu); net0=$(redis_net); ncpu0=$(node_cpu "${NPIDS[@]}")
-        label="$SERVER/$topology/${nodes}n/fanout-${SUBS}x$rate/r$run"
-        cmd="$BENCH --port ${PORTS[0]} --publish-port ${PORTS[1]} --server-pid ${NPIDS[0]} --timeout 240 --label $label fanout --subs $SUBS --rate $rate --secs $SECS --payload 100"
+        cpu0=$(redis_cpu); net0=$(redis_net); ncpu0=$(node_cpu "${NPIDS[@]}"); each0=$(redis_each)
+        label="$SERVER/$topology/${nodes}n/$SCENARIO-${SUBS}x$rate/r$run"
+        cmd="$BENCH --port ${PORTS[0]} --publish-port ${PORTS[1]} --server-pid ${NPIDS[0]} --timeout 240 --label $label"
+        if [[ $SCENARIO == channels ]]; then
+          cmd+=" channels --conns $SUBS --rate $rate --secs $SECS --payload 100 --batch 10"
+        else
+          cmd+=" fanout --subs $SUBS --rate $rate --secs $SECS --payload 100"
+        fi
         echo "+ $cmd"
         if line=$($cmd); then
-          cpu1=$(redis_cpu); net1=$(redis_net); ncpu1=$(node_cpu "${NPIDS[@]}")
+          cpu1=$(redis_cpu); net1=$(redis_net); ncpu1=$(node_cpu "${NPIDS[@]}"); each1=$(redis_each)
           after=(); for m in "${MPORTS[@]}"; do after+=("$(received "$m")"); done
           echo "$line" | python3 -c '
 import json, sys
@@ -162,8 +192,15 @@ d["redis_net_bytes_per_publish"] = round((int(sys.argv[7]) - int(sys.argv[6])) /
 c0 = [float(x) for x in sys.argv[8].split()]
 c1 = [float(x) for x in sys.argv[9].split()]
 d["node_cpu_us_per_event"] = [round((b - a) * 1e6 / events, 2) for a, b in zip(c0, c1)]
+e0 = [[float(v) for v in x.split(":")] for x in sys.argv[10].split()]
+e1 = [[float(v) for v in x.split(":")] for x in sys.argv[11].split()]
+cpu = [b[0] - a[0] for a, b in zip(e0, e1)]
+scripts = [b[1] - a[1] for a, b in zip(e0, e1)]
+d["redis_cpu_share"] = [round(c / max(sum(cpu), 1e-9), 3) for c in cpu]
+d["redis_scripts_share"] = [round(x / max(sum(scripts), 1), 3) for x in scripts]
+d["redis_scripts_per_publish"] = round(sum(scripts) / events, 3)
 d["command"] = sys.argv[5]
-print(json.dumps(d))' "${before[*]}" "${after[*]}" "$cpu0" "$cpu1" "$cmd" "$net0" "$net1" "$ncpu0" "$ncpu1" | tee -a "$RAW"
+print(json.dumps(d))' "${before[*]}" "${after[*]}" "$cpu0" "$cpu1" "$cmd" "$net0" "$net1" "$ncpu0" "$ncpu1" "$each0" "$each1" | tee -a "$RAW"
         else
           echo "{\"label\":\"$label\",\"failed\":true}" | tee -a "$RAW"
         fi

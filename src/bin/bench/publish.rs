@@ -113,6 +113,8 @@ pub struct Published {
     pub secs: f64,
     /// Worst lag behind the schedule, in ms (large when `http_concurrency` capped the rate).
     pub max_sched_lag_ms: f64,
+    /// Each request's time from being sent to its answer, in µs: what a publisher waits for.
+    pub request_us: Vec<u32>,
 }
 
 /// Sends `rate` requests per second for `secs` seconds (at most `limit` seconds in total),
@@ -139,19 +141,25 @@ where
             max_lag = max_lag.max(Instant::now().saturating_duration_since(scheduled));
             let fut = send(i);
             tasks.push(tokio::spawn(async move {
+                let sent = Instant::now();
                 let ok = fut.await;
+                let took = u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX);
                 drop(permit);
-                ok
+                (ok, took)
             }));
             i += 1;
         }
     }
     let mut accepted = Vec::with_capacity(tasks.len());
+    let mut request_us = Vec::with_capacity(tasks.len());
     for t in tasks {
-        accepted.push(t.await.unwrap_or(false));
+        let (ok, took) = t.await.unwrap_or((false, 0));
+        accepted.push(ok);
+        request_us.push(took);
     }
     Published {
         accepted,
+        request_us,
         secs: start.elapsed().as_secs_f64(),
         max_sched_lag_ms: max_lag.as_secs_f64() * 1000.0,
     }

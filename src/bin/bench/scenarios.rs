@@ -292,6 +292,7 @@ pub async fn fanout(c: &Common, subs: usize, rate: u64, secs: u64, payload: usiz
         "publish_max_sched_lag_ms".into(),
         json!(round(published.max_sched_lag_ms)),
     );
+    crate::stats::Latencies(published.request_us).report("publish_request", &mut out);
     tally_fields(&mut out, &mut t, published.secs);
     cpu_fields(&mut out, &mark, c, elapsed);
     Ok(out)
@@ -366,6 +367,7 @@ pub async fn channels(
         "publish_max_sched_lag_ms".into(),
         json!(round(published.max_sched_lag_ms)),
     );
+    crate::stats::Latencies(published.request_us).report("publish_request", &mut out);
     tally_fields(&mut out, &mut t, published.secs);
     cpu_fields(&mut out, &mark, c, elapsed);
     Ok(out)
