@@ -85,7 +85,6 @@ print(int(t) if t.is_integer() else t)' "$t" "$@")
   done
   echo "$t"
 }
-redis_cpu() { redis_sum cpu used_cpu_user used_cpu_sys; }  # seconds
 redis_each() { # → "cpu_seconds:scripts_run" of each Redis process, space-separated
   local out=() p
   for p in "${REDIS_PORTS[@]}"; do
@@ -168,7 +167,7 @@ for topology in $TOPOLOGIES; do
         done
         [[ $SERVER == sockudo ]] && sleep 2  # its Redis adapter subscribes after the listener opens
         before=(); for m in "${MPORTS[@]}"; do before+=("$(received "$m")"); done
-        cpu0=$(redis_cpu); net0=$(redis_net); ncpu0=$(node_cpu "${NPIDS[@]}"); each0=$(redis_each)
+        each0=$(redis_each); net0=$(redis_net); ncpu0=$(node_cpu "${NPIDS[@]}")
         label="$SERVER/$topology/${nodes}n/$SCENARIO-${SUBS}x$rate/r$run"
         cmd="$BENCH --port ${PORTS[0]} --publish-port ${PORTS[1]} --server-pid ${NPIDS[0]} --timeout 240 --label $label"
         if [[ $SCENARIO == channels ]]; then
@@ -178,7 +177,7 @@ for topology in $TOPOLOGIES; do
         fi
         echo "+ $cmd"
         if line=$($cmd); then
-          cpu1=$(redis_cpu); net1=$(redis_net); ncpu1=$(node_cpu "${NPIDS[@]}"); each1=$(redis_each)
+          each1=$(redis_each); net1=$(redis_net); ncpu1=$(node_cpu "${NPIDS[@]}")
           after=(); for m in "${MPORTS[@]}"; do after+=("$(received "$m")"); done
           echo "$line" | python3 -c '
 import json, sys
@@ -187,20 +186,20 @@ before = [float(x) for x in sys.argv[1].split()]
 after = [float(x) for x in sys.argv[2].split()]
 events = max(d.get("events_accepted", 0), 1)
 d["inbound_per_event"] = [round((a - b) / events, 3) for a, b in zip(after, before)]
-d["redis_cpu_us_per_publish"] = round((float(sys.argv[4]) - float(sys.argv[3])) * 1e6 / events, 2)
 d["redis_net_bytes_per_publish"] = round((int(sys.argv[7]) - int(sys.argv[6])) / events)
 c0 = [float(x) for x in sys.argv[8].split()]
 c1 = [float(x) for x in sys.argv[9].split()]
 d["node_cpu_us_per_event"] = [round((b - a) * 1e6 / events, 2) for a, b in zip(c0, c1)]
-e0 = [[float(v) for v in x.split(":")] for x in sys.argv[10].split()]
-e1 = [[float(v) for v in x.split(":")] for x in sys.argv[11].split()]
+e0 = [[float(v) for v in x.split(":")] for x in sys.argv[3].split()]
+e1 = [[float(v) for v in x.split(":")] for x in sys.argv[4].split()]
 cpu = [b[0] - a[0] for a, b in zip(e0, e1)]
 scripts = [b[1] - a[1] for a, b in zip(e0, e1)]
+d["redis_cpu_us_per_publish"] = round(sum(cpu) * 1e6 / events, 2)
 d["redis_cpu_share"] = [round(c / max(sum(cpu), 1e-9), 3) for c in cpu]
 d["redis_scripts_share"] = [round(x / max(sum(scripts), 1), 3) for x in scripts]
 d["redis_scripts_per_publish"] = round(sum(scripts) / events, 3)
 d["command"] = sys.argv[5]
-print(json.dumps(d))' "${before[*]}" "${after[*]}" "$cpu0" "$cpu1" "$cmd" "$net0" "$net1" "$ncpu0" "$ncpu1" "$each0" "$each1" | tee -a "$RAW"
+print(json.dumps(d))' "${before[*]}" "${after[*]}" "$each0" "$each1" "$cmd" "$net0" "$net1" "$ncpu0" "$ncpu1" | tee -a "$RAW"
         else
           echo "{\"label\":\"$label\",\"failed\":true}" | tee -a "$RAW"
         fi

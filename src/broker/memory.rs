@@ -11,7 +11,7 @@ use super::history::Shard;
 use super::snapshot::{self, Snapshot};
 use super::{cache_key, Broker, BrokerError, History, Mark, Receipt, Streams};
 use crate::config::HistoryConfig;
-use crate::event::{stream_of, Event, Priority, Target};
+use crate::event::{stream_of, Event, Priority};
 use crate::hub::Hub;
 use crate::ids::{AppId, ChannelName};
 use crate::offline::{queue_user, EmbeddedInbox, Queueing, Refusal};
@@ -152,19 +152,6 @@ impl MemoryBroker {
     }
 }
 
-/// Where an event's order is kept: its stream's name, also for the events that have no
-/// stream (presence changes, terminations), so those take the same shard lock.
-fn lane_key(event: &Event) -> String {
-    match &event.target {
-        Target::Channel(ch) => format!("c:{ch}"),
-        Target::User(u) | Target::Watchers(u) => format!("u:{u}"),
-    }
-}
-
-fn closed() -> BrokerError {
-    BrokerError::Unavailable("the delivery lane is closed (shutting down)".into())
-}
-
 impl MemoryBroker {
     /// Queues a user event when its user has no connection (or it is `high`, kept until
     /// acked); returns whether the user had no connection, and the write to wait for.
@@ -184,14 +171,9 @@ impl MemoryBroker {
     }
 
     fn shard(&self, app: &AppId, stream: &str) -> std::sync::MutexGuard<'_, Shard> {
-        self.streams[self.shard_of(app, stream)]
-            .lock()
-            .expect("history lock poisoned")
-    }
-
-    fn shard_of(&self, app: &AppId, stream: &str) -> usize {
         use std::hash::BuildHasher;
-        (self.hasher.hash_one((app, stream)) as usize) % HISTORY_SHARDS
+        let i = (self.hasher.hash_one((app, stream)) as usize) % HISTORY_SHARDS;
+        self.streams[i].lock().expect("history lock poisoned")
     }
 }
 
@@ -199,29 +181,31 @@ impl MemoryBroker {
 impl Broker for MemoryBroker {
     /// The memory key store records the key itself, after the publish: no `mark` here.
     async fn publish(&self, mut event: Event, _: Option<Mark>) -> Result<Receipt, BrokerError> {
-        let i = self.shard_of(&event.app, &lane_key(&event));
         // A place in the lane first: nothing is awaited under a shard lock.
-        let place = self.lane.reserve().await.map_err(|_| closed())?;
-        event.meta.ts_ms = crate::clock::now_ms();
-        let (receipt, queued) = {
-            let mut streams = self.streams[i].lock().expect("history lock poisoned");
-            let (mut offline, mut queued) = (false, Queueing::Nothing);
-            if let Some(stream) = stream_of(&event) {
-                let now = event.meta.ts_ms;
-                streams.append(&event.app.clone(), stream, &mut event, now);
+        let place = self.lane.reserve().await.map_err(|_| {
+            BrokerError::Unavailable("the delivery lane is closed (shutting down)".into())
+        })?;
+        let ts_ms = crate::clock::now_ms();
+        event.meta.ts_ms = ts_ms;
+        let (id, offline, queued) = match stream_of(&event) {
+            Some(stream) => {
+                let mut streams = self.shard(&event.app, &stream);
+                streams.append(&event.app.clone(), stream, &mut event, ts_ms);
                 // Queue before delivering: a session registers in the hub before it counts
                 // as connected, so the event is either queued or reaches it live.
-                (offline, queued) = self.queue_if_absent(&event);
+                let (offline, queued) = self.queue_if_absent(&event);
+                let id = event.meta.id.clone();
+                // Into the lane under the same lock: ids are delivered in the order assigned.
+                place.send(event);
+                (id, offline, queued)
             }
-            let receipt = Receipt {
-                id: event.meta.id.clone(),
-                ts_ms: event.meta.ts_ms,
-                offline,
-            };
-            // Into the lane under the same lock: ids are delivered in the order assigned.
-            place.send(event);
-            (receipt, queued)
+            // No id to keep in order: into the lane as it comes.
+            None => {
+                place.send(event);
+                (None, false, Queueing::Nothing)
+            }
         };
+        let receipt = Receipt { id, ts_ms, offline };
         // On disk before the publisher hears "accepted" (backpressure, not silent loss).
         match queued.done().await {
             Ok(()) => Ok(receipt),

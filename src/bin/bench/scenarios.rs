@@ -265,7 +265,7 @@ pub async fn fanout(c: &Common, subs: usize, rate: u64, secs: u64, payload: usiz
     let publisher = Publisher::new(c);
     let mark = CpuMark::now(c.server_pid);
     let started = Instant::now();
-    let published = publish::open_loop(rate, secs, c.http_concurrency, |seq| {
+    let mut published = publish::open_loop(rate, secs, c.http_concurrency, |seq| {
         let p = publisher.clone();
         let ch = channel.clone();
         async move { p.trigger(&ch, &publish::payload(seq, payload)).await }
@@ -283,19 +283,26 @@ pub async fn fanout(c: &Common, subs: usize, rate: u64, secs: u64, payload: usiz
     out.insert("payload".into(), json!(payload));
     out.insert("events_sent".into(), json!(sent));
     out.insert("events_accepted".into(), json!(n_accepted));
-    out.insert("publish_secs".into(), json!(round(published.secs)));
     out.insert(
         "published_per_s".into(),
         json!(round(n_accepted as f64 / published.secs)),
     );
+    publish_fields(&mut out, &mut published);
+    tally_fields(&mut out, &mut t, published.secs);
+    cpu_fields(&mut out, &mark, c, elapsed);
+    Ok(out)
+}
+
+/// How the publishing went: its duration, its worst lag behind the schedule and each
+/// request's latency (taken out of `published`).
+fn publish_fields(out: &mut Map<String, Value>, published: &mut publish::Published) {
+    out.insert("publish_secs".into(), json!(round(published.secs)));
     out.insert(
         "publish_max_sched_lag_ms".into(),
         json!(round(published.max_sched_lag_ms)),
     );
-    crate::stats::Latencies(published.request_us).report("publish_request", &mut out);
-    tally_fields(&mut out, &mut t, published.secs);
-    cpu_fields(&mut out, &mark, c, elapsed);
-    Ok(out)
+    crate::stats::Latencies(std::mem::take(&mut published.request_us))
+        .report("publish_request", out);
 }
 
 /// `channels`: N connections each on its own channel; R events/s round-robin over the
@@ -317,7 +324,7 @@ pub async fn channels(
     let mark = CpuMark::now(c.server_pid);
     let started = Instant::now();
     let requests_per_s = (rate / batch as u64).max(1);
-    let published = publish::open_loop(requests_per_s, secs, c.http_concurrency, |req| {
+    let mut published = publish::open_loop(requests_per_s, secs, c.http_concurrency, |req| {
         let p = publisher.clone();
         async move {
             let events: Vec<(String, String)> = (0..batch as u64)
@@ -362,12 +369,7 @@ pub async fn channels(
     out.insert("batch".into(), json!(batch));
     out.insert("payload".into(), json!(payload));
     out.insert("events_accepted".into(), json!(expected_total));
-    out.insert("publish_secs".into(), json!(round(published.secs)));
-    out.insert(
-        "publish_max_sched_lag_ms".into(),
-        json!(round(published.max_sched_lag_ms)),
-    );
-    crate::stats::Latencies(published.request_us).report("publish_request", &mut out);
+    publish_fields(&mut out, &mut published);
     tally_fields(&mut out, &mut t, published.secs);
     cpu_fields(&mut out, &mark, c, elapsed);
     Ok(out)
