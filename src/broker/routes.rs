@@ -17,12 +17,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::FutureExt as _;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::event::Target;
-use crate::hub::{Hub, Interest, Topic};
+use crate::hub::{Hub, Interest, Topic, Writes};
 use crate::ids::AppId;
 use crate::metrics;
 use crate::protocol::node;
@@ -36,6 +37,9 @@ const SETTLE_MAX: Duration = Duration::from_secs(3);
 
 /// Why a link ended when the Sentinels named a new primary (see [`Routes::spawn`]).
 const NEW_PRIMARY: &str = "a new primary";
+const CLOSED: &str = "pub/sub connection closed";
+/// Messages from the cluster delivered together when they are already there.
+const RECEIVE_BATCH: usize = 32;
 
 /// The pub/sub channel of `target`'s events.
 pub fn channel_of(redis: &Redis, app: &AppId, target: &Target) -> String {
@@ -176,8 +180,21 @@ impl Routes {
         loop {
             tokio::select! {
                 m = messages.next() => match m {
-                    Some(payload) => received(&self.redis, hub, &payload),
-                    None => return "pub/sub connection closed".into(),
+                    Some(payload) => {
+                        // What else has arrived is delivered with it: a connection is written
+                        // to once for all of them.
+                        let mut writes = Writes::default();
+                        received(&self.redis, hub, &payload, &mut writes);
+                        for _ in 1..RECEIVE_BATCH {
+                            match messages.next().now_or_never() {
+                                Some(Some(p)) => received(&self.redis, hub, &p, &mut writes),
+                                Some(None) => return CLOSED.into(),
+                                None => break,
+                            }
+                        }
+                        writes.finish();
+                    }
+                    None => return CLOSED.into(),
                 },
                 _ = link.wake.notified() => {
                     if let Err(e) = reconcile(link, &mut sub, &mut active).await {
@@ -267,12 +284,12 @@ impl Interest for Routes {
     }
 }
 
-/// Counts and delivers one message from the cluster.
-fn received(redis: &Redis, hub: &Hub, payload: &[u8]) {
+/// Counts and queues one message from the cluster for delivery (see [`Hub::deliver_into`]).
+fn received(redis: &Redis, hub: &Hub, payload: &[u8], writes: &mut Writes) {
     metrics::cluster_message(&redis.received);
     match node::decode(payload) {
         Ok(event) => {
-            hub.deliver(&event);
+            hub.deliver_into(&event, writes);
         }
         Err(e) => super::redis::dropped(&e),
     }

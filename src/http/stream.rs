@@ -1,15 +1,19 @@
 //! The byte stream under a connection of the door: plain TCP, or TLS over TCP. One type
 //! for both, so the HTTP layer and the WebSocket sessions above are compiled once; the
 //! branch per read or write is nothing beside the system call.
+//!
+//! A plain socket's halves share the one `TcpStream` (it reads and writes through `&self`),
+//! so that a fan-out can write to it too ([`Direct`]) while the connection's writer is idle.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
+use crate::hub::Direct;
 use crate::tls::TlsStream;
 
 /// A connection's stream.
@@ -22,16 +26,16 @@ pub enum Stream {
 
 /// The reading half of a [`Stream`].
 pub enum ReadHalf {
-    /// TCP's own half: no lock between the halves.
-    Plain(OwnedReadHalf),
+    /// The socket: no lock between the halves.
+    Plain(Arc<TcpStream>),
     /// A TLS session is one state for both directions.
     Tls(tokio::io::ReadHalf<Box<TlsStream<TcpStream>>>),
 }
 
 /// The writing half of a [`Stream`].
 pub enum WriteHalf {
-    /// TCP's own half.
-    Plain(OwnedWriteHalf),
+    /// The socket.
+    Plain(Arc<TcpStream>),
     /// The TLS session's writing side.
     Tls(tokio::io::WriteHalf<Box<TlsStream<TcpStream>>>),
 }
@@ -41,13 +45,129 @@ impl Stream {
     pub fn split(self) -> (ReadHalf, WriteHalf) {
         match self {
             Stream::Plain(tcp) => {
-                let (r, w) = tcp.into_split();
-                (ReadHalf::Plain(r), WriteHalf::Plain(w))
+                let tcp = Arc::new(tcp);
+                (ReadHalf::Plain(tcp.clone()), WriteHalf::Plain(tcp))
             }
             Stream::Tls(tls) => {
                 let (r, w) = tokio::io::split(tls);
                 (ReadHalf::Tls(r), WriteHalf::Tls(w))
             }
+        }
+    }
+}
+
+impl WriteHalf {
+    /// The socket, for writes from elsewhere while this half is idle: plain TCP only (a
+    /// TLS session's state is this half's alone).
+    pub fn direct(&self) -> Option<Arc<dyn Direct>> {
+        match self {
+            WriteHalf::Plain(tcp) => Some(tcp.clone()),
+            WriteHalf::Tls(_) => None,
+        }
+    }
+}
+
+impl Direct for TcpStream {
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        TcpStream::try_write_vectored(self, bufs)
+    }
+}
+
+/// A shared socket's read: wait for readiness, then read without waiting.
+fn read_shared(
+    tcp: &TcpStream,
+    cx: &mut Context<'_>,
+    buf: &mut ReadBuf<'_>,
+) -> Poll<io::Result<()>> {
+    loop {
+        ready!(tcp.poll_read_ready(cx))?;
+        match tcp.try_read(buf.initialize_unfilled()) {
+            Ok(n) => {
+                buf.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Poll::Ready(Err(e)),
+        }
+    }
+}
+
+/// A shared socket's write: wait for readiness, then write without waiting.
+fn write_shared(
+    tcp: &TcpStream,
+    cx: &mut Context<'_>,
+    bufs: &[IoSlice<'_>],
+) -> Poll<io::Result<usize>> {
+    loop {
+        ready!(tcp.poll_write_ready(cx))?;
+        match tcp.try_write_vectored(bufs) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            done => return Poll::Ready(done),
+        }
+    }
+}
+
+impl AsyncRead for ReadHalf {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(tcp) => read_shared(tcp, cx, buf),
+            Self::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for WriteHalf {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(tcp) => write_shared(tcp, cx, &[IoSlice::new(buf)]),
+            Self::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(tcp) => write_shared(tcp, cx, bufs),
+            Self::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Plain(_) => true,
+            Self::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(_) => Poll::Ready(Ok(())),
+            Self::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            // The shared socket's write side (a FIN after what is queued); the socket itself
+            // closes when its last holder drops it.
+            Self::Plain(tcp) => Poll::Ready(
+                match socket2::SockRef::from(&**tcp).shutdown(std::net::Shutdown::Write) {
+                    Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
+                    done => done,
+                },
+            ),
+            Self::Tls(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }
@@ -121,6 +241,4 @@ macro_rules! write_of {
 }
 
 read_of!(Stream);
-read_of!(ReadHalf);
 write_of!(Stream);
-write_of!(WriteHalf);

@@ -86,6 +86,7 @@ impl WsUpgrade {
             };
             let (read, write) = stream.split();
             let socket = WebSocket {
+                direct: write.direct(),
                 read,
                 write,
                 pre,

@@ -25,7 +25,8 @@ pub use budget::QueueBudget;
 pub use changes::Changed;
 pub use delta::DeltaSeen;
 pub use interest::{Interest, Topic};
-pub use outbox::{Out, Outbox, Receiver};
+pub use outbox::{Out, Outbox, Receiver, Writes};
+pub use queue::Direct;
 pub use roster::{ConnectionInfo, Listed};
 
 use delta::ChannelDeltas;
@@ -373,9 +374,21 @@ impl Hub {
         out
     }
 
-    /// Queues an event for every local recipient. Encodes it at most once per wire format;
-    /// never waits (a full queue closes that connection). Returns the frames queued.
+    /// Queues an event for every local recipient and writes it out (see
+    /// [`Self::deliver_into`]). Returns the frames queued.
     pub fn deliver(&self, event: &Event) -> usize {
+        let mut writes = Writes::default();
+        let n = self.deliver_into(event, &mut writes);
+        writes.finish();
+        n
+    }
+
+    /// Queues an event for every local recipient. Encodes it at most once per wire format;
+    /// never waits (a full queue closes that connection). Connections whose writer is idle
+    /// are listed in `writes` instead of being woken under the shard's lock: the caller
+    /// finishes it once it has queued what it has (several events: one write per
+    /// connection). Returns the frames queued.
+    pub fn deliver_into(&self, event: &Event, writes: &mut Writes) -> usize {
         let app = event.app.clone();
         let delivered = match &event.target {
             Target::Channel(ch) => {
@@ -387,7 +400,7 @@ impl Hub {
                 let mut frames = deltas.get_mut(&key).and_then(|d| d.advance(ch, event));
                 channels
                     .get(&key)
-                    .map_or(0, |s| fan_out(s, event, frames.as_mut()))
+                    .map_or(0, |s| fan_out(s, event, frames.as_mut(), writes))
             }
             Target::User(user) => {
                 let key = (app, user.clone());
@@ -399,7 +412,7 @@ impl Hub {
                         }
                         0
                     }
-                    (_, Some(set)) => fan_out(set, event, None),
+                    (_, Some(set)) => fan_out(set, event, None, writes),
                     (_, None) => 0,
                 }
             }
@@ -409,7 +422,7 @@ impl Hub {
                 shard
                     .watchers
                     .get(&key)
-                    .map_or(0, |s| fan_out(s, event, None))
+                    .map_or(0, |s| fan_out(s, event, None, writes))
             }
         };
         self.0.out.add(&event.app, delivered);
@@ -421,7 +434,12 @@ impl Hub {
 }
 
 /// Queues `event` to every member but the excluded one, encoding lazily once per wire.
-fn fan_out(set: &Members, event: &Event, mut deltas: Option<&mut delta::DeltaFrames<'_>>) -> usize {
+fn fan_out(
+    set: &Members,
+    event: &Event,
+    mut deltas: Option<&mut delta::DeltaFrames<'_>>,
+    writes: &mut Writes,
+) -> usize {
     let mut frames: [Option<Option<Frame>>; FORMATS] = Default::default();
     let interest = event.kind.interest();
     let mut n = 0;
@@ -438,7 +456,7 @@ fn fan_out(set: &Members, event: &Event, mut deltas: Option<&mut delta::DeltaFra
             (&r.delta, deltas.as_deref_mut(), &r.encoder.delta)
         {
             if let Some(f) = d.frame_for(seen, enc) {
-                if r.outbox.push(f) {
+                if r.outbox.push_deferred(f, writes) {
                     n += 1;
                 }
             }
@@ -450,7 +468,7 @@ fn fan_out(set: &Members, event: &Event, mut deltas: Option<&mut delta::DeltaFra
         let encoder = r.encoder;
         let frame = frames[encoder.slot].get_or_insert_with(|| (encoder.encode)(event));
         if let Some(f) = frame {
-            if r.outbox.push_live(f.clone(), event) {
+            if r.outbox.push_live(f.clone(), event, writes) {
                 n += 1;
             }
         }

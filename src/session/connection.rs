@@ -150,9 +150,13 @@ pub(crate) fn run<P: Protocol + 'static, T: Transport>(
     hs: P::Handshake,
 ) -> impl Future<Output = ()> {
     use futures_util::FutureExt as _;
+    let direct = transport.direct();
     let (sink, mut source) = transport.split();
     let token = deps.shutdown.child_token();
     let (outbox, rx) = deps.hub.outbox(deps.server.outbox_capacity, token);
+    if let Some(socket) = direct {
+        outbox.attach(socket);
+    }
     let writer = write_loop(sink, rx, outbox.clone(), P::close_code);
     let session = async move {
         // Refused: the refusal (error + close) is queued; the writer sends it and stops.
@@ -280,8 +284,11 @@ async fn write_loop(
         tokio::select! {
             biased;
             _ = token.cancelled() => {
-                // What is still queued is dropped; the close follows what the socket took.
-                rx.close();
+                // What is still queued is dropped; the close follows what the socket took,
+                // a frame a fan-out began writing included.
+                if let Some(Out::Rest(tail)) = rx.close().await {
+                    sink.rest(tail);
+                }
                 let reason = outbox.close_reason().unwrap_or(CloseReason::Shutdown);
                 let wait = if reason == CloseReason::SlowConsumer { SLOW_CLOSE_WAIT } else { CLOSE_TIMEOUT };
                 let (code, text) = close_code(reason);
@@ -323,6 +330,7 @@ async fn write_batch(sink: &mut impl FrameSink, batch: &mut Vec<Out>) -> bool {
             Out::Frame(f) => sink.feed(f),
             Out::Ping => sink.ping(),
             Out::Pong(payload) => sink.pong(payload),
+            Out::Rest(bytes) => sink.rest(bytes),
             Out::Written(done) => {
                 if sink.flush().await.is_err() {
                     return true;

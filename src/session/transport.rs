@@ -3,11 +3,13 @@
 //! (in `ws`), and an HTTP streaming transport implements the same pair.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 
 use crate::frame::Frame;
+use crate::hub::Direct;
 
 /// What the client sent.
 pub enum Inbound {
@@ -49,6 +51,12 @@ pub trait FrameSink: Send + 'static {
     /// Sends a close with `code` after what is queued, waiting at most `wait`.
     fn close(&mut self, code: u16, reason: &str, wait: Duration)
         -> impl Future<Output = ()> + Send;
+    /// Queues the tail of a frame a fan-out began writing through the socket
+    /// ([`Transport::direct`]): raw bytes, written before anything fed after them.
+    fn rest(&mut self, bytes: Bytes) {
+        let _ = bytes;
+        unreachable!("only a transport with a direct socket is given a frame's rest");
+    }
 }
 
 /// A connection that splits into its two directions.
@@ -59,6 +67,11 @@ pub trait Transport {
     type Sink: FrameSink;
     /// The reading half.
     type Source: FrameSource;
+    /// The socket, when fan-outs may write whole frames to it themselves while the sink is
+    /// idle (plain TCP WebSocket); its sink then takes [`FrameSink::rest`].
+    fn direct(&self) -> Option<Arc<dyn Direct>> {
+        None
+    }
     /// Splits the connection.
     fn split(self) -> (Self::Sink, Self::Source);
 }

@@ -2,7 +2,9 @@
 //!
 //! The write side sends frames exactly as the hub framed them ([`Frame::wire`]: header and
 //! payload, shared by every recipient) with vectored writes, a batch per system call, and
-//! keeps at most a few slots between batches. The read side parses frame headers with tungstenite's
+//! keeps at most a few slots between batches. On plain TCP the socket is also given to the
+//! hub ([`Transport::direct`]): a fan-out writes whole frames to it while this side is idle,
+//! and hands back the tail of one the socket did not take ([`FrameSink::rest`]). The read side parses frame headers with tungstenite's
 //! codec, takes a read buffer only while a message is incomplete, and enforces the rules a
 //! server must (masking, reserved bits, control frames, fragmentation, UTF-8, size), each
 //! violation ending the connection with its close code.
@@ -10,6 +12,7 @@
 use std::collections::VecDeque;
 use std::io::{self, Cursor, IoSlice};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
@@ -19,6 +22,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 
 use super::transport::{FrameSink, FrameSource, Gone, Inbound, Transport};
 use crate::frame::{self, Frame};
+use crate::hub::Direct;
 
 /// Largest read of one system call; the chunk lives on the stack only while reading.
 const READ_CHUNK: usize = 16 * 1024;
@@ -38,6 +42,8 @@ pub struct WebSocket<R, W> {
     pub pre: Bytes,
     /// Kept with the reading half until the connection ends.
     pub guard: Box<dyn Send>,
+    /// The socket itself, when fan-outs may write frames to it (plain TCP).
+    pub direct: Option<Arc<dyn Direct>>,
     /// Limits of both halves.
     pub limits: Limits,
 }
@@ -61,6 +67,10 @@ where
     const NAME: &'static str = "ws";
     type Sink = WsSink<W>;
     type Source = WsSource<R>;
+
+    fn direct(&self) -> Option<Arc<dyn Direct>> {
+        self.direct.clone()
+    }
 
     fn split(self) -> (WsSink<W>, WsSource<R>) {
         let sink = WsSink {
@@ -141,6 +151,10 @@ impl<W: AsyncWrite + Unpin + Send + 'static> FrameSink for WsSink<W> {
 
     fn ping(&mut self) {
         self.queue(Bytes::from_static(&[0x89, 0x00]));
+    }
+
+    fn rest(&mut self, bytes: Bytes) {
+        self.queue(bytes);
     }
 
     fn pong(&mut self, payload: Bytes) {
@@ -361,6 +375,7 @@ mod tests {
             write: ours,
             pre: Bytes::new(),
             guard: Box::new(()),
+            direct: None,
             limits: LIMITS,
         };
         (ws.split().0, theirs)
@@ -407,6 +422,7 @@ mod tests {
             write: tokio::io::sink(),
             pre: Bytes::from(masked(0x89, b"hb")),
             guard: Box::new(()),
+            direct: None,
             limits: LIMITS,
         };
         let (_, mut source) = ws.split();

@@ -6,8 +6,12 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+mod through;
+
+pub use through::Writes;
+
 use super::budget::QueueBudget;
-use super::queue::{Queue, Refused};
+use super::queue::{Direct, Pushed, Queue, Refused};
 use crate::frame::{CloseReason, Frame};
 use crate::metrics;
 
@@ -26,6 +30,8 @@ pub enum Out {
     /// Answered once everything queued before it was written to the socket (a catch-up
     /// removes events from a queue only then).
     Written(tokio::sync::oneshot::Sender<()>),
+    /// What a write through left of a frame: raw bytes, the frame's tail, to go first.
+    Rest(bytes::Bytes),
 }
 
 /// The sending half of a connection's outbound queue, shared by the hub and the session.
@@ -114,7 +120,13 @@ impl Outbox {
     /// `low` priority event is dropped (and counted) when the queue is more than 80 % full,
     /// so that room stays for the others; a full queue closes the connection as a slow
     /// consumer, so `high` events are never dropped silently.
-    pub fn push_live(&self, frame: Frame, event: &crate::event::Event) -> bool {
+    /// A first item for an idle writer is listed in `writes` instead of waking it.
+    pub fn push_live(
+        &self,
+        frame: Frame,
+        event: &crate::event::Event,
+        writes: &mut Writes,
+    ) -> bool {
         if event.meta.priority == crate::event::Priority::Low {
             let (free, max) = (self.0.queue.free(), self.0.queue.capacity());
             if free * 5 < max {
@@ -141,7 +153,7 @@ impl Outbox {
                 return true;
             }
         }
-        self.push(frame)
+        self.enqueue(Out::Frame(frame), Some(writes))
     }
 
     /// Stops holding: queues the held frames, except those `replayed` says were already sent
@@ -247,16 +259,33 @@ impl Outbox {
 
     /// Queues any item (a frame is charged to the budgets), never waiting.
     pub fn push_out(&self, out: Out) -> bool {
+        self.enqueue(out, None)
+    }
+
+    /// Queues a frame of a fan-out: a first item for an idle writer is listed in `writes`.
+    pub fn push_deferred(&self, frame: Frame, writes: &mut Writes) -> bool {
+        self.enqueue(Out::Frame(frame), Some(writes))
+    }
+
+    /// Queues `out`; a first item for an idle writer wakes it, or is listed in `writes`.
+    fn enqueue(&self, out: Out, writes: Option<&mut Writes>) -> bool {
         let len = frame_len(&out);
         if len > 0 && !self.charge(len) {
             return false;
         }
-        let sent = self.0.queue.try_push(out);
+        let sent = self.0.queue.push_deferred(out);
         if sent.is_err() {
             self.taken(len);
         }
         match sent {
-            Ok(()) => true,
+            Ok(Pushed::Queued) => true,
+            Ok(Pushed::Deferred) => {
+                match writes {
+                    Some(w) => w.add(self.clone()),
+                    None => self.0.queue.wake(),
+                }
+                true
+            }
             Err((Refused::Full, _)) => {
                 if self.kill(CloseReason::SlowConsumer) {
                     metrics::slow_consumer_closed();
@@ -265,6 +294,12 @@ impl Outbox {
             }
             Err((Refused::Closed, _)) => false,
         }
+    }
+
+    /// Lets fan-outs write this connection's frames to `socket` themselves while its writer
+    /// is idle (see [`Writes`]).
+    pub fn attach(&self, socket: Arc<dyn Direct>) {
+        self.0.queue.attach(socket);
     }
 
     /// Charges a frame of `len` bytes to this queue and the node; over a budget the
@@ -344,15 +379,26 @@ impl Outbox {
 /// The writer's end of an outbox.
 pub struct Receiver(Outbox);
 
+impl Drop for Receiver {
+    /// The writer ended: nothing may write to its socket any more, and the outbox must not
+    /// keep the socket open.
+    fn drop(&mut self) {
+        self.0 .0.queue.detach();
+    }
+}
+
 impl Receiver {
     /// Waits for queued items and moves up to `max` of them into `out`; 0 once closed.
     pub async fn take(&mut self, out: &mut Vec<Out>, max: usize) -> usize {
         self.0 .0.queue.take(out, max).await
     }
 
-    /// Stops the queue: later pushes are refused, what is queued is dropped.
-    pub fn close(&mut self) {
-        self.0 .0.queue.close();
+    /// Stops the queue: later pushes are refused, what is queued is dropped. Returns the
+    /// tail of a frame a fan-out was writing meanwhile, which must go out before a close.
+    pub async fn close(&mut self) -> Option<Out> {
+        let queue = &self.0 .0.queue;
+        queue.close();
+        queue.settle().await
     }
 
     /// The next queued item, if any (tests).
@@ -430,19 +476,19 @@ mod tests {
         let mut low = event("1-1");
         low.meta.priority = crate::event::Priority::Low;
         assert!(
-            outbox.push_live(Frame::from("low-1"), &low),
+            outbox.push_live(Frame::from("low-1"), &low, &mut Writes::default()),
             "room to spare"
         );
         for i in 0..8 {
             assert!(outbox.push(Frame::from(format!("n{i}"))));
         }
         assert!(
-            !outbox.push_live(Frame::from("low-2"), &low),
+            !outbox.push_live(Frame::from("low-2"), &low, &mut Writes::default()),
             "dropped at 90 % full"
         );
         let mut high = event("1-2");
         high.meta.priority = crate::event::Priority::High;
-        assert!(outbox.push_live(Frame::from("high"), &high));
+        assert!(outbox.push_live(Frame::from("high"), &high, &mut Writes::default()));
         assert_eq!(drain(&mut rx).len(), 10);
         assert!(outbox.close_reason().is_none());
     }
@@ -456,8 +502,16 @@ mod tests {
         );
         outbox.hold();
         // Live events arrive while the replay is being read; e2 is also in the replay.
-        assert!(outbox.push_live(Frame::from("live-e2"), &event("1-2")));
-        assert!(outbox.push_live(Frame::from("live-e3"), &event("1-3")));
+        assert!(outbox.push_live(
+            Frame::from("live-e2"),
+            &event("1-2"),
+            &mut Writes::default()
+        ));
+        assert!(outbox.push_live(
+            Frame::from("live-e3"),
+            &event("1-3"),
+            &mut Writes::default()
+        ));
         assert!(
             drain(&mut rx).is_empty(),
             "nothing live goes out before the replay"
@@ -470,7 +524,11 @@ mod tests {
                 .await
         );
         assert!(!outbox.is_holding());
-        outbox.push_live(Frame::from("live-e4"), &event("1-4"));
+        outbox.push_live(
+            Frame::from("live-e4"),
+            &event("1-4"),
+            &mut Writes::default(),
+        );
         assert_eq!(
             drain(&mut rx),
             ["replay-e1", "replay-e2", "live-e3", "live-e4"]

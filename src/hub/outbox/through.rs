@@ -1,0 +1,188 @@
+//! Writing through: a fan-out writes a connection's frames to its socket itself, once it
+//! holds no lock, instead of waking the connection's writer (a task switch and a poll per
+//! connection per event). Only while the writer is idle (the queue says who writes:
+//! [`Queue::lend`](super::super::queue::Queue::lend)), so there is one writer at a time and
+//! the queue's order is the socket's order; what the socket does not take goes back in
+//! front, for the writer to finish.
+
+use super::{Out, Outbox};
+use std::sync::atomic::Ordering;
+
+/// Frames written through per system call.
+const MAX_LENT: usize = 64;
+
+/// Connections a fan-out queued a first item for. Once the fan-out holds no lock,
+/// [`Writes::finish`] writes their frames to each socket from here (a connection whose
+/// writer is idle needs no wake-up: a task switch per connection per event saved), or wakes
+/// the writers of those it cannot write to (TLS, HTTP streaming, a full socket).
+#[derive(Default)]
+pub struct Writes(Vec<Outbox>);
+
+impl Drop for Writes {
+    /// A list dropped unfinished would leave its writers asleep with frames queued.
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+impl Writes {
+    /// Lists a connection given a first item (see [`Outbox::push_deferred`]).
+    pub(super) fn add(&mut self, outbox: Outbox) {
+        self.0.push(outbox);
+    }
+
+    /// Writes through, or wakes, every connection listed; the list is left empty.
+    pub fn finish(&mut self) {
+        let mut lent = Vec::new();
+        for outbox in self.0.drain(..) {
+            outbox.write_through(&mut lent);
+        }
+    }
+}
+
+impl Outbox {
+    /// Writes the leading frames to the socket without waiting, when the writer is idle;
+    /// what the socket did not take goes back in front, for the writer (woken) to finish.
+    /// `lent` is scratch space, left empty.
+    fn write_through(&self, lent: &mut Vec<Out>) {
+        if self.0.reason.load(Ordering::Acquire) != 0 {
+            return; // killed: its writer is ending, woken by the token
+        }
+        let is_frame = |o: &Out| matches!(o, Out::Frame(_));
+        let Some(socket) = self.0.queue.lend(lent, MAX_LENT, is_frame) else {
+            return;
+        };
+        let mut iov = [std::io::IoSlice::new(&[]); MAX_LENT];
+        for (slot, out) in iov.iter_mut().zip(lent.iter()) {
+            if let Out::Frame(f) = out {
+                *slot = std::io::IoSlice::new(f.wire());
+            }
+        }
+        // An error other than a full socket is the writer's to meet (and end on): it gets
+        // everything back.
+        let mut left = socket.try_write_vectored(&iov[..lent.len()]).unwrap_or(0);
+        let mut done = 0;
+        for out in lent.iter_mut() {
+            let Out::Frame(f) = out else { break };
+            let wire = f.wire();
+            if left < wire.len() {
+                if left > 0 {
+                    // Begun: it leaves the budget like a frame the writer took.
+                    self.taken(f.len());
+                    *out = Out::Rest(wire.slice(left..));
+                }
+                break;
+            }
+            self.taken(f.len());
+            left -= wire.len();
+            done += 1;
+        }
+        lent.drain(..done);
+        self.0.queue.give_back(lent.drain(..));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::frame::Frame;
+    use crate::hub::QueueBudget;
+
+    /// A connected loopback pair, the server's send buffer small: (server side, client side).
+    async fn sockets() -> (Arc<tokio::net::TcpStream>, tokio::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        socket2::SockRef::from(&server)
+            .set_send_buffer_size(64 * 1024)
+            .unwrap();
+        (Arc::new(server), client)
+    }
+
+    async fn read_exactly(client: &mut tokio::net::TcpStream, n: usize) -> Vec<u8> {
+        use tokio::io::AsyncReadExt as _;
+        let mut got = vec![0; n];
+        tokio::time::timeout(Duration::from_secs(10), client.read_exact(&mut got))
+            .await
+            .expect("the bytes arrive")
+            .unwrap();
+        got
+    }
+
+    #[tokio::test]
+    async fn a_fan_out_writes_to_an_idle_socket_itself_and_the_writer_finishes_a_full_one() {
+        let budget = Arc::new(QueueBudget::new(1 << 24, 1 << 24));
+        let (outbox, mut rx) = Outbox::new(16, CancellationToken::new(), budget.clone());
+        let (server, mut client) = sockets().await;
+        outbox.attach(server.clone());
+        let (a, b) = (Frame::new("a"), Frame::new("b"));
+        let mut writes = Writes::default();
+        assert!(outbox.push_deferred(a.clone(), &mut writes));
+        assert!(outbox.push_deferred(b.clone(), &mut writes));
+        writes.finish();
+        assert!(
+            rx.try_recv().is_none(),
+            "written through: nothing left for the writer"
+        );
+        let want = [a.wire().to_vec(), b.wire().to_vec()].concat();
+        assert_eq!(read_exactly(&mut client, want.len()).await, want);
+        assert_eq!(budget.used(), 0);
+
+        // The client reads nothing: a large frame fills the socket, its tail goes back in
+        // front, and the frame after it waits behind.
+        let big = Frame::new(&"x".repeat(4 << 20));
+        let mut writes = Writes::default();
+        assert!(outbox.push_deferred(big.clone(), &mut writes));
+        assert!(outbox.push_deferred(b.clone(), &mut writes));
+        writes.finish();
+        let mut rest = Vec::new();
+        while let Some(out) = rx.try_recv() {
+            rest.push(out);
+        }
+        let [Out::Rest(tail), Out::Frame(after)] = &rest[..] else {
+            panic!("expected the big frame's tail, then b");
+        };
+        assert!(
+            !tail.is_empty() && tail.len() < big.wire().len(),
+            "cut inside the frame"
+        );
+        assert_eq!(after.wire(), b.wire());
+        assert_eq!(
+            budget.used(),
+            b.len(),
+            "only the frame not begun is still charged"
+        );
+        // The writer's part: what it was given back, in order.
+        let sent = big.wire().len() - tail.len();
+        let writer = {
+            let (tail, after) = (tail.clone(), after.wire().clone());
+            tokio::spawn(async move {
+                for bytes in [tail, after] {
+                    let mut at = 0;
+                    while at < bytes.len() {
+                        server.writable().await.unwrap();
+                        match server.try_write(&bytes[at..]) {
+                            Ok(n) => at += n,
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                }
+            })
+        };
+        let want = [big.wire().to_vec(), b.wire().to_vec()].concat();
+        let got = read_exactly(&mut client, want.len()).await;
+        assert!(
+            got == want,
+            "every byte once, in order ({sent} written through)"
+        );
+        writer.await.unwrap();
+    }
+}
