@@ -74,7 +74,7 @@ impl Lane {
                 self.remember(&event);
                 self.hub.deliver_into(&event, &mut writes);
             }
-            writes.finish();
+            writes.finish_in_turns().await;
         }
     }
 

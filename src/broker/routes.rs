@@ -192,7 +192,7 @@ impl Routes {
                                 None => break,
                             }
                         }
-                        writes.finish();
+                        writes.finish_in_turns().await;
                     }
                     None => return CLOSED.into(),
                 },
