@@ -177,13 +177,13 @@ impl Routes {
         }
         link.wake.notify_one();
         let mut first = true;
+        let mut writes = Writes::default();
         loop {
             tokio::select! {
                 m = messages.next() => match m {
                     Some(payload) => {
                         // What else has arrived is delivered with it: a connection is written
                         // to once for all of them.
-                        let mut writes = Writes::default();
                         received(&self.redis, hub, &payload, &mut writes);
                         for _ in 1..RECEIVE_BATCH {
                             match messages.next().now_or_never() {

@@ -27,7 +27,7 @@ pub enum Stream {
 /// The reading half of a [`Stream`].
 pub enum ReadHalf {
     /// The socket: no lock between the halves.
-    Plain(Arc<TcpStream>),
+    Plain(Shared),
     /// A TLS session is one state for both directions.
     Tls(tokio::io::ReadHalf<Box<TlsStream<TcpStream>>>),
 }
@@ -35,7 +35,7 @@ pub enum ReadHalf {
 /// The writing half of a [`Stream`].
 pub enum WriteHalf {
     /// The socket.
-    Plain(Arc<TcpStream>),
+    Plain(Shared),
     /// The TLS session's writing side.
     Tls(tokio::io::WriteHalf<Box<TlsStream<TcpStream>>>),
 }
@@ -46,7 +46,10 @@ impl Stream {
         match self {
             Stream::Plain(tcp) => {
                 let tcp = Arc::new(tcp);
-                (ReadHalf::Plain(tcp.clone()), WriteHalf::Plain(tcp))
+                (
+                    ReadHalf::Plain(Shared(tcp.clone())),
+                    WriteHalf::Plain(Shared(tcp)),
+                )
             }
             Stream::Tls(tls) => {
                 let (r, w) = tokio::io::split(tls);
@@ -61,7 +64,7 @@ impl WriteHalf {
     /// TLS session's state is this half's alone).
     pub fn direct(&self) -> Option<Arc<dyn Direct>> {
         match self {
-            WriteHalf::Plain(tcp) => Some(tcp.clone()),
+            WriteHalf::Plain(Shared(tcp)) => Some(tcp.clone()),
             WriteHalf::Tls(_) => None,
         }
     }
@@ -73,63 +76,37 @@ impl Direct for TcpStream {
     }
 }
 
-/// A shared socket's read: wait for readiness, then read without waiting.
-fn read_shared(
-    tcp: &TcpStream,
-    cx: &mut Context<'_>,
-    buf: &mut ReadBuf<'_>,
-) -> Poll<io::Result<()>> {
-    loop {
-        ready!(tcp.poll_read_ready(cx))?;
-        match tcp.try_read(buf.initialize_unfilled()) {
-            Ok(n) => {
-                buf.advance(n);
-                return Poll::Ready(Ok(()));
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Poll::Ready(Err(e)),
-        }
-    }
-}
+/// A plain socket shared by a connection's halves (and, for writes while the writing half
+/// is idle, the hub): it reads and writes through `&self`, waiting for readiness first.
+pub struct Shared(Arc<TcpStream>);
 
-/// A shared socket's write: wait for readiness, then write without waiting.
-fn write_shared(
-    tcp: &TcpStream,
-    cx: &mut Context<'_>,
-    bufs: &[IoSlice<'_>],
-) -> Poll<io::Result<usize>> {
-    loop {
-        ready!(tcp.poll_write_ready(cx))?;
-        match tcp.try_write_vectored(bufs) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            done => return Poll::Ready(done),
-        }
-    }
-}
-
-impl AsyncRead for ReadHalf {
+impl AsyncRead for Shared {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(tcp) => read_shared(tcp, cx, buf),
-            Self::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        loop {
+            ready!(self.0.poll_read_ready(cx))?;
+            match self.0.try_read(buf.initialize_unfilled()) {
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
         }
     }
 }
 
-impl AsyncWrite for WriteHalf {
+impl AsyncWrite for Shared {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Plain(tcp) => write_shared(tcp, cx, &[IoSlice::new(buf)]),
-            Self::Tls(s) => Pin::new(s).poll_write(cx, buf),
-        }
+        self.poll_write_vectored(cx, &[IoSlice::new(buf)])
     }
 
     fn poll_write_vectored(
@@ -137,38 +114,32 @@ impl AsyncWrite for WriteHalf {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Plain(tcp) => write_shared(tcp, cx, bufs),
-            Self::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        loop {
+            ready!(self.0.poll_write_ready(cx))?;
+            match self.0.try_write_vectored(bufs) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                done => return Poll::Ready(done),
+            }
         }
     }
 
     fn is_write_vectored(&self) -> bool {
-        match self {
-            Self::Plain(_) => true,
-            Self::Tls(s) => s.is_write_vectored(),
-        }
+        true
     }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(_) => Poll::Ready(Ok(())),
-            Self::Tls(s) => Pin::new(s).poll_flush(cx),
-        }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
     }
 
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            // The shared socket's write side (a FIN after what is queued); the socket itself
-            // closes when its last holder drops it.
-            Self::Plain(tcp) => Poll::Ready(
-                match socket2::SockRef::from(&**tcp).shutdown(std::net::Shutdown::Write) {
-                    Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
-                    done => done,
-                },
-            ),
-            Self::Tls(s) => Pin::new(s).poll_shutdown(cx),
-        }
+    /// The write side only (a FIN after what is queued); the socket closes when its last
+    /// holder drops it.
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(
+            match socket2::SockRef::from(&*self.0).shutdown(std::net::Shutdown::Write) {
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
+                done => done,
+            },
+        )
     }
 }
 
@@ -241,4 +212,6 @@ macro_rules! write_of {
 }
 
 read_of!(Stream);
+read_of!(ReadHalf);
 write_of!(Stream);
+write_of!(WriteHalf);

@@ -82,6 +82,30 @@ impl<T> State<T> {
     fn len(&self) -> usize {
         usize::from(self.first.is_some()) + self.items.len()
     }
+
+    /// Moves the first item and those after it that `take` accepts, at most `max` in all,
+    /// into `out` (the first one always: callers check it); gives back a drained buffer.
+    fn move_front(&mut self, out: &mut Vec<T>, max: usize, take: impl Fn(&T) -> bool) -> usize {
+        let before = out.len();
+        out.extend(self.first.take());
+        while out.len() - before < max && self.items.front().is_some_and(&take) {
+            out.extend(self.items.pop_front());
+        }
+        self.first = self.items.pop_front();
+        if self.items.is_empty() && self.items.capacity() > 0 {
+            self.items = VecDeque::new();
+        }
+        out.len() - before
+    }
+}
+
+/// Releases the lock, then wakes the consumer if it waits.
+fn wake_unlocked<T>(mut s: std::sync::MutexGuard<'_, State<T>>) {
+    let waker = s.waker.take();
+    drop(s);
+    if let Some(w) = waker {
+        w.wake();
+    }
 }
 
 impl<T> Queue<T> {
@@ -137,10 +161,7 @@ impl<T> Queue<T> {
 
     /// Wakes the consumer if it waits (after a deferred push).
     pub fn wake(&self) {
-        let waker = self.lock().waker.take();
-        if let Some(w) = waker {
-            w.wake();
-        }
+        wake_unlocked(self.lock());
     }
 
     /// Lets the socket be written from here: [`Self::lend`] gives it out.
@@ -171,22 +192,11 @@ impl<T> Queue<T> {
         let direct = match (&s.direct, &s.first) {
             (Some(d), Some(first)) if lendable(first) => d.clone(),
             _ => {
-                let waker = s.waker.take();
-                drop(s);
-                if let Some(w) = waker {
-                    w.wake();
-                }
+                wake_unlocked(s);
                 return None;
             }
         };
-        out.extend(s.first.take());
-        while out.len() < max && s.items.front().is_some_and(&lendable) {
-            out.extend(s.items.pop_front());
-        }
-        s.first = s.items.pop_front();
-        if s.items.is_empty() && s.items.capacity() > 0 {
-            s.items = VecDeque::new();
-        }
+        s.move_front(out, max, lendable);
         s.owner = Owner::Lent;
         drop(s);
         self.room.notify_waiters();
@@ -210,14 +220,8 @@ impl<T> Queue<T> {
                 }
             }
         }
-        let waker = if s.first.is_some() || s.closed {
-            s.waker.take()
-        } else {
-            None
-        };
-        drop(s);
-        if let Some(w) = waker {
-            w.wake();
+        if s.first.is_some() || s.closed {
+            wake_unlocked(s);
         }
     }
 
@@ -267,30 +271,19 @@ impl<T> Queue<T> {
         if s.closed {
             return Poll::Ready(0);
         }
-        let first = match s.first.take() {
-            Some(first) if s.owner != Owner::Lent => first,
-            taken => {
-                // Nothing to take, or a write through holds the front (it wakes us after).
-                s.first = taken;
-                if s.owner == Owner::Consumer {
-                    s.owner = Owner::Idle;
-                }
-                match &s.waker {
-                    Some(w) if w.will_wake(cx.waker()) => {}
-                    _ => s.waker = Some(cx.waker().clone()),
-                }
-                return Poll::Pending;
+        if s.first.is_none() || s.owner == Owner::Lent {
+            // Nothing to take, or a write through holds the front (it wakes us after).
+            if s.owner == Owner::Consumer {
+                s.owner = Owner::Idle;
             }
-        };
-        s.owner = Owner::Consumer;
-        out.push(first);
-        let n = s.items.len().min(max.saturating_sub(1));
-        out.extend(s.items.drain(..n));
-        s.first = s.items.pop_front();
-        if s.items.is_empty() && s.items.capacity() > 0 {
-            s.items = VecDeque::new();
+            match &s.waker {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => s.waker = Some(cx.waker().clone()),
+            }
+            return Poll::Pending;
         }
-        let n = n + 1;
+        s.owner = Owner::Consumer;
+        let n = s.move_front(out, max, |_| true);
         drop(s);
         self.room.notify_waiters();
         Poll::Ready(n)

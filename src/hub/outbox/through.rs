@@ -18,7 +18,11 @@ const TURN: usize = 64;
 /// writer is idle needs no wake-up: a task switch per connection per event saved), or wakes
 /// the writers of those it cannot write to (TLS, HTTP streaming, a full socket).
 #[derive(Default)]
-pub struct Writes(Vec<Outbox>);
+pub struct Writes {
+    listed: Vec<Outbox>,
+    /// Scratch for the frames of one write, kept between rounds.
+    lent: Vec<Out>,
+}
 
 impl Drop for Writes {
     /// A list dropped unfinished would leave its writers asleep with frames queued.
@@ -30,31 +34,30 @@ impl Drop for Writes {
 impl Writes {
     /// Lists a connection given a first item (see [`Outbox::push_deferred`]).
     pub(super) fn add(&mut self, outbox: Outbox) {
-        self.0.push(outbox);
+        self.listed.push(outbox);
     }
 
     /// Writes through, or wakes, every connection listed; the list is left empty.
     pub fn finish(&mut self) {
-        let mut lent = Vec::new();
-        for outbox in self.0.drain(..) {
-            outbox.write_through(&mut lent);
-        }
+        self.turn(self.listed.len());
     }
 
     /// [`Self::finish`], [`TURN`] connections at a time with a yield between: a fan-out to
     /// many connections (~5 µs a write on loopback) must not keep its worker from the tasks
     /// queued behind it, HTTP publishes among them, the whole node's on a one-core machine.
     pub async fn finish_in_turns(&mut self) {
-        let mut lent = Vec::new();
-        while !self.0.is_empty() {
-            let n = self.0.len().min(TURN);
-            for outbox in self.0.drain(..n) {
-                outbox.write_through(&mut lent);
-            }
-            if !self.0.is_empty() {
-                tokio::task::yield_now().await;
-            }
+        while self.turn(TURN) {
+            tokio::task::yield_now().await;
         }
+    }
+
+    /// Writes through, or wakes, the first `n` connections listed; whether any are left.
+    fn turn(&mut self, n: usize) -> bool {
+        let n = n.min(self.listed.len());
+        for outbox in self.listed.drain(..n) {
+            outbox.write_through(&mut self.lent);
+        }
+        !self.listed.is_empty()
     }
 }
 
