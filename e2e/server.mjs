@@ -12,10 +12,11 @@
 
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+
+import { freePort } from '../scripts/free-port.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 export const HOST = '127.0.0.1';
@@ -35,19 +36,6 @@ export function binaryPath() {
     throw new Error(`switchboard binary not found at ${bin}: run \`cargo build\` first or set SWITCHBOARD_BIN`);
   }
   return bin;
-}
-
-/** A loopback port that was free a moment ago: listen on port 0, read it, close. */
-export function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.once('error', reject);
-    srv.listen(0, HOST, () => {
-      const { port } = srv.address();
-      srv.close((err) => (err ? reject(err) : resolve(port)));
-    });
-  });
 }
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));

@@ -41,7 +41,8 @@ BENCH=$REL/switchboard-bench
 RAW="$OUT/cluster.jsonl"
 : > "$RAW"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+# Ports from below the ephemeral range, all of a topology at once (free-ports.py says why).
+free_ports() { python3 "$(dirname "${BASH_SOURCE[0]}")/free-ports.py" "$1"; }
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
@@ -51,11 +52,12 @@ start_redis() { # $1 = redis | cluster; sets REDIS_URL and REDIS_PORTS
   REDIS_PORTS=()
   local n=1
   [[ $1 == cluster ]] && n=3
-  for _ in $(seq 1 $n); do
-    local p; p=$(free_port)
+  local ports; mapfile -t ports < <(free_ports $((2 * n)))
+  for i in $(seq 0 $((n - 1))); do
+    local p=${ports[$((2 * i))]}
     local extra=()
     # The bus port defaults to port + 10000, past 65535 for high ports.
-    [[ $1 == cluster ]] && extra=(--cluster-port "$(free_port)" --cluster-enabled yes --cluster-config-file "$OUT/redis/nodes-$p.conf" --cluster-node-timeout 2000)
+    [[ $1 == cluster ]] && extra=(--cluster-port "${ports[$((2 * i + 1))]}" --cluster-enabled yes --cluster-config-file "$OUT/redis/nodes-$p.conf" --cluster-node-timeout 2000)
     redis-server --bind 127.0.0.1 --port "$p" --save '' --appendonly no --dir "$OUT/redis" \
       --logfile "$OUT/redis/$p.log" "${extra[@]}" &
     PIDS+=($!)
@@ -144,8 +146,9 @@ for topology in $TOPOLOGIES; do
         start_redis "$topology"
         prefix="bench-$RANDOM$RANDOM"
         PORTS=(); MPORTS=(); NPIDS=()
+        mapfile -t node_ports < <(free_ports $((2 * nodes)))
         for i in $(seq 1 "$nodes"); do
-          p=$(free_port); m=$(free_port)
+          p=${node_ports[$((2 * i - 2))]}; m=${node_ports[$((2 * i - 1))]}
           if [[ $SERVER == sockudo ]]; then
             sockudo_config "$p" "$prefix" > "$OUT/sockudo-$i.json"
             (cd "$(dirname "$SOCKUDO")/.." && exec ./bin/sockudo --config "$OUT/sockudo-$i.json") \

@@ -22,9 +22,10 @@ fi
 
 svc_dir=$(mktemp -d /tmp/switchboard-services.XXXXXX)
 chmod 755 "$svc_dir"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-
-redis_port=$(free_port)
+# Every port at once, so no two are alike, and from below the ephemeral range (free-ports.py says why).
+mapfile -t svc_ports < <(python3 "$(dirname "${BASH_SOURCE[0]}")/free-ports.py" 8)
+[ ${#svc_ports[@]} -eq 8 ] || { echo "services: no free loopback ports" >&2; false; }
+redis_port=${svc_ports[0]}
 redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no \
   --daemonize yes --pidfile "$svc_dir/redis.pid" --logfile "$svc_dir/redis.log" --dir "$svc_dir"
 export SWITCHBOARD_TEST_REDIS_URL="redis://127.0.0.1:$redis_port"
@@ -39,10 +40,10 @@ retry_30s() {
 # A Redis Cluster of 3 primaries, no replicas (issue 19). Each node's cluster bus port is set
 # (--cluster-port), not the default port + 10000, which may lie past 65535.
 cluster_ports=()
-for _ in 1 2 3; do
-  cluster_port=$(free_port)
+for i in 1 2 3; do
+  cluster_port=${svc_ports[$((2 * i - 1))]}
   redis-server --cluster-enabled yes --cluster-config-file "$svc_dir/nodes-$cluster_port.conf" \
-    --cluster-node-timeout 1000 --cluster-port "$(free_port)" \
+    --cluster-node-timeout 1000 --cluster-port "${svc_ports[$((2 * i))]}" \
     --bind 127.0.0.1 --port "$cluster_port" --save '' --appendonly no \
     --daemonize yes --pidfile "$svc_dir/redis-cluster-$cluster_port.pid" \
     --logfile "$svc_dir/redis-cluster-$cluster_port.log" --dir "$svc_dir"
@@ -63,7 +64,7 @@ redis-cli --cluster create "${cluster_ports[@]/#/127.0.0.1:}" --cluster-yes \
 retry_30s "redis cluster_state:ok on every node" cluster_ok
 export SWITCHBOARD_TEST_REDIS_CLUSTER_URL="redis://127.0.0.1:${cluster_ports[0]}"
 
-pg_port=$(free_port)
+pg_port=${svc_ports[7]}
 pg_data="$svc_dir/pg"
 run_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 if [ "$(id -u)" = 0 ]; then

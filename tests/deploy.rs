@@ -6,13 +6,15 @@
 //! (`systemd-analyze`, `nginx -t`, `caddy validate`, PyYAML for the compose file), with a
 //! printed note where it is not. The Dockerfile's HEALTHCHECK runs against the real binary.
 
+mod support;
+
 use std::io::Read;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::free_port;
 use switchboard::config::Config;
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
@@ -266,14 +268,6 @@ fn dockerignore_keeps_what_the_build_needs() {
             );
         }
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `switchboard serve` on `port`, with the environment the image sets, plus `extra`.

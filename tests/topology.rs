@@ -111,3 +111,27 @@ async fn sentinel_group_fails_over() {
     assert_eq!(redis_cli(&["-p", &new_s, "SET", "k", "w"]).await, "OK");
     println!("whole test {:?}", t0.elapsed());
 }
+
+/// The ports the topologies are given lie below the kernel's ephemeral range, so that no
+/// outgoing connection (a replica's link, a cluster bus link) takes one as its source port
+/// between the pick and the bind. CI once lost a sentinel group's Redis to "Address already
+/// in use" when the ports came from `bind(127.0.0.1:0)`, which picks inside the range.
+#[test]
+fn picked_ports_lie_below_the_ephemeral_range_and_are_distinct() {
+    let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .map(|s| s.split_whitespace().next().unwrap().parse().unwrap())
+        .unwrap_or(32768);
+    // The positive control: the kernel's own pick is inside the range.
+    let kernel = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    assert!(kernel.local_addr().unwrap().port() >= low);
+    let ports = support::free_ports(64);
+    let distinct: std::collections::BTreeSet<_> = ports.iter().collect();
+    assert_eq!(distinct.len(), 64, "{ports:?}");
+    assert!(
+        ports.iter().all(|&p| p < low),
+        "{ports:?} (ephemeral from {low})"
+    );
+    let mut more = support::free_ports(8);
+    more.retain(|p| ports.contains(p));
+    assert!(more.is_empty(), "picked twice: {more:?}");
+}

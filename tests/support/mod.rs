@@ -576,16 +576,59 @@ impl Api {
     }
 }
 
-/// A fresh directory under the system temp dir, unique to this process and call.
 /// A loopback port that was free a moment ago, for a server process a test starts.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    free_ports(1)[0]
 }
 
+/// `n` distinct loopback ports, each free when picked, for processes a test starts.
+///
+/// They come from below the kernel's ephemeral range. A port from `bind(127.0.0.1:0)` is in
+/// that range, and once the test releases it, any outgoing connection on the box (a replica's
+/// link to its primary, a cluster bus link, a client) may take it as its source port before the
+/// process binds it: CI saw a sentinel group's Redis fail with "Address already in use" that
+/// way. Below the range, no socket gets a port without asking for it by number. A cursor per
+/// process keeps one test binary's picks apart; the bind probe skips what another process holds.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static CURSOR: AtomicU32 = AtomicU32::new(u32::MAX);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let (base, span) = (10_000, ephemeral_low.saturating_sub(10_000));
+    if span < 1000 {
+        // An unusual range leaves no room below it: fall back to the kernel's pick.
+        let held: Vec<_> = (0..n)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        return held
+            .iter()
+            .map(|l| l.local_addr().unwrap().port())
+            .collect();
+    }
+    // Processes start their cursors apart, so two test binaries at once rarely probe alike.
+    let start = std::process::id().wrapping_mul(2_654_435_761) % span;
+    let _ = CURSOR.compare_exchange(u32::MAX, start, Ordering::Relaxed, Ordering::Relaxed);
+    let mut ports = Vec::with_capacity(n);
+    for _ in 0..span {
+        if ports.len() == n {
+            break;
+        }
+        let port = (base + CURSOR.fetch_add(1, Ordering::Relaxed) % span) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            ports.push(port);
+        }
+    }
+    assert_eq!(
+        ports.len(),
+        n,
+        "no {n} free loopback ports below {ephemeral_low}"
+    );
+    ports
+}
+
+/// A fresh directory under the system temp dir, unique to this process and call.
 pub fn temp_dir(what: &str) -> std::path::PathBuf {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

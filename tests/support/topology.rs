@@ -72,16 +72,6 @@ pub fn redis_topology_available(test: &str) -> bool {
 // Processes and commands.
 // ============================================================================================
 
-/// `n` distinct loopback ports that were free a moment ago (held together while picked).
-fn free_ports(n: usize) -> Vec<u16> {
-    let held: Vec<_> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    held.iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
-}
-
 /// One Redis process of a topology (a data node or a sentinel), restartable with its args.
 struct Proc {
     port: u16,

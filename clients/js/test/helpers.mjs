@@ -23,6 +23,10 @@ import WebSocket from 'ws';
 
 import { BusClient } from '../dist/index.js';
 
+import { freePort } from '../../../scripts/free-port.mjs';
+
+export { freePort };
+
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 export const HOST = '127.0.0.1';
 export const APP = Object.freeze({ id: 'app-id', key: 'app-key', secret: 'app-secret' });
@@ -39,19 +43,6 @@ export function binaryPath() {
     throw new Error(`switchboard binary not found at ${bin}: run \`cargo build\` or set SWITCHBOARD_BIN`);
   }
   return bin;
-}
-
-/** A loopback port that was free a moment ago. */
-export function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.once('error', reject);
-    srv.listen(0, HOST, () => {
-      const { port } = srv.address();
-      srv.close((err) => (err ? reject(err) : resolve(port)));
-    });
-  });
 }
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
