@@ -9,13 +9,14 @@
 //! allocates nothing; a burst borrows a buffer and gives it back once drained.
 //!
 //! A fan-out may also write a connection's frames itself instead of waking its writer
-//! ([`Queue::lend`]): the socket has one writer at a time, so the queue says who that is.
-//! While the consumer waits for items, nothing is in flight on the socket and the front may
-//! be lent (and what was not written given back, in front); while it is busy between a take
-//! and its next poll, a push wakes nobody and it finds the item itself.
+//! ([`Queue::write_idle`]): the socket has one writer at a time, so the queue says who that
+//! is. While the consumer waits for items, nothing is in flight on the socket and the front
+//! may be written under the queue's lock (what was not written stays in front); while it is
+//! busy between a take and its next poll, a push wakes nobody and it finds the item itself.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
@@ -37,15 +38,12 @@ pub trait Direct: Send + Sync {
     fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
 }
 
-/// Who may write to the socket now.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Owner {
-    /// The consumer waits for items: nothing of this queue is in flight.
-    Idle,
-    /// The consumer took items and has not polled since: it is writing them.
-    Consumer,
-    /// [`Queue::lend`] gave the front to a direct write.
-    Lent,
+/// What a write through did with the front (see [`Queue::write_idle`]).
+pub struct Wrote<T> {
+    /// Leading items written whole: they leave the queue.
+    pub whole: usize,
+    /// What is left of the next item when it was begun: it replaces that item in front.
+    pub tail: Option<T>,
 }
 
 /// What a push asks of its caller.
@@ -54,7 +52,7 @@ pub enum Pushed {
     /// Nothing: the consumer is busy, or already has items to find.
     Queued,
     /// The item is the first for an idle consumer: the caller, holding no lock, writes it
-    /// through ([`Queue::lend`]) or wakes the consumer ([`Queue::wake`]).
+    /// through ([`Queue::write_idle`]) or wakes the consumer ([`Queue::wake`]).
     Deferred,
 }
 
@@ -63,6 +61,9 @@ pub(crate) struct Queue<T> {
     capacity: usize,
     /// Woken when items are taken or the queue closes (producers waiting for room).
     room: Notify,
+    /// Producers waiting for room: a take notifies `room` only when there are some (its
+    /// lock and atomic would otherwise be paid on every take).
+    waiting: AtomicUsize,
 }
 
 struct State<T> {
@@ -73,7 +74,9 @@ struct State<T> {
     /// The consumer, waiting for the first item.
     waker: Option<Waker>,
     closed: bool,
-    owner: Owner,
+    /// The consumer took items and has not polled since: it is writing them, and nobody else
+    /// may write to the socket.
+    busy: bool,
     /// The socket, for writes through; dropped when the queue closes or its consumer ends.
     direct: Option<Arc<dyn Direct>>,
 }
@@ -92,10 +95,15 @@ impl<T> State<T> {
             out.extend(self.items.pop_front());
         }
         self.first = self.items.pop_front();
+        self.shrink();
+        out.len() - before
+    }
+
+    /// Gives back a drained buffer: an idle queue holds none.
+    fn shrink(&mut self) {
         if self.items.is_empty() && self.items.capacity() > 0 {
             self.items = VecDeque::new();
         }
-        out.len() - before
     }
 }
 
@@ -116,11 +124,21 @@ impl<T> Queue<T> {
                 items: VecDeque::new(),
                 waker: None,
                 closed: false,
-                owner: Owner::Idle,
+                busy: false,
                 direct: None,
             }),
             capacity: capacity.max(1),
             room: Notify::new(),
+            waiting: AtomicUsize::new(0),
+        }
+    }
+
+    /// Tells producers waiting for room that items left.
+    fn made_room(&self) {
+        // SeqCst pairs with `push_waiting`'s count: a producer counted after this load
+        // checked the queue after our take (both under the lock), so it saw the room.
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.room.notify_waiters();
         }
     }
 
@@ -146,7 +164,7 @@ impl<T> Queue<T> {
         }
         if s.first.is_none() {
             s.first = Some(item);
-            return Ok(if s.owner == Owner::Idle {
+            return Ok(if !s.busy {
                 Pushed::Deferred
             } else {
                 Pushed::Queued
@@ -164,7 +182,7 @@ impl<T> Queue<T> {
         wake_unlocked(self.lock());
     }
 
-    /// Lets the socket be written from here: [`Self::lend`] gives it out.
+    /// Lets the socket be written from here ([`Self::write_idle`]).
     pub fn attach(&self, direct: Arc<dyn Direct>) {
         self.lock().direct = Some(direct);
     }
@@ -175,72 +193,57 @@ impl<T> Queue<T> {
         drop(direct);
     }
 
-    /// When the consumer is idle and the queue has a socket: moves the leading items that
-    /// `lendable` accepts (at most `max`) into `out` and returns the socket; the caller writes
-    /// them and must then [`Self::give_back`] what it did not write. Otherwise wakes the
-    /// consumer if it has items to find, and returns `None`.
-    pub fn lend(
+    /// When the consumer is idle and the queue has a socket: `write` writes the leading items
+    /// to it, under the queue's lock, and says what it wrote; that leaves the queue, and a
+    /// begun item's tail takes its place in front. Then, or when the front cannot be written
+    /// here, the consumer is woken if it has items to find. `None` when `write` was not
+    /// called. The lock is held for one system call that never waits (the socket's
+    /// `try_write`), which saves the hand-over a lend of the front would need (two more
+    /// locks and a reference to the socket per write).
+    pub fn write_idle<R>(
         &self,
-        out: &mut Vec<T>,
-        max: usize,
-        lendable: impl Fn(&T) -> bool,
-    ) -> Option<Arc<dyn Direct>> {
+        write: impl FnOnce(&dyn Direct, &mut dyn Iterator<Item = &T>) -> (Wrote<T>, R),
+    ) -> Option<R> {
         let mut s = self.lock();
-        if s.closed || s.owner != Owner::Idle || s.first.is_none() {
+        if s.closed || s.busy || s.first.is_none() {
             return None;
         }
-        let direct = match (&s.direct, &s.first) {
-            (Some(d), Some(first)) if lendable(first) => d.clone(),
-            _ => {
-                wake_unlocked(s);
-                return None;
-            }
-        };
-        s.move_front(out, max, lendable);
-        s.owner = Owner::Lent;
-        drop(s);
-        self.room.notify_waiters();
-        Some(direct)
-    }
-
-    /// Ends a [`Self::lend`]: `rest` (what was not written, in order) goes back in front, and
-    /// the consumer is woken if anything is queued. On a queue closed meanwhile only the
-    /// first item is kept (it may be a frame's tail: [`Self::settle`] hands it to the closing
-    /// consumer, which writes it before its close).
-    pub fn give_back(&self, rest: impl DoubleEndedIterator<Item = T>) {
-        let mut s = self.lock();
-        s.owner = Owner::Idle;
-        if s.closed {
-            let mut rest = rest;
-            s.first = rest.next();
-        } else {
-            for item in rest.rev() {
-                if let Some(first) = s.first.replace(item) {
-                    s.items.push_front(first);
-                }
-            }
-        }
-        if s.first.is_some() || s.closed {
+        let Some(direct) = s.direct.as_deref() else {
             wake_unlocked(s);
+            return None;
+        };
+        let (wrote, r) = write(direct, &mut s.first.iter().chain(s.items.iter()));
+        if wrote.whole > 0 {
+            // Dropped here: a written frame is a shared reference, its release one atomic.
+            s.items.drain(..wrote.whole - 1);
+            s.first = s.items.pop_front();
+            s.shrink();
         }
-    }
-
-    /// For a consumer that closed the queue: waits until no lend is in progress, then takes
-    /// the item the lend gave back, if any.
-    pub async fn settle(&self) -> Option<T> {
-        std::future::poll_fn(|cx| {
-            let mut s = self.lock();
-            if s.owner == Owner::Lent {
-                s.waker = Some(cx.waker().clone());
-                return Poll::Pending;
-            }
-            Poll::Ready(s.first.take())
-        })
-        .await
+        if let Some(tail) = wrote.tail {
+            s.first = Some(tail);
+        }
+        if s.first.is_some() {
+            wake_unlocked(s);
+        } else {
+            drop(s);
+        }
+        if wrote.whole > 0 {
+            self.made_room();
+        }
+        Some(r)
     }
 
     /// Queues `item`, waiting for room. `Err` when the queue is closed.
     pub async fn push_waiting(&self, mut item: T) -> Result<(), T> {
+        /// Counts this producer among those waiting, until it is done (or dropped).
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(&self.waiting);
         loop {
             let notified = self.room.notified();
             tokio::pin!(notified);
@@ -271,21 +274,18 @@ impl<T> Queue<T> {
         if s.closed {
             return Poll::Ready(0);
         }
-        if s.first.is_none() || s.owner == Owner::Lent {
-            // Nothing to take, or a write through holds the front (it wakes us after).
-            if s.owner == Owner::Consumer {
-                s.owner = Owner::Idle;
-            }
+        if s.first.is_none() {
+            s.busy = false;
             match &s.waker {
                 Some(w) if w.will_wake(cx.waker()) => {}
                 _ => s.waker = Some(cx.waker().clone()),
             }
             return Poll::Pending;
         }
-        s.owner = Owner::Consumer;
+        s.busy = true;
         let n = s.move_front(out, max, |_| true);
         drop(s);
-        self.room.notify_waiters();
+        self.made_room();
         Poll::Ready(n)
     }
 
@@ -294,20 +294,24 @@ impl<T> Queue<T> {
         std::future::poll_fn(|cx| self.poll_take(cx, out, max)).await
     }
 
-    /// Closes the queue: pushes are refused, what is queued is dropped.
-    pub fn close(&self) {
-        let items = {
+    /// Closes the queue: pushes are refused, what is queued is dropped, except a front
+    /// that `begun` says was partly written (a frame's tail, which the consumer must write
+    /// before anything else): that is returned.
+    pub fn close(&self, begun: impl Fn(&T) -> bool) -> Option<T> {
+        let (kept, items) = {
             let mut s = self.lock();
             s.closed = true;
             s.waker = None;
-            (
-                s.first.take(),
-                std::mem::take(&mut s.items),
-                s.direct.take(),
-            )
+            let first = s.first.take();
+            let (kept, first) = match first {
+                Some(f) if begun(&f) => (Some(f), None),
+                other => (None, other),
+            };
+            (kept, (first, std::mem::take(&mut s.items), s.direct.take()))
         };
         drop(items);
         self.room.notify_waiters();
+        kept
     }
 }
 
@@ -363,7 +367,7 @@ mod tests {
         assert_eq!(q.poll_take(&mut cx, &mut out, 64), Poll::Ready(36));
         assert_eq!(q.lock().items.capacity(), 0, "no buffer held while empty");
         assert!(q.lock().first.is_none());
-        q.close();
+        q.close(|_| false);
         assert_eq!(q.try_push(1), Err((Refused::Closed, 1)));
         assert_eq!(q.poll_take(&mut cx, &mut out, 64), Poll::Ready(0));
     }
@@ -375,8 +379,21 @@ mod tests {
         }
     }
 
+    /// A write through that writes `whole` leading items and leaves `tail` of the next,
+    /// recording the items it was shown.
+    fn writes(
+        whole: usize,
+        tail: Option<i32>,
+        seen: &mut Vec<i32>,
+    ) -> impl FnOnce(&dyn Direct, &mut dyn Iterator<Item = &i32>) -> (Wrote<i32>, ()) + '_ {
+        move |_, front| {
+            seen.extend(front.copied());
+            (Wrote { whole, tail }, ())
+        }
+    }
+
     #[test]
-    fn the_front_is_lent_only_while_the_consumer_waits_and_its_rest_goes_first() {
+    fn the_front_is_written_only_while_the_consumer_waits_and_its_tail_goes_first() {
         let q = Queue::new(10);
         q.attach(Arc::new(NoSocket));
         let count = Arc::new(Count(AtomicUsize::new(0)));
@@ -386,62 +403,62 @@ mod tests {
         assert!(q.poll_take(&mut cx, &mut out, 64).is_pending(), "waiting");
         assert_eq!(q.push_deferred(1), Ok(Pushed::Deferred));
         assert_eq!(q.push_deferred(2), Ok(Pushed::Queued));
-        let mut lent = Vec::new();
-        assert!(q.lend(&mut lent, 64, |_| true).is_some());
-        assert_eq!(lent, [1, 2]);
-        // While lent, a push asks nothing and the consumer cannot take.
         assert_eq!(q.push_deferred(3), Ok(Pushed::Queued));
-        assert!(q.poll_take(&mut cx, &mut out, 64).is_pending());
-        assert_eq!(count.0.load(Ordering::SeqCst), 0, "nobody woken yet");
-        // 1 was written, 2 was not: it goes back in front of 3, and the consumer is woken.
-        lent.remove(0);
-        q.give_back(lent.drain(..));
+        // 1 was written, 2 begun: its tail (20) goes in front of 3, and the consumer is woken.
+        let mut seen = Vec::new();
+        assert!(q.write_idle(writes(1, Some(20), &mut seen)).is_some());
+        assert_eq!(seen, [1, 2, 3], "the whole front was offered");
         assert_eq!(count.0.load(Ordering::SeqCst), 1);
         assert_eq!(q.poll_take(&mut cx, &mut out, 64), Poll::Ready(2));
-        assert_eq!(out, [2, 3]);
-        // The consumer is busy writing them: a push wakes nobody and nothing is lent.
+        assert_eq!(out, [20, 3]);
+        // The consumer is busy writing them: a push wakes nobody and nothing is written here.
         assert_eq!(q.push_deferred(4), Ok(Pushed::Queued));
-        assert!(q.lend(&mut lent, 64, |_| true).is_none());
-        assert!(lent.is_empty());
-        // Positive control: once it waits again, a first push is the caller's to write.
+        assert!(q.write_idle(writes(1, None, &mut seen)).is_none());
+        // Positive control: once it waits again, a first push is the caller's to write, and
+        // a write of everything leaves the consumer asleep and the queue without a buffer.
         assert_eq!(q.poll_take(&mut cx, &mut out, 64), Poll::Ready(1));
         assert!(q.poll_take(&mut cx, &mut out, 64).is_pending());
         assert_eq!(q.push_deferred(5), Ok(Pushed::Deferred));
-        // A front that cannot be lent wakes the consumer instead.
-        assert!(q.lend(&mut lent, 64, |i| *i != 5).is_none());
+        assert_eq!(q.push_deferred(6), Ok(Pushed::Queued));
+        seen.clear();
+        assert!(q.write_idle(writes(2, None, &mut seen)).is_some());
+        assert_eq!(seen, [5, 6]);
+        assert_eq!(
+            count.0.load(Ordering::SeqCst),
+            1,
+            "nobody woken for a full write"
+        );
+        assert!(q.lock().first.is_none() && q.lock().items.capacity() == 0);
+        // A front the write could not take (nothing written) wakes the consumer instead.
+        assert_eq!(q.push_deferred(7), Ok(Pushed::Deferred));
+        assert!(q.write_idle(writes(0, None, &mut seen)).is_some());
         assert_eq!(count.0.load(Ordering::SeqCst), 2);
-        // No socket, no lending; closed, no socket kept.
-        q.close();
+        // No socket, no writing; closed, no socket kept.
+        q.detach();
+        assert!(q.write_idle(writes(1, None, &mut seen)).is_none());
+        q.close(|_| false);
         assert!(q.lock().direct.is_none());
     }
 
-    #[tokio::test]
-    async fn a_close_during_a_lend_waits_for_it_and_keeps_what_was_begun() {
-        let q = Arc::new(Queue::new(10));
+    #[test]
+    fn a_close_keeps_a_begun_front_and_drops_the_rest() {
+        let q = Queue::new(10);
         q.attach(Arc::new(NoSocket));
-        q.try_push(1).unwrap();
-        q.try_push(2).unwrap();
-        let mut lent = Vec::new();
-        assert!(q.lend(&mut lent, 64, |_| true).is_some());
-        q.close();
-        let settle = tokio::spawn({
-            let q = q.clone();
-            async move { q.settle().await }
-        });
-        tokio::task::yield_now().await;
-        assert!(!settle.is_finished(), "the lend is still writing");
-        q.give_back(lent.drain(..));
-        let kept = tokio::time::timeout(std::time::Duration::from_secs(5), settle)
-            .await
-            .expect("settled once given back")
-            .unwrap();
+        for i in 1..=3 {
+            q.try_push(i).unwrap();
+        }
+        let mut seen = Vec::new();
+        q.write_idle(writes(1, Some(20), &mut seen)).unwrap();
         assert_eq!(
-            kept,
-            Some(1),
+            q.close(|i| *i >= 10),
+            Some(20),
             "the front (a frame's tail) is kept, the rest dropped"
         );
-        // Positive control: with no lend in progress, a closed queue settles at once, empty.
-        assert_eq!(q.settle().await, None);
+        assert_eq!(q.try_push(4), Err((Refused::Closed, 4)));
+        // Positive control: a front that was not begun is dropped with the rest.
+        let q = Queue::new(10);
+        q.try_push(1).unwrap();
+        assert_eq!(q.close(|i| *i >= 10), None);
     }
 
     #[tokio::test]
@@ -463,5 +480,29 @@ mod tests {
             .unwrap();
         assert_eq!(q.take(&mut out, 8).await, 1);
         assert_eq!(out, vec![0, 1]);
+        assert_eq!(q.waiting.load(Ordering::SeqCst), 0, "no producer counted");
+
+        // A write through makes room too; the take above left the consumer busy, so it
+        // polls (idle) first.
+        let waker = Waker::noop();
+        assert!(q
+            .poll_take(&mut Context::from_waker(waker), &mut out, 8)
+            .is_pending());
+        q.attach(Arc::new(NoSocket));
+        q.try_push(2).unwrap();
+        let pusher = tokio::spawn({
+            let q = q.clone();
+            async move { q.push_waiting(3).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!pusher.is_finished(), "the queue is full");
+        let mut seen = Vec::new();
+        q.write_idle(writes(1, None, &mut seen)).unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(5), pusher)
+            .await
+            .expect("the push got in after the write through")
+            .unwrap()
+            .unwrap();
+        assert_eq!(seen, [2]);
     }
 }

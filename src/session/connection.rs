@@ -286,7 +286,7 @@ async fn write_loop(
             _ = token.cancelled() => {
                 // What is still queued is dropped; the close follows what the socket took,
                 // a frame a fan-out began writing included.
-                if let Some(Out::Rest(tail)) = rx.close().await {
+                if let Some(Out::Rest(tail)) = rx.close() {
                     sink.rest(tail);
                 }
                 let reason = outbox.close_reason().unwrap_or(CloseReason::Shutdown);
@@ -299,11 +299,12 @@ async fn write_loop(
                 if n == 0 {
                     break;
                 }
-                for out in &batch {
-                    if let Out::Frame(f) = out {
-                        outbox.taken(f.len());
-                    }
-                }
+                // One release for the batch: two atomic updates a frame saved.
+                let charged = batch.iter().map(|out| match out {
+                    Out::Frame(f) => f.len(),
+                    _ => 0,
+                });
+                outbox.taken(charged.sum());
                 let done = tokio::select! {
                     biased;
                     // A stuck client must not keep the writer alive past a kill.

@@ -326,9 +326,12 @@ impl Outbox {
         }
     }
 
-    /// `len` bytes left the queue (written, or dropped): the writer calls this for every
-    /// frame it takes.
+    /// `len` bytes left the queue (written, or dropped): the writer calls this for the
+    /// frames it takes.
     pub fn taken(&self, len: usize) {
+        if len == 0 {
+            return;
+        }
         let removed = self
             .0
             .queued
@@ -394,11 +397,9 @@ impl Receiver {
     }
 
     /// Stops the queue: later pushes are refused, what is queued is dropped. Returns the
-    /// tail of a frame a fan-out was writing meanwhile, which must go out before a close.
-    pub async fn close(&mut self) -> Option<Out> {
-        let queue = &self.0 .0.queue;
-        queue.close();
-        queue.settle().await
+    /// tail of a frame a write through began, which must go out before a close.
+    pub fn close(&mut self) -> Option<Out> {
+        self.0 .0.queue.close(|out| matches!(out, Out::Rest(_)))
     }
 
     /// The next queued item, if any (tests).

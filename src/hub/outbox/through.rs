@@ -1,15 +1,20 @@
 //! Writing through: a fan-out writes a connection's frames to its socket itself, once it
-//! holds no lock, instead of waking the connection's writer (a task switch and a poll per
-//! connection per event). Only while the writer is idle (the queue says who writes:
-//! [`Queue::lend`](super::super::queue::Queue::lend)), so there is one writer at a time and
-//! the queue's order is the socket's order; what the socket does not take goes back in
-//! front, for the writer to finish.
+//! holds no lock of the hub's, instead of waking the connection's writer (a task switch and
+//! a poll per connection per event). Only while the writer is idle, under the queue's lock
+//! ([`Queue::write_idle`](super::super::queue::Queue::write_idle)), so there is one writer at
+//! a time and the queue's order is the socket's order; what the socket does not take stays
+//! in front, for the writer (woken) to finish.
 
-use super::{Out, Outbox};
+use std::io::IoSlice;
 use std::sync::atomic::Ordering;
 
+use bytes::Bytes;
+
+use super::super::queue::Wrote;
+use super::{Out, Outbox};
+
 /// Frames written through per system call.
-const MAX_LENT: usize = 64;
+const MAX_WRITE: usize = 64;
 /// Connections written through before a long fan-out lets other tasks run.
 const TURN: usize = 64;
 
@@ -20,8 +25,6 @@ const TURN: usize = 64;
 #[derive(Default)]
 pub struct Writes {
     listed: Vec<Outbox>,
-    /// Scratch for the frames of one write, kept between rounds.
-    lent: Vec<Out>,
 }
 
 impl Drop for Writes {
@@ -55,51 +58,64 @@ impl Writes {
     fn turn(&mut self, n: usize) -> bool {
         let n = n.min(self.listed.len());
         for outbox in self.listed.drain(..n) {
-            outbox.write_through(&mut self.lent);
+            outbox.write_through();
         }
         !self.listed.is_empty()
     }
 }
 
+/// The bytes of an item a write through can send: a frame (and what it is charged), or the
+/// tail of one begun before (charged no more).
+fn wire(out: &Out) -> Option<(&Bytes, usize)> {
+    match out {
+        Out::Frame(f) => Some((f.wire(), f.len())),
+        Out::Rest(tail) => Some((tail, 0)),
+        _ => None,
+    }
+}
+
 impl Outbox {
     /// Writes the leading frames to the socket without waiting, when the writer is idle;
-    /// what the socket did not take goes back in front, for the writer (woken) to finish.
-    /// `lent` is scratch space, left empty.
-    fn write_through(&self, lent: &mut Vec<Out>) {
+    /// what the socket did not take stays in front, for the writer (woken) to finish.
+    fn write_through(&self) {
         if self.0.reason.load(Ordering::Acquire) != 0 {
             return; // killed: its writer is ending, woken by the token
         }
-        let is_frame = |o: &Out| matches!(o, Out::Frame(_));
-        let Some(socket) = self.0.queue.lend(lent, MAX_LENT, is_frame) else {
-            return;
-        };
-        let mut iov = [std::io::IoSlice::new(&[]); MAX_LENT];
-        for (slot, out) in iov.iter_mut().zip(lent.iter()) {
-            if let Out::Frame(f) = out {
-                *slot = std::io::IoSlice::new(f.wire());
+        static NONE: Bytes = Bytes::new();
+        let released = self.0.queue.write_idle(|socket, front| {
+            let mut wires = [(&NONE, 0); MAX_WRITE];
+            let mut n = 0;
+            for (slot, w) in wires.iter_mut().zip(front.map_while(wire)) {
+                *slot = w;
+                n += 1;
             }
-        }
-        // An error other than a full socket is the writer's to meet (and end on): it gets
-        // everything back.
-        let mut left = socket.try_write_vectored(&iov[..lent.len()]).unwrap_or(0);
-        let mut done = 0;
-        for out in lent.iter_mut() {
-            let Out::Frame(f) = out else { break };
-            let wire = f.wire();
-            if left < wire.len() {
-                if left > 0 {
-                    // Begun: it leaves the budget like a frame the writer took.
-                    self.taken(f.len());
-                    *out = Out::Rest(wire.slice(left..));
+            let mut iov = [IoSlice::new(&[]); MAX_WRITE];
+            for (slot, (bytes, _)) in iov.iter_mut().zip(&wires[..n]) {
+                *slot = IoSlice::new(bytes);
+            }
+            // An error other than a full socket is the writer's to meet (and end on): the
+            // queue keeps everything and wakes it.
+            let mut left = socket.try_write_vectored(&iov[..n]).unwrap_or(0);
+            let (mut whole, mut released, mut tail) = (0, 0, None);
+            for &(bytes, charged) in &wires[..n] {
+                if left < bytes.len() {
+                    if left > 0 {
+                        // Begun: it leaves the budget like a frame the writer took.
+                        released += charged;
+                        tail = Some(Out::Rest(bytes.slice(left..)));
+                    }
+                    break;
                 }
-                break;
+                released += charged;
+                left -= bytes.len();
+                whole += 1;
             }
-            self.taken(f.len());
-            left -= wire.len();
-            done += 1;
+            (Wrote { whole, tail }, released)
+        });
+        // One release per write, not per frame: two atomic updates saved for each.
+        if let Some(released) = released.filter(|&r| r > 0) {
+            self.taken(released);
         }
-        lent.drain(..done);
-        self.0.queue.give_back(lent.drain(..));
     }
 }
 
