@@ -96,9 +96,7 @@ async fn drain_one(c: &Common, i: usize, per_user: usize) -> Result<(u32, Tally)
         c.port,
         bus_token(c, i, "none")
     );
-    let (mut ws, _) = tokio_tungstenite::connect_async(url)
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut ws = crate::conn::connect(c, i, url).await?;
     let t = Instant::now();
     let sub = json!({"type":"subscribe","events":["notification"]});
     ws.send(Message::text(sub.to_string()))
