@@ -2,8 +2,7 @@
 //! and count the `LG|seq|send_ns|...` payloads they receive.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -14,7 +13,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::stats::Seen;
+use crate::stats::{marker_fields, markers, Count, Seen};
 use crate::{Common, Proto};
 
 /// A connected benchmark client.
@@ -183,19 +182,18 @@ pub struct Received {
 /// Reads frames until `stop`, recording payload sequence numbers (divided by `stride`, so
 /// a receiver of every `stride`-th event keeps a dense bitmap) and latencies. Answers
 /// `pusher:ping`. `total` counts frames across all receivers.
-pub async fn receive(
-    mut ws: Ws,
-    stride: u64,
-    stop: CancellationToken,
-    total: Arc<AtomicU64>,
-) -> Received {
+pub async fn receive(mut ws: Ws, stride: u64, stop: CancellationToken, count: Count) -> Received {
     let mut r = Received {
         seen: Seen::default(),
         latencies_us: Vec::new(),
     };
+    // Made once: a fresh wait on the token per frame registered and dropped a waiter each time.
+    let stopped = stop.cancelled();
+    tokio::pin!(stopped);
     loop {
         let msg = tokio::select! {
-            _ = stop.cancelled() => break,
+            biased;
+            _ = &mut stopped => break,
             m = ws.next() => m,
         };
         let text = match msg {
@@ -203,15 +201,13 @@ pub async fn receive(
             Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
             Some(Ok(_)) => continue,
         };
-        if let Some(rest) = text.split("LG|").nth(1) {
-            let mut parts = rest.split('|');
-            let seq = parts.next().and_then(|s| s.parse::<u64>().ok());
-            let sent = parts.next().and_then(|s| s.parse::<u64>().ok());
-            if let (Some(seq), Some(sent)) = (seq, sent) {
+        let first = markers(&text).next().map(marker_fields);
+        if let Some(fields) = first {
+            if let Some((seq, sent)) = fields {
                 let lat = now_ns().saturating_sub(sent) / 1000;
                 r.latencies_us.push(lat.min(u64::from(u32::MAX)) as u32);
                 r.seen.mark(seq / stride);
-                total.fetch_add(1, Ordering::Relaxed);
+                count.add();
             }
         } else if text.contains("pusher:ping") {
             let _ = ws

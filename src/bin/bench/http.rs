@@ -4,15 +4,13 @@
 //! sent with `POST /ws/bus/send`) for the bus. They count payloads as the WebSocket
 //! receivers do.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::conn::{bus_token, hmac_hex, now_ns, Received};
-use crate::stats::Seen;
+use crate::stats::{marker_fields, markers, Count, Seen};
 use crate::{Common, Proto};
 
 /// One subscriber's open stream and where its messages go.
@@ -160,32 +158,30 @@ pub async fn receive(
     mut s: Stream,
     proto: Proto,
     stop: CancellationToken,
-    total: Arc<AtomicU64>,
+    count: Count,
 ) -> Received {
     let mut r = Received {
         seen: Seen::default(),
         latencies_us: Vec::new(),
     };
+    let stopped = stop.cancelled();
+    tokio::pin!(stopped);
     loop {
         let line = tokio::select! {
-            _ = stop.cancelled() => break,
+            biased;
+            _ = &mut stopped => break,
             l = s.line() => match l {
                 Ok(l) => l,
                 Err(_) => break,
             },
         };
         let mut any = false;
-        for rest in line.split("LG|").skip(1) {
-            let mut parts = rest.split('|');
-            let seq = parts.next().and_then(|x| x.parse::<u64>().ok());
-            let sent = parts.next().and_then(|x| x.parse::<u64>().ok());
-            if let (Some(seq), Some(sent)) = (seq, sent) {
-                let lat = now_ns().saturating_sub(sent) / 1000;
-                r.latencies_us.push(lat.min(u64::from(u32::MAX)) as u32);
-                r.seen.mark(seq);
-                total.fetch_add(1, Ordering::Relaxed);
-                any = true;
-            }
+        for (seq, sent) in markers(&line).filter_map(marker_fields) {
+            let lat = now_ns().saturating_sub(sent) / 1000;
+            r.latencies_us.push(lat.min(u64::from(u32::MAX)) as u32);
+            r.seen.mark(seq);
+            count.add();
+            any = true;
         }
         if !any && proto == Proto::Pusher && line.contains("pusher:ping") {
             let _ = s.send(r#"{"event":"pusher:pong","data":{}}"#, proto).await;

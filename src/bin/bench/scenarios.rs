@@ -1,8 +1,6 @@
 //! The scenarios. Each returns the fields of its output line.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -13,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::conn::{self, Received, Ws};
 use crate::procfs::{rss_kib, CpuMark};
 use crate::publish::{self, Publisher};
+use crate::stats::Counts;
 use crate::stats::{round, Latencies};
 use crate::{http, Common, Transport};
 
@@ -163,22 +162,23 @@ fn spawn_receivers(
     stride: u64,
 ) -> (
     CancellationToken,
-    Arc<AtomicU64>,
+    Counts,
     Vec<tokio::task::JoinHandle<Received>>,
 ) {
     let stop = CancellationToken::new();
-    let total = Arc::new(AtomicU64::new(0));
+    let total = Counts::new(clients.len());
     let tasks = clients
         .into_iter()
-        .map(|ws| tokio::spawn(conn::receive(ws, stride, stop.clone(), total.clone())))
+        .enumerate()
+        .map(|(i, ws)| tokio::spawn(conn::receive(ws, stride, stop.clone(), total.slot(i))))
         .collect();
     (stop, total, tasks)
 }
 
 /// Waits until `total` reaches `expected` or `drain` seconds pass.
-async fn drain(total: &AtomicU64, expected: u64, drain: u64) {
+async fn drain(total: &Counts, expected: u64, drain: u64) {
     let until = Instant::now() + Duration::from_secs(drain);
-    while total.load(Ordering::Relaxed) < expected && Instant::now() < until {
+    while total.sum() < expected && Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -229,15 +229,16 @@ fn tally_fields(out: &mut Map<String, Value>, t: &mut Tally, secs: f64) {
 pub async fn fanout(c: &Common, subs: usize, rate: u64, secs: u64, payload: usize) -> Line {
     let mut out = base(c, "fanout");
     let channel = "bench-fanout".to_owned();
-    let (stop, total) = (CancellationToken::new(), Arc::new(AtomicU64::new(0)));
+    let (stop, total) = (CancellationToken::new(), Counts::new(subs));
     let tasks = match c.transport {
         Transport::Ws => {
             let (clients, mut hs, _) = connect_all(c, subs, |_| channel.clone()).await?;
             hs.report("handshake", &mut out);
-            let receive = |ws| conn::receive(ws, 1, stop.clone(), total.clone());
+            let receive = |(i, ws)| conn::receive(ws, 1, stop.clone(), total.slot(i));
             clients
                 .into_iter()
-                .map(|ws| tokio::spawn(receive(ws)))
+                .enumerate()
+                .map(|c| tokio::spawn(receive(c)))
                 .collect()
         }
         Transport::Http => {
@@ -249,9 +250,10 @@ pub async fn fanout(c: &Common, subs: usize, rate: u64, secs: u64, payload: usiz
             let open = |i| http::open(&client, c, i, &channel);
             let (streams, mut hs, _) = connect_with(c, subs, open).await?;
             hs.report("handshake", &mut out);
-            let receive = |s| http::receive(s, c.protocol, stop.clone(), total.clone());
+            let receive = |(i, s)| http::receive(s, c.protocol, stop.clone(), total.slot(i));
             streams
                 .into_iter()
+                .enumerate()
                 .map(|s| tokio::spawn(receive(s)))
                 .collect()
         }
@@ -389,12 +391,13 @@ pub async fn presence(c: &Common, observers: usize, churners: usize, secs: u64) 
         conn::subscribe_pusher(&mut ws, c, &sid, channel, Some(&data)).await?;
         obs.push(ws);
     }
-    let events = Arc::new(AtomicU64::new(0));
+    let events = Counts::new(observers);
     let stop = CancellationToken::new();
     let obs_tasks: Vec<_> = obs
         .into_iter()
-        .map(|mut ws| {
-            let (stop, events) = (stop.clone(), events.clone());
+        .enumerate()
+        .map(|(i, mut ws)| {
+            let (stop, events) = (stop.clone(), events.slot(i));
             tokio::spawn(async move {
                 loop {
                     let m = tokio::select! { _ = stop.cancelled() => break, m = ws.next() => m };
@@ -402,7 +405,7 @@ pub async fn presence(c: &Common, observers: usize, churners: usize, secs: u64) 
                         Some(Ok(Message::Text(t)))
                             if t.contains("member_") && t.contains("churn-") =>
                         {
-                            events.fetch_add(1, Ordering::Relaxed);
+                            events.add();
                         }
                         Some(Ok(Message::Text(t))) if t.contains("pusher:ping") => {
                             let _ = ws
@@ -464,10 +467,7 @@ pub async fn presence(c: &Common, observers: usize, churners: usize, secs: u64) 
         json!(round(cycles as f64 / secs_done)),
     );
     out.insert("member_events_expected".into(), json!(expected));
-    out.insert(
-        "member_events".into(),
-        json!(events.load(Ordering::Relaxed)),
-    );
+    out.insert("member_events".into(), json!(events.sum()));
     lats.report("subscribe", &mut out);
     cpu_fields(&mut out, &mark, c, secs_done);
     Ok(out)

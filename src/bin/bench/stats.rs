@@ -71,3 +71,65 @@ impl Seen {
             .count() as u64
     }
 }
+
+/// Payloads received, in a slot per receiver: one shared counter was a cache line that
+/// every reader of the load generator fought over, a million times a second at 1000 × 1000.
+#[derive(Clone)]
+pub struct Counts(std::sync::Arc<[Slot]>);
+
+/// A receiver's count, alone on its cache line.
+#[repr(align(64))]
+struct Slot(std::sync::atomic::AtomicU64);
+
+/// One receiver's slot of [`Counts`]: only that receiver writes it.
+pub struct Count(Counts, usize);
+
+impl Counts {
+    /// Slots for `n` receivers.
+    pub fn new(n: usize) -> Self {
+        Self(
+            (0..n.max(1))
+                .map(|_| Slot(std::sync::atomic::AtomicU64::new(0)))
+                .collect(),
+        )
+    }
+
+    /// Receiver `i`'s slot.
+    pub fn slot(&self, i: usize) -> Count {
+        Count(self.clone(), i % self.0.len())
+    }
+
+    /// Everything counted so far.
+    pub fn sum(&self) -> u64 {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.0.iter().map(|s| s.0.load(Relaxed)).sum()
+    }
+}
+
+impl Count {
+    /// One more payload. A load and a store, not a locked add: the slot has one writer.
+    pub fn add(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let slot = &(self.0).0[self.1].0;
+        slot.store(slot.load(Relaxed) + 1, Relaxed);
+    }
+}
+
+/// Where a payload's `LG|seq|send_ns|` marker starts, found with a searcher built once
+/// (`str::split` builds one per message and searches slower).
+pub fn markers(text: &str) -> impl Iterator<Item = &str> {
+    static FINDER: std::sync::OnceLock<memchr::memmem::Finder<'static>> =
+        std::sync::OnceLock::new();
+    let finder = FINDER.get_or_init(|| memchr::memmem::Finder::new("LG|"));
+    finder
+        .find_iter(text.as_bytes())
+        .map(move |at| &text[at + 3..])
+}
+
+/// The (seq, send time in ns) at the start of what follows a marker.
+pub fn marker_fields(rest: &str) -> Option<(u64, u64)> {
+    let mut parts = rest.splitn(3, '|');
+    let seq = parts.next()?.parse().ok()?;
+    let sent = parts.next()?.parse().ok()?;
+    Some((seq, sent))
+}
