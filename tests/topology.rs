@@ -118,9 +118,7 @@ async fn sentinel_group_fails_over() {
 /// in use" when the ports came from `bind(127.0.0.1:0)`, which picks inside the range.
 #[test]
 fn picked_ports_lie_below_the_ephemeral_range_and_are_distinct() {
-    let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .map(|s| s.split_whitespace().next().unwrap().parse().unwrap())
-        .unwrap_or(32768);
+    let low = support::ephemeral_low();
     // The positive control: the kernel's own pick is inside the range.
     let kernel = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     assert!(kernel.local_addr().unwrap().port() >= low);

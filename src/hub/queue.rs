@@ -86,21 +86,20 @@ impl<T> State<T> {
         usize::from(self.first.is_some()) + self.items.len()
     }
 
-    /// Moves the first item and those after it that `take` accepts, at most `max` in all,
-    /// into `out` (the first one always: callers check it); gives back a drained buffer.
-    fn move_front(&mut self, out: &mut Vec<T>, max: usize, take: impl Fn(&T) -> bool) -> usize {
-        let before = out.len();
+    /// Moves the first `max` items (at least the first, which callers check is there) into
+    /// `out`; returns how many.
+    fn move_front(&mut self, out: &mut Vec<T>, max: usize) -> usize {
         out.extend(self.first.take());
-        while out.len() - before < max && self.items.front().is_some_and(&take) {
-            out.extend(self.items.pop_front());
-        }
-        self.first = self.items.pop_front();
-        self.shrink();
-        out.len() - before
+        let n = self.items.len().min(max.saturating_sub(1));
+        out.extend(self.items.drain(..n));
+        self.refill();
+        n + 1
     }
 
-    /// Gives back a drained buffer: an idle queue holds none.
-    fn shrink(&mut self) {
+    /// After the first item left: the next one takes its slot, and a drained buffer is
+    /// given back (an idle queue holds none).
+    fn refill(&mut self) {
+        self.first = self.items.pop_front();
         if self.items.is_empty() && self.items.capacity() > 0 {
             self.items = VecDeque::new();
         }
@@ -216,8 +215,7 @@ impl<T> Queue<T> {
         if wrote.whole > 0 {
             // Dropped here: a written frame is a shared reference, its release one atomic.
             s.items.drain(..wrote.whole - 1);
-            s.first = s.items.pop_front();
-            s.shrink();
+            s.refill();
         }
         if let Some(tail) = wrote.tail {
             s.first = Some(tail);
@@ -283,7 +281,7 @@ impl<T> Queue<T> {
             return Poll::Pending;
         }
         s.busy = true;
-        let n = s.move_front(out, max, |_| true);
+        let n = s.move_front(out, max);
         drop(s);
         self.made_room();
         Poll::Ready(n)

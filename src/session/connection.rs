@@ -300,11 +300,7 @@ async fn write_loop(
                     break;
                 }
                 // One release for the batch: two atomic updates a frame saved.
-                let charged = batch.iter().map(|out| match out {
-                    Out::Frame(f) => f.len(),
-                    _ => 0,
-                });
-                outbox.taken(charged.sum());
+                outbox.taken(batch.iter().map(Out::charged).sum());
                 let done = tokio::select! {
                     biased;
                     // A stuck client must not keep the writer alive past a kill.

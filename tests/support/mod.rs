@@ -592,10 +592,7 @@ pub fn free_port() -> u16 {
 pub fn free_ports(n: usize) -> Vec<u16> {
     use std::sync::atomic::{AtomicU32, Ordering};
     static CURSOR: AtomicU32 = AtomicU32::new(u32::MAX);
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
-        .unwrap_or(32768);
+    let ephemeral_low = u32::from(ephemeral_low());
     let (base, span) = (10_000, ephemeral_low.saturating_sub(10_000));
     if span < 1000 {
         // An unusual range leaves no room below it: fall back to the kernel's pick.
@@ -626,6 +623,15 @@ pub fn free_ports(n: usize) -> Vec<u16> {
         "no {n} free loopback ports below {ephemeral_low}"
     );
     ports
+}
+
+/// The first port of the kernel's ephemeral range (where `bind(:0)` and outgoing
+/// connections take their ports).
+pub fn ephemeral_low() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768)
 }
 
 /// A fresh directory under the system temp dir, unique to this process and call.

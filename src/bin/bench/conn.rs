@@ -179,9 +179,20 @@ pub struct Received {
     pub latencies_us: Vec<u32>,
 }
 
+impl Received {
+    /// A payload: its number (as the receiver's bitmap counts it), its latency from
+    /// `sent_ns`, and one more in `count`.
+    pub fn record(&mut self, seq: u64, sent_ns: u64, count: &Count) {
+        let lat = now_ns().saturating_sub(sent_ns) / 1000;
+        self.latencies_us.push(lat.min(u64::from(u32::MAX)) as u32);
+        self.seen.mark(seq);
+        count.add();
+    }
+}
+
 /// Reads frames until `stop`, recording payload sequence numbers (divided by `stride`, so
 /// a receiver of every `stride`-th event keeps a dense bitmap) and latencies. Answers
-/// `pusher:ping`. `total` counts frames across all receivers.
+/// `pusher:ping`. `count` is this receiver's slot of the payloads counted.
 pub async fn receive(mut ws: Ws, stride: u64, stop: CancellationToken, count: Count) -> Received {
     let mut r = Received {
         seen: Seen::default(),
@@ -204,10 +215,7 @@ pub async fn receive(mut ws: Ws, stride: u64, stop: CancellationToken, count: Co
         let first = markers(&text).next().map(marker_fields);
         if let Some(fields) = first {
             if let Some((seq, sent)) = fields {
-                let lat = now_ns().saturating_sub(sent) / 1000;
-                r.latencies_us.push(lat.min(u64::from(u32::MAX)) as u32);
-                r.seen.mark(seq / stride);
-                count.add();
+                r.record(seq / stride, sent, &count);
             }
         } else if text.contains("pusher:ping") {
             let _ = ws

@@ -153,7 +153,7 @@ fn socket_id(line: &str) -> Option<String> {
 }
 
 /// Reads lines until `stop`, recording every payload in them (an `a[...]` line may hold
-/// several); answers `pusher:ping`. `total` counts payloads across all receivers.
+/// several); answers `pusher:ping`. `count` is this receiver's slot of the payloads counted.
 pub async fn receive(
     mut s: Stream,
     proto: Proto,
@@ -177,10 +177,7 @@ pub async fn receive(
         };
         let mut any = false;
         for (seq, sent) in markers(&line).filter_map(marker_fields) {
-            let lat = now_ns().saturating_sub(sent) / 1000;
-            r.latencies_us.push(lat.min(u64::from(u32::MAX)) as u32);
-            r.seen.mark(seq);
-            count.add();
+            r.record(seq, sent, &count);
             any = true;
         }
         if !any && proto == Proto::Pusher && line.contains("pusher:ping") {

@@ -195,7 +195,7 @@ impl Outbox {
     /// client that reads nothing for [`PACED_WAIT`] is closed as a slow consumer. Returns
     /// `false` when the connection ended (nothing was queued).
     pub async fn send_paced(&self, out: Out) -> bool {
-        let len = frame_len(&out);
+        let len = out.charged();
         self.0.budget.charge_unchecked(len);
         self.0.queued.fetch_add(len, Ordering::AcqRel);
         if self.enqueue_paced(out).await {
@@ -269,7 +269,7 @@ impl Outbox {
 
     /// Queues `out`; a first item for an idle writer wakes it, or is listed in `writes`.
     fn enqueue(&self, out: Out, writes: Option<&mut Writes>) -> bool {
-        let len = frame_len(&out);
+        let len = out.charged();
         if len > 0 && !self.charge(len) {
             return false;
         }
@@ -415,11 +415,14 @@ impl Receiver {
     }
 }
 
-/// Bytes a queued item counts for (frames only).
-fn frame_len(out: &Out) -> usize {
-    match out {
-        Out::Frame(f) => f.len(),
-        _ => 0,
+impl Out {
+    /// Bytes the item is charged to the budgets for: a frame's; nothing for the rest (a
+    /// begun frame's tail left the budget when it was begun).
+    pub fn charged(&self) -> usize {
+        match self {
+            Out::Frame(f) => f.len(),
+            _ => 0,
+        }
     }
 }
 

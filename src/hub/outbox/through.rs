@@ -64,12 +64,12 @@ impl Writes {
     }
 }
 
-/// The bytes of an item a write through can send: a frame (and what it is charged), or the
-/// tail of one begun before (charged no more).
+/// The bytes of an item a write through can send (a frame, or the tail of one begun
+/// before), with what it is charged.
 fn wire(out: &Out) -> Option<(&Bytes, usize)> {
     match out {
-        Out::Frame(f) => Some((f.wire(), f.len())),
-        Out::Rest(tail) => Some((tail, 0)),
+        Out::Frame(f) => Some((f.wire(), out.charged())),
+        Out::Rest(tail) => Some((tail, out.charged())),
         _ => None,
     }
 }
